@@ -1,0 +1,31 @@
+/* mem: allocation policy.
+ *
+ * Small internal allocations (mem_x*) abort on out-of-memory: there is no
+ * sensible recovery and every caller would otherwise grow an error path.
+ * Float arrays sized by a client (mem_alloc_floats) are checked against the
+ * limits before they are asked for, may fail (NULL), and come back aligned to
+ * 64 bytes, zero-filled and already touched, so that no page fault lands in a
+ * step: first touch costs 12-20 us a page on these machines.  Any thread.
+ */
+#ifndef DESCENT_MEM_H
+#define DESCENT_MEM_H
+
+#include <stddef.h>
+
+void *mem_xmalloc(size_t n);
+void *mem_xcalloc(size_t count, size_t size);
+void *mem_xrealloc(void *p, size_t n);
+char *mem_xstrdup(const char *s);
+char *mem_xstrndup(const char *s, size_t n);
+
+/* n floats, 64-byte aligned, zeroed and touched; NULL if the system refuses.
+ * n = 0 gives a valid pointer.  Free with mem_free_floats (same n). */
+float *mem_alloc_floats(size_t n);
+void mem_free_floats(float *p, size_t n);
+
+/* Bytes variant of the above (aligned, touched, not necessarily zeroed
+ * beyond what the kernel gives). */
+void *mem_alloc_big(size_t bytes);
+void mem_free_big(void *p, size_t bytes);
+
+#endif

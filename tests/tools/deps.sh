@@ -1,0 +1,39 @@
+#!/bin/sh
+# deps.sh: installs the Debian packages descent needs, only those missing.
+# Libraries are looked up with pkg-config, tools with command -v; apt-get runs
+# (through sudo when not root) only if something is missing, after an
+# `apt-get update` because a fresh machine's package lists are empty.
+set -eu
+
+missing=""
+need_pc() { # pkg-config name, Debian package
+  if ! command -v pkg-config >/dev/null 2>&1 || ! pkg-config --exists "$1" 2>/dev/null; then
+    missing="$missing $2"
+  fi
+}
+need_cmd() { # command, Debian package
+  command -v "$1" >/dev/null 2>&1 || missing="$missing $2"
+}
+
+need_cmd pkg-config pkg-config
+need_cmd cc gcc
+need_cmd make make
+need_pc libmicrohttpd libmicrohttpd-dev
+need_pc jansson libjansson-dev
+need_pc libuv libuv1-dev
+need_pc check check
+need_pc libcurl libcurl4-openssl-dev
+need_pc zlib zlib1g-dev
+need_pc gnutls libgnutls28-dev
+need_cmd python3 python3
+need_cmd curl curl
+need_cmd openssl openssl
+
+[ -z "$missing" ] && exit 0
+echo "deps: installing$missing"
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+# shellcheck disable=SC2086
+$SUDO apt-get install -y -qq --no-install-recommends $missing

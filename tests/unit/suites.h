@@ -1,0 +1,17 @@
+/* suites: the list of every unit-test suite, in one place (libuv's test-list
+ * habit).  Each suite is one module's behaviour; main.c runs them all. */
+#ifndef DESCENT_TEST_SUITES_H
+#define DESCENT_TEST_SUITES_H
+
+#include <check.h>
+
+#define TEST_SUITES(X) \
+  X(optim)             \
+  X(rng)               \
+  X(rsearch)
+
+#define TEST_SUITE_DECL(name) Suite *suite_##name(void);
+TEST_SUITES(TEST_SUITE_DECL)
+#undef TEST_SUITE_DECL
+
+#endif
