@@ -8,7 +8,8 @@
 #define TEST_SUITES(X) \
   X(optim)             \
   X(rng)               \
-  X(rsearch)
+  X(rsearch)          \
+  X(codec_float)
 
 #define TEST_SUITE_DECL(name) Suite *suite_##name(void);
 TEST_SUITES(TEST_SUITE_DECL)

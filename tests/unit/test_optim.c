@@ -43,9 +43,9 @@ static size_t run_case(const torch_case *c, int parts, float *final_p, float *fi
     const float *want = c->expected + t * n;
     for (size_t i = 0; i < n; i++) {
       if (fabsf(want[i]) > S[i]) S[i] = fabsf(want[i]);
-      ck_assert_msg(within_tol(p[i], want[i], S[i]), "%s step %zu lane %zu: ours %.9g torch %.9g",
+      CHECK(within_tol(p[i], want[i], S[i]), "%s step %zu lane %zu: ours %.9g torch %.9g",
                     c->name, t + 1, i, p[i], want[i]);
-      ck_assert_msg(memcmp(&p[i], &g[i], sizeof(float)) == 0, "emit differs from params");
+      CHECK(memcmp(&p[i], &g[i], sizeof(float)) == 0, "emit differs from params");
       if (memcmp(&p[i], &want[i], sizeof(float)) != 0) inexact++;
     }
   }
@@ -75,7 +75,7 @@ START_TEST(torch_vectors) {
     for (size_t i = 0; i < c.n; i++) {
       float S = fabsf(c.state[b][i]);
       for (size_t t = 0; t < c.steps; t++) S = fmaxf(S, fabsf(c.grads[t * c.n + i]));
-      ck_assert_msg(within_tol(fb[b][i], c.state[b][i], S), "%s %s[%zu]: ours %.9g torch %.9g",
+      CHECK(within_tol(fb[b][i], c.state[b][i], S), "%s %s[%zu]: ours %.9g torch %.9g",
                     c.name, optim_buf_name(b), i, fb[b][i], c.state[b][i]);
     }
   }
@@ -189,7 +189,7 @@ START_TEST(lr_changes_between_steps) {
       for (size_t i = 0; i < n; i++) {
         float denom = sqrtf(eas[i]) / (float)sqrt(bc2) + (float)1e-8;
         float want = before[i] + ((float)(-(lr / bc1)) * ea[i]) / denom;
-        ck_assert_msg(p[i] == want, "step %zu lane %zu", t + 1, i);
+        CHECK(p[i] == want, "step %zu lane %zu", t + 1, i);
       }
     }
     free(before);

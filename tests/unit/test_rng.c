@@ -7,13 +7,14 @@
 
 #include "rng.h"
 #include "suites.h"
+#include "testutil.h"
 
 START_TEST(log_and_cos_accuracy) {
   for (int k = 1; k <= 100000; k++) {
     double x = (double)k / 100000.0 * 3.7;
-    ck_assert_msg(fabs(rng_log(x) - log(x)) <= 4e-16 * fmax(1, fabs(log(x))), "log(%g)", x);
+    CHECK(fabs(rng_log(x) - log(x)) <= 4e-16 * fmax(1, fabs(log(x))), "log(%g)", x);
     double u = (double)k / 100000.0;
-    ck_assert_msg(fabs(rng_cos2pi(u) - cos(2 * M_PI * u)) <= 1e-15, "cos2pi(%g)", u);
+    CHECK(fabs(rng_cos2pi(u) - cos(2 * M_PI * u)) <= 1e-15, "cos2pi(%g)", u);
   }
   ck_assert(fabs(rng_log(0x1p-53) - log(0x1p-53)) < 1e-13);
 }
@@ -41,7 +42,7 @@ START_TEST(slices_generate_alone) {
   rng_fill_uniform(whole, 1000, 0, 7, 3, -1, 1);
   rng_fill_uniform(part, 300, 700, 7, 3, -1, 1);
   ck_assert(memcmp(whole + 700, part, sizeof part) == 0);
-  for (int i = 0; i < 1000; i++) ck_assert(whole[i] >= -1 && whole[i] < 1);
+  for (int i = 0; i < 1000; i++) CHECK(whole[i] >= -1 && whole[i] < 1, "uniform range");
 }
 END_TEST
 

@@ -6,6 +6,7 @@
 
 #include "rsearch.h"
 #include "suites.h"
+#include "testutil.h"
 
 static double quad(const float *x, size_t n) {
   double s = 0;
@@ -36,8 +37,8 @@ START_TEST(improves_a_quadratic) {
     bool improved;
     ck_assert_int_eq(rsearch_tell(&rs, id, loss, params, &improved, NULL), 0);
     min_told = fmin(min_told, loss);
-    ck_assert(rs.best_loss == min_told);          /* never worse than a told loss */
-    ck_assert(quad(params, N) == rs.best_loss);   /* params hold the best */
+    CHECK(rs.best_loss == min_told, "best %g told %g", rs.best_loss, min_told);
+    CHECK(quad(params, N) == rs.best_loss, "params hold the best");
   }
   ck_assert_msg(rs.best_loss < start / 20, "best %g start %g", rs.best_loss, start);
   ck_assert_uint_eq(rs.tells, 3000);

@@ -7,6 +7,13 @@
 
 #include "optim.h"
 
+/* An assertion for hot loops: Check's ck_assert* records a checkpoint
+ * (a write to its message file) on every pass; this only acts on failure. */
+#define CHECK(cond, ...)                        \
+  do {                                          \
+    if (!(cond)) ck_abort_msg(__VA_ARGS__);     \
+  } while (0)
+
 /* One torch.optim run from tests/data/optim/<case>.json. */
 typedef struct torch_case {
   char name[64];
