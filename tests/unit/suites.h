@@ -9,7 +9,8 @@
   X(optim)             \
   X(rng)               \
   X(rsearch)          \
-  X(codec_float)
+  X(codec_float)      \
+  X(codec_json)
 
 #define TEST_SUITE_DECL(name) Suite *suite_##name(void);
 TEST_SUITES(TEST_SUITE_DECL)

@@ -1,0 +1,34 @@
+/* bufpool: reusable big buffers for request bodies, decoded gradients and
+ * encoded replies.
+ *
+ * Pages of a fresh buffer cost 12-20 us each on first touch here, and glibc
+ * hands allocations of 32 MiB and more back to the kernel on free, so a
+ * buffer per request would fault its way through every step.  The pool keeps
+ * released buffers in power-of-two size classes (64 KiB and up), already
+ * touched, up to a byte budget; smaller requests go to malloc.  Thread-safe
+ * (one mutex, held only to pop or push a list head).
+ */
+#ifndef DESCENT_BUFPOOL_H
+#define DESCENT_BUFPOOL_H
+
+#include <stddef.h>
+
+typedef struct bufpool bufpool;
+
+/* A pool that keeps at most max_cached bytes of idle buffers. */
+bufpool *bufpool_new(size_t max_cached);
+void bufpool_free(bufpool *bp); /* frees idle buffers; all must have been put back */
+
+/* A buffer of at least `bytes` (64-byte aligned; contents undefined); *cap
+ * receives its real capacity, to pass back to bufpool_put.  NULL if the
+ * system refuses (bp may be NULL: plain allocation). */
+void *bufpool_get(bufpool *bp, size_t bytes, size_t *cap);
+
+/* Returns a buffer from bufpool_get (NULL is ignored). */
+void bufpool_put(bufpool *bp, void *p, size_t cap);
+
+/* Idle bytes held, and bytes handed out and not yet returned. */
+size_t bufpool_idle_bytes(const bufpool *bp);
+size_t bufpool_busy_bytes(const bufpool *bp);
+
+#endif
