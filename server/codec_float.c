@@ -292,3 +292,19 @@ size_t codec_float_print(float f, char *out) {
   }
   return format(out, neg, best_c, best_q);
 }
+
+size_t codec_double_print(double d, char *out) {
+  if (!isfinite(d)) {
+    memcpy(out, "null", 4);
+    return 4;
+  }
+  char buf[40];
+  for (int prec = 15; prec <= 17; prec++) {
+    snprintf(buf, sizeof buf, "%.*g", prec, d);
+    if (strtod(buf, NULL) == d) break;
+  }
+  /* JSON has no "1e+20" problem, but integers-valued doubles stay numbers like 1 */
+  size_t n = strlen(buf);
+  memcpy(out, buf, n);
+  return n;
+}

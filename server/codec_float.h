@@ -28,4 +28,9 @@ size_t codec_float_parse_double(const char *s, const char *end, double *out);
 #define CODEC_FLOAT_MAX 24
 size_t codec_float_print(float f, char *out);
 
+/* The shortest of %.15g, %.16g, %.17g that reads back to the same double
+ * (for hyperparameters: 0.1 prints as 0.1, and round-trips).  out needs
+ * CODEC_FLOAT_MAX + 8 bytes.  Non-finite: null. */
+size_t codec_double_print(double d, char *out);
+
 #endif

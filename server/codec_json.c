@@ -8,6 +8,7 @@
  */
 #include "codec_json.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -425,11 +426,20 @@ json_t *jbuf_placeholder(size_t k) {
   return json_stringn(s, (size_t)n);
 }
 
+json_t *jbuf_real(double d) {
+  if (!isfinite(d)) return json_null();
+  char s[CODEC_FLOAT_MAX + 16];
+  s[0] = 0;
+  s[1] = 'R';
+  size_t n = codec_double_print(d, s + 2);
+  return json_stringn(s, n + 2);
+}
+
 void jbuf_json_splice(jbuf *b, json_t *root, const jbuf_array *arrays, size_t narrays) {
   size_t n = json_dumpb(root, NULL, 0, JSON_COMPACT | JSON_ENCODE_ANY);
   char *tmp = mem_xmalloc(n + 1);
   n = json_dumpb(root, tmp, n, JSON_COMPACT | JSON_ENCODE_ANY);
-  static const char mark[] = "\"\\u0000A";
+  static const char mark[] = "\"\\u0000";
   size_t i = 0;
   while (i < n) {
     char *hit = memmem(tmp + i, n - i, mark, sizeof mark - 1);
@@ -439,10 +449,17 @@ void jbuf_json_splice(jbuf *b, json_t *root, const jbuf_array *arrays, size_t na
     }
     jbuf_put(b, tmp + i, (size_t)(hit - (tmp + i)));
     char *q = hit + sizeof mark - 1;
-    size_t k = strtoul(q, &q, 10);
-    if (*q == '"') q++;
-    if (k < narrays) jbuf_floats(b, arrays[k].v, arrays[k].n);
-    else jbuf_puts(b, "null");
+    if (*q == 'A') {
+      size_t k = strtoul(q + 1, &q, 10);
+      if (k < narrays) jbuf_floats(b, arrays[k].v, arrays[k].n);
+      else jbuf_puts(b, "null");
+    } else { /* 'R': the number's text follows */
+      char *end = strchr(q, '"');
+      if (!end) end = tmp + n;
+      jbuf_put(b, q + 1, (size_t)(end - q - 1));
+      q = end;
+    }
+    if (q < tmp + n && *q == '"') q++;
     i = (size_t)(q - tmp);
   }
   free(tmp);

@@ -81,12 +81,18 @@ char *jbuf_take(jbuf *b, size_t *len, size_t *cap);
 /* A placeholder string for array k of `arrays` in jbuf_json_splice. */
 json_t *jbuf_placeholder(size_t k);
 
+/* A number that jbuf_json_splice writes in its shortest round-trip form
+ * (jansson itself prints 17 digits: 0.1 as 0.10000000000000001).
+ * Non-finite values become null. */
+json_t *jbuf_real(double d);
+
 typedef struct jbuf_array {
   const float *v;
   size_t n;
 } jbuf_array;
 
-/* Dumps root compactly into b, each placeholder k replaced by arrays[k]. */
+/* Dumps root compactly into b, each placeholder k replaced by arrays[k] and
+ * each jbuf_real by its number. */
 void jbuf_json_splice(jbuf *b, json_t *root, const jbuf_array *arrays, size_t narrays);
 
 #endif

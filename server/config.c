@@ -1,0 +1,156 @@
+/* config: the options table applied to defaults, environment and argv. */
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mem.h"
+
+enum kind { K_STR, K_NUM, K_INT, K_FLAG };
+
+typedef struct option_row {
+  const char *name;
+  int kind;
+  size_t offset;
+  const char *def, *meta, *help;
+} option_row;
+
+static const option_row rows[] = {
+#define CONFIG_ROW(name, kind, field, def, meta, help) {name, K_##kind, offsetof(config, field), def, meta, help},
+    CONFIG_TABLE(CONFIG_ROW)
+#undef CONFIG_ROW
+};
+#define NROWS (sizeof rows / sizeof *rows)
+
+static int parse_long(const char *s, long *out) {
+  char *end;
+  errno = 0;
+  double v = strtod(s, &end);
+  if (end == s || errno) return -1;
+  double mul = 1;
+  if (*end) {
+    switch (toupper((unsigned char)*end)) {
+    case 'K': mul = 1024.0; break;
+    case 'M': mul = 1024.0 * 1024; break;
+    case 'G': mul = 1024.0 * 1024 * 1024; break;
+    default: return -1;
+    }
+    end++;
+    if (*end == 'i' || *end == 'B') end++;
+    if (*end == 'B') end++;
+    if (*end) return -1;
+  }
+  v *= mul;
+  if (!(v >= 0 && v < 9.2e18) || v != floor(v)) return -1;
+  *out = (long)v;
+  return 0;
+}
+
+static int set(config *cfg, const option_row *r, const char *val, const char *src, derr *e) {
+  char *base = (char *)cfg + r->offset;
+  switch (r->kind) {
+  case K_STR: {
+    char **p = (char **)base;
+    free(*p);
+    *p = val ? mem_xstrdup(val) : NULL;
+    return 0;
+  }
+  case K_NUM: {
+    char *end;
+    double v = strtod(val, &end);
+    if (end == val || *end || !isfinite(v) || v < 0)
+      return derr_set(e, E_BAD_REQUEST, "%s %s: not a non-negative number: '%s'", src, r->name, val);
+    *(double *)base = v;
+    return 0;
+  }
+  case K_INT:
+    if (parse_long(val, (long *)base) < 0)
+      return derr_set(e, E_BAD_REQUEST, "%s %s: not a non-negative integer: '%s'", src, r->name, val);
+    return 0;
+  default: { /* FLAG */
+    bool on = !val || !strcmp(val, "1") || !strcmp(val, "true") || !strcmp(val, "yes");
+    *(bool *)base = on;
+    return 0;
+  }
+  }
+}
+
+int config_load(config *cfg, int argc, char **argv, derr *e) {
+  memset(cfg, 0, sizeof *cfg);
+  int rc;
+  for (size_t i = 0; i < NROWS; i++)
+    if (rows[i].def && (rc = set(cfg, &rows[i], rows[i].def, "default", e)) < 0) return rc;
+  for (size_t i = 0; i < NROWS; i++) {
+    if (rows[i].kind == K_FLAG) continue;
+    char env[64] = "DESCENT_";
+    size_t k = strlen(env);
+    for (const char *p = rows[i].name; *p && k < sizeof env - 1; p++)
+      env[k++] = *p == '-' ? '_' : (char)toupper((unsigned char)*p);
+    env[k] = 0;
+    const char *v = getenv(env);
+    if (v && *v && (rc = set(cfg, &rows[i], v, env, e)) < 0) return rc;
+  }
+  struct option longopts[NROWS + 1];
+  for (size_t i = 0; i < NROWS; i++)
+    longopts[i] = (struct option){rows[i].name, rows[i].kind == K_FLAG ? no_argument : required_argument,
+                                  NULL, (int)(i + 256)};
+  longopts[NROWS] = (struct option){0};
+  optind = 1;
+  opterr = 0;
+  int c;
+  while ((c = getopt_long(argc, argv, "hV", longopts, NULL)) != -1) {
+    if (c == 'h') cfg->help = true;
+    else if (c == 'V') cfg->version = true;
+    else if (c >= 256 && (size_t)(c - 256) < NROWS) {
+      if ((rc = set(cfg, &rows[c - 256], optarg, "option", e)) < 0) return rc;
+    } else {
+      return derr_set(e, E_BAD_REQUEST, "unknown or incomplete option '%s' (see --help)",
+                      argv[optind - 1]);
+    }
+  }
+  if (optind < argc) return derr_set(e, E_BAD_REQUEST, "unexpected argument '%s'", argv[optind]);
+  if (!!cfg->tls_cert != !!cfg->tls_key)
+    return derr_set(e, E_BAD_REQUEST, "--tls-cert and --tls-key go together");
+  return 0;
+}
+
+void config_free(config *cfg) {
+  for (size_t i = 0; i < NROWS; i++)
+    if (rows[i].kind == K_STR) {
+      char **p = (char **)((char *)cfg + rows[i].offset);
+      free(*p);
+      *p = NULL;
+    }
+}
+
+void config_usage(FILE *out) {
+  fprintf(out, "usage: descentd [OPTIONS]\n\ndescent: optimizer instances (torch.optim) served over HTTP.\n\n");
+  for (size_t i = 0; i < NROWS; i++) {
+    char left[64];
+    snprintf(left, sizeof left, "--%s%s%s", rows[i].name, rows[i].meta ? " " : "",
+             rows[i].meta ? rows[i].meta : "");
+    fprintf(out, "  %-30s %s", left, rows[i].help);
+    if (rows[i].def) fprintf(out, " [%s]", rows[i].def);
+    fputc('\n', out);
+  }
+  fprintf(out, "\nEvery option can also be set as DESCENT_<NAME> (e.g. DESCENT_DATA_DIR).\n");
+}
+
+void config_markdown(FILE *out) {
+  fprintf(out, "| option | environment | default | meaning |\n| --- | --- | --- | --- |\n");
+  for (size_t i = 0; i < NROWS; i++) {
+    char env[64] = "DESCENT_";
+    size_t k = strlen(env);
+    for (const char *p = rows[i].name; *p && k < sizeof env - 1; p++)
+      env[k++] = *p == '-' ? '_' : (char)toupper((unsigned char)*p);
+    env[k] = 0;
+    fprintf(out, "| `--%s%s%s` | %s%s%s | %s | %s |\n", rows[i].name, rows[i].meta ? " " : "",
+            rows[i].meta ? rows[i].meta : "", rows[i].kind == K_FLAG ? "" : "`",
+            rows[i].kind == K_FLAG ? "" : env, rows[i].kind == K_FLAG ? "" : "`",
+            rows[i].def ? rows[i].def : "", rows[i].help);
+  }
+}

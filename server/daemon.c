@@ -1,0 +1,189 @@
+/* daemon: wiring the modules together around the libuv loop. */
+#include "daemon.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <uv.h>
+
+#include "app.h"
+#include "http_server.h"
+#include "log.h"
+#include "persist.h"
+
+#define DRAIN_MS 10000
+
+typedef struct daemon_state {
+  app a;
+  uv_signal_t sigint, sigterm;
+  uv_timer_t snap_timer, drain_timer;
+  uv_work_t snap_work;
+  bool snap_busy, stopping, drained;
+  uint64_t drain_deadline;
+  atomic_uint_fast64_t incarnations;
+} daemon_state;
+
+static double wall(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void raise_fd_limit(void) {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+}
+
+/* ---- periodic snapshots (a pool thread does the writing) ---------------------- */
+
+static void snap_work(uv_work_t *w) {
+  daemon_state *d = w->data;
+  int n = persist_snapshot_changed(d->a.ps, d->a.reg);
+  if (n) log_debug("snapshots written", "count=%d", n);
+}
+
+static void snap_done(uv_work_t *w, int status) {
+  (void)status;
+  daemon_state *d = w->data;
+  d->snap_busy = false;
+}
+
+static void on_snap_timer(uv_timer_t *t) {
+  daemon_state *d = t->data;
+  if (d->snap_busy || d->stopping) return;
+  d->snap_busy = true;
+  d->snap_work.data = d;
+  uv_queue_work(d->a.loop, &d->snap_work, snap_work, snap_done);
+}
+
+/* ---- shutdown ---------------------------------------------------------------------- */
+
+static void finish(daemon_state *d) {
+  if (d->drained) return;
+  d->drained = true;
+  uv_timer_stop(&d->drain_timer);
+  http_server_stop(d->a.http);
+  d->a.http = NULL;
+  if (d->a.ps) {
+    int n = persist_snapshot_changed(d->a.ps, d->a.reg);
+    log_info("final snapshots written", "count=%d", n);
+  }
+  uv_close((uv_handle_t *)&d->sigint, NULL);
+  uv_close((uv_handle_t *)&d->sigterm, NULL);
+  uv_close((uv_handle_t *)&d->snap_timer, NULL);
+  uv_close((uv_handle_t *)&d->drain_timer, NULL);
+  timers_close(d->a.tm);
+}
+
+static void on_drain(uv_timer_t *t) {
+  daemon_state *d = t->data;
+  if (d->snap_busy) return; /* let the periodic snapshot finish first */
+  int active = http_server_active(d->a.http);
+  if (active > 0 && timers_now_ms() < d->drain_deadline) return;
+  if (active > 0) log_warn("shutdown: requests still running, closing them", "active=%d", active);
+  finish(d);
+}
+
+static void begin_shutdown(daemon_state *d, const char *why) {
+  if (d->stopping) return;
+  d->stopping = true;
+  log_info("shutting down", "signal=%s", why);
+  atomic_store(&d->a.stopping, true);
+  http_server_quiesce(d->a.http);
+  uv_timer_stop(&d->snap_timer);
+  instance **all;
+  size_t n = registry_list(d->a.reg, &all);
+  for (size_t i = 0; i < n; i++) {
+    instance_shutdown(all[i]);
+    instance_unref(all[i]);
+  }
+  free(all);
+  d->drain_deadline = timers_now_ms() + DRAIN_MS;
+  uv_timer_start(&d->drain_timer, on_drain, 0, 10);
+}
+
+static void on_signal(uv_signal_t *s, int signum) {
+  begin_shutdown(s->data, signum == SIGINT ? "SIGINT" : "SIGTERM");
+}
+
+/* ---- run ----------------------------------------------------------------------------- */
+
+int daemon_run(const config *cfg) {
+  daemon_state *d = calloc(1, sizeof *d);
+  if (!d) return 1;
+  int code = 1;
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  app *a = &d->a;
+  a->cfg = cfg;
+  a->loop = &loop;
+  a->started = wall();
+  int lvl = log_level_parse(cfg->log_level);
+  if (lvl < 0) {
+    fprintf(stderr, "descentd: --log-level %s: expected debug, info, warn or error\n", cfg->log_level);
+    goto out_loop;
+  }
+  log_set_level(lvl);
+  signal(SIGPIPE, SIG_IGN);
+  raise_fd_limit();
+  derr e = {0};
+  a->pool = bufpool_new((size_t)1 << 30);
+  a->tm = timers_new(&loop);
+  a->kp = kpool_new((int)cfg->threads);
+  a->reg = registry_new((size_t)cfg->max_instances, (uint64_t)cfg->max_params);
+  a->env = (instance_env){a->pool, a->tm, a->kp, &d->incarnations};
+  if (cfg->token_file && !(a->au = auth_load(cfg->token_file, &e))) {
+    fprintf(stderr, "descentd: %s\n", e.msg);
+    goto out;
+  }
+  if (cfg->data_dir) {
+    if (!(a->ps = persist_open(cfg->data_dir, &e))) {
+      fprintf(stderr, "descentd: %s\n", e.msg);
+      goto out;
+    }
+    int n = persist_load_all(a->ps, a->reg, &a->env);
+    log_info("data dir ready", "dir=%s instances=%d", cfg->data_dir, n);
+  }
+  if (!(a->http = http_server_start(a, &e))) {
+    fprintf(stderr, "descentd: %s\n", e.msg);
+    goto out;
+  }
+  uv_signal_init(&loop, &d->sigint);
+  uv_signal_init(&loop, &d->sigterm);
+  d->sigint.data = d->sigterm.data = d;
+  uv_signal_start(&d->sigint, on_signal, SIGINT);
+  uv_signal_start(&d->sigterm, on_signal, SIGTERM);
+  uv_timer_init(&loop, &d->snap_timer);
+  uv_timer_init(&loop, &d->drain_timer);
+  d->snap_timer.data = d->drain_timer.data = d;
+  if (a->ps && cfg->snapshot_interval > 0) {
+    uint64_t ms = (uint64_t)(cfg->snapshot_interval * 1000);
+    if (!ms) ms = 1;
+    uv_timer_start(&d->snap_timer, on_snap_timer, ms, ms);
+  }
+  uv_run(&loop, UV_RUN_DEFAULT);
+  code = 0;
+  log_info("stopped", "%s", "");
+out:
+  if (a->http) http_server_stop(a->http);
+  registry_free(a->reg);
+  persist_close(a->ps);
+  auth_free(a->au);
+  kpool_free(a->kp);
+  if (a->tm && !d->drained) {
+    timers_close(a->tm);
+    uv_run(&loop, UV_RUN_DEFAULT);
+  }
+  timers_free(a->tm);
+  bufpool_free(a->pool);
+out_loop:
+  uv_loop_close(&loop);
+  free(d);
+  return code;
+}

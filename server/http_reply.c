@@ -1,0 +1,131 @@
+/* http_reply: response construction and the common headers. */
+#include "http_reply.h"
+#include "http_routes.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct pooled {
+  bufpool *pool;
+  void *buf;
+  size_t cap;
+} pooled;
+
+static void free_pooled(void *cls) {
+  pooled *p = cls;
+  bufpool_put(p->pool, p->buf, p->cap);
+  free(p);
+}
+
+void reply_step_header(struct MHD_Response *resp, uint64_t step) {
+  char s[32];
+  snprintf(s, sizeof s, "%" PRIu64, step);
+  MHD_add_response_header(resp, "Descent-Step", s);
+}
+
+enum MHD_Result reply_queue(request *r, unsigned status, struct MHD_Response *resp, const char *ctype) {
+  if (!resp) return MHD_NO;
+  if (ctype) MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+  if (r->route && r->route->path[1] == 'v') MHD_add_response_header(resp, "Cache-Control", "no-store");
+  if (r->decode_ms > 0 || r->apply_ms > 0 || r->encode_ms > 0) {
+    char st[160];
+    snprintf(st, sizeof st, "decode;dur=%.3f, apply;dur=%.3f, encode;dur=%.3f", r->decode_ms, r->apply_ms,
+             r->encode_ms);
+    MHD_add_response_header(resp, "Server-Timing", st);
+  }
+  enum MHD_Result ret = MHD_queue_response(r->conn, status, resp);
+  MHD_destroy_response(resp);
+  r->state = RS_DONE;
+  return ret;
+}
+
+enum MHD_Result reply_pooled(request *r, unsigned status, void *buf, size_t len, size_t cap,
+                             const char *ctype) {
+  return reply_pooled_step(r, status, buf, len, cap, ctype, -1);
+}
+
+enum MHD_Result reply_pooled_step(request *r, unsigned status, void *buf, size_t len, size_t cap,
+                                  const char *ctype, int64_t step) {
+  pooled *p = malloc(sizeof *p);
+  if (!p) {
+    bufpool_put(r->app->pool, buf, cap);
+    return MHD_NO;
+  }
+  *p = (pooled){r->app->pool, buf, cap};
+  struct MHD_Response *resp =
+      MHD_create_response_from_buffer_with_free_callback_cls(len, buf, free_pooled, p);
+  if (!resp) {
+    free_pooled(p);
+    return MHD_NO;
+  }
+  if (step >= 0) reply_step_header(resp, (uint64_t)step);
+  return reply_queue(r, status, resp, ctype);
+}
+
+enum MHD_Result reply_static(request *r, unsigned status, const void *buf, size_t len, const char *ctype) {
+  struct MHD_Response *resp = MHD_create_response_from_buffer(len, (void *)buf, MHD_RESPMEM_PERSISTENT);
+  return reply_queue(r, status, resp, ctype);
+}
+
+enum MHD_Result reply_jbuf(request *r, unsigned status, jbuf *b, const char *ctype) {
+  if (b->failed) {
+    jbuf_release(b);
+    derr e;
+    derr_set(&e, E_QUOTA, "not enough memory to encode the reply");
+    return reply_error(r, E_QUOTA, &e);
+  }
+  size_t len, cap;
+  char *p = jbuf_take(b, &len, &cap);
+  return reply_pooled(r, status, p, len, cap, ctype ? ctype : "application/json");
+}
+
+enum MHD_Result reply_json(request *r, unsigned status, json_t *body) {
+  jbuf b;
+  jbuf_init(&b, r->app->pool, 512);
+  jbuf_json_splice(&b, body, NULL, 0);
+  json_decref(body);
+  jbuf_put(&b, "\n", 1);
+  return reply_jbuf(r, status, &b, "application/json");
+}
+
+static enum MHD_Result error_reply(request *r, int code, const derr *e, bool with_step, uint64_t step) {
+  if (code < 0) code = -code;
+  json_t *err = json_pack("{s:s,s:s}", "code", derr_name(code), "message",
+                          e && e->msg[0] ? e->msg : derr_default(code));
+  if (with_step) json_object_set_new(err, "step", json_integer((json_int_t)step));
+  json_t *body = json_pack("{s:o}", "error", err);
+  jbuf b;
+  jbuf_init(&b, r->app->pool, 512);
+  jbuf_json_splice(&b, body, NULL, 0);
+  json_decref(body);
+  jbuf_put(&b, "\n", 1);
+  size_t len, cap;
+  char *p = jbuf_take(&b, &len, &cap);
+  pooled *pp = malloc(sizeof *pp);
+  if (!pp || !p) {
+    free(pp);
+    bufpool_put(r->app->pool, p, cap);
+    return MHD_NO;
+  }
+  *pp = (pooled){r->app->pool, p, cap};
+  struct MHD_Response *resp = MHD_create_response_from_buffer_with_free_callback_cls(len, p, free_pooled, pp);
+  if (!resp) {
+    free_pooled(pp);
+    return MHD_NO;
+  }
+  if (code == E_METHOD && e && e->msg[0]) {
+    /* the message of a 405 starts with the allowed methods: "allowed: GET, POST" */
+    const char *allow = strstr(e->msg, "allowed: ");
+    if (allow) MHD_add_response_header(resp, "Allow", allow + 9);
+  }
+  if (code == E_UNAUTHORIZED) MHD_add_response_header(resp, "WWW-Authenticate", "Bearer realm=\"descent\"");
+  return reply_queue(r, (unsigned)derr_status(code), resp, "application/json");
+}
+
+enum MHD_Result reply_error(request *r, int code, const derr *e) { return error_reply(r, code, e, false, 0); }
+
+enum MHD_Result reply_error_step(request *r, int code, const derr *e, uint64_t step) {
+  return error_reply(r, code, e, true, step);
+}

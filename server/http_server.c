@@ -1,0 +1,416 @@
+/* http_server: the MHD daemon, request objects, bodies, auth and the
+ * suspend/resume bookkeeping.  See http_server.h for the state diagram. */
+#include "http_server.h"
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "http_reply.h"
+#include "http_routes.h"
+#include "log.h"
+#include "mem.h"
+#include "spec.h"
+
+#define CONN_MEMORY (256u << 10)
+
+struct http_server {
+  app *app;
+  struct MHD_Daemon *d;
+  uint16_t port;
+  pthread_mutex_t lock; /* guards the suspended list and counters */
+  request *suspended;
+  size_t nsuspended;
+  atomic_int active;
+  char *tls_cert, *tls_key;
+};
+
+static uint64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* ---- request objects ---------------------------------------------------------- */
+
+static request *request_new(http_server *hs, struct MHD_Connection *c, const char *method) {
+  request *r = mem_xcalloc(1, sizeof *r);
+  r->app = hs->app;
+  r->hs = hs;
+  r->conn = c;
+  snprintf(r->method, sizeof r->method, "%s", method);
+  atomic_init(&r->refs, 1);
+  r->state = RS_NEW;
+  r->want_step = -1;
+  dtimer_init(&r->timer, NULL, r);
+  atomic_fetch_add(&hs->active, 1);
+  return r;
+}
+
+static void request_unref(request *r) {
+  if (!r || atomic_fetch_sub(&r->refs, 1) != 1) return;
+  bufpool_put(r->app->pool, r->body, r->cap);
+  bufpool_put(r->app->pool, r->grad, r->grad_cap);
+  if (r->doc_used) jdoc_free(&r->doc);
+  psnap_unref(r->w.snap);
+  if (r->in) instance_unref(r->in);
+  atomic_fetch_sub(&r->hs->active, 1);
+  free(r);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                         enum MHD_RequestTerminationCode toe) {
+  (void)cls;
+  (void)c;
+  (void)toe;
+  request_unref(*con_cls);
+  *con_cls = NULL;
+}
+
+const char *http_arg(request *r, const char *key) {
+  return MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, key);
+}
+
+const char *http_header(request *r, const char *key) {
+  return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, key);
+}
+
+/* ---- suspension ---------------------------------------------------------------- */
+
+void http_suspend(void *arg) {
+  request *r = arg;
+  http_server *hs = r->hs;
+  pthread_mutex_lock(&hs->lock);
+  r->state = RS_SUSPENDED;
+  r->sprev = NULL;
+  r->snext = hs->suspended;
+  if (hs->suspended) hs->suspended->sprev = r;
+  hs->suspended = r;
+  hs->nsuspended++;
+  pthread_mutex_unlock(&hs->lock);
+  MHD_suspend_connection(r->conn);
+}
+
+static void resume(request *r) {
+  http_server *hs = r->hs;
+  pthread_mutex_lock(&hs->lock);
+  if (r->sprev) r->sprev->snext = r->snext;
+  else hs->suspended = r->snext;
+  if (r->snext) r->snext->sprev = r->sprev;
+  r->snext = r->sprev = NULL;
+  hs->nsuspended--;
+  r->state = RS_RESUMED;
+  pthread_mutex_unlock(&hs->lock);
+  MHD_resume_connection(r->conn);
+}
+
+static void on_timeout(dtimer *t) { /* loop thread */
+  request *r = t->arg;
+  if (r->in && instance_unwait(r->in, &r->w)) resume(r);
+  request_unref(r); /* the timer's reference */
+}
+
+void http_arm_timeout(request *r, uint64_t deadline_ms) {
+  atomic_fetch_add(&r->refs, 1);
+  r->timer.cb = on_timeout;
+  if (!timers_arm(r->app->tm, &r->timer, deadline_ms)) request_unref(r);
+}
+
+void http_wake(waiter *w) {
+  request *r = w->arg;
+  if (r->timer.cb && timers_cancel(r->app->tm, &r->timer)) request_unref(r);
+  resume(r);
+}
+
+size_t http_server_suspended(http_server *hs) {
+  pthread_mutex_lock(&hs->lock);
+  size_t n = hs->nsuspended;
+  pthread_mutex_unlock(&hs->lock);
+  return n;
+}
+
+int http_server_active(http_server *hs) { return atomic_load(&hs->active); }
+
+/* ---- the access handler ---------------------------------------------------------- */
+
+static enum MHD_Result early_error(request *r, int code, const char *fmt, ...) {
+  derr e = {0};
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(e.msg, sizeof e.msg, fmt, ap);
+  va_end(ap);
+  e.code = code;
+  return reply_error(r, code, &e);
+}
+
+static int content_kind(const char *ct) {
+  if (!ct || !*ct) return CT_NONE;
+  size_t n = strcspn(ct, ";");
+  while (n && (ct[n - 1] == ' ' || ct[n - 1] == '\t')) n--;
+  if ((n == 16 && !strncasecmp(ct, "application/json", n)) || (n == 9 && !strncasecmp(ct, "text/json", n)) ||
+      (n == 33 && !strncasecmp(ct, "application/x-www-form-urlencoded", n)))
+    return CT_JSON;
+  if (n == 24 && !strncasecmp(ct, "application/octet-stream", n)) return CT_BINARY;
+  return CT_OTHER;
+}
+
+/* First call: the headers are in.  Route, authenticate, check the body's
+ * declared size and type before reading any of it. */
+static enum MHD_Result begin(request *r, const char *url) {
+  app *a = r->app;
+  unsigned status = 0;
+  char allow[64], name[257];
+  name[0] = 0;
+  r->route = routes_match(r->method, url, name, sizeof name, &status, allow, sizeof allow);
+  if (atomic_load(&a->stopping)) return early_error(r, E_SHUTTING_DOWN, "the daemon is shutting down");
+  if (!r->route) {
+    if (status == 405) return early_error(r, E_METHOD, "%s is not allowed here; allowed: %s", r->method, allow);
+    return early_error(r, E_NOT_FOUND, "no resource at %.200s", url);
+  }
+  r->auth = auth_check(a->au, http_header(r, MHD_HTTP_HEADER_AUTHORIZATION));
+  if (!(r->route->flags & R_PUBLIC)) {
+    if (r->auth == AUTH_NONE)
+      return early_error(r, E_UNAUTHORIZED, "send a valid token as 'Authorization: Bearer TOKEN'");
+    if ((r->route->flags & R_WRITE) && r->auth < AUTH_WRITE)
+      return early_error(r, E_FORBIDDEN, "this token is read-only");
+  }
+  if (strstr(r->route->path, "{name}")) {
+    if (!spec_name_ok(name))
+      return early_error(r, E_BAD_NAME, "'%.80s' is not an instance name ([A-Za-z0-9][A-Za-z0-9._-]{0,63})", name);
+    snprintf(r->name, sizeof r->name, "%s", name);
+  }
+  const char *accept = http_header(r, MHD_HTTP_HEADER_ACCEPT);
+  r->accept_binary = accept && strstr(accept, "application/octet-stream") != NULL;
+  const char *cl = http_header(r, MHD_HTTP_HEADER_CONTENT_LENGTH);
+  const char *te = http_header(r, MHD_HTTP_HEADER_TRANSFER_ENCODING);
+  unsigned long long len = cl ? strtoull(cl, NULL, 10) : 0;
+  bool has_body = len > 0 || te != NULL;
+  if (has_body) {
+    if (!(r->route->flags & (R_JSON | R_BINARY)))
+      return early_error(r, E_BAD_REQUEST, "%s %s takes no body", r->method, r->route->path);
+    if (len > (unsigned long long)a->cfg->max_body)
+      return early_error(r, E_TOO_LARGE, "the body is %llu bytes; the limit is %ld (--max-body)", len,
+                         a->cfg->max_body);
+    r->content = content_kind(http_header(r, MHD_HTTP_HEADER_CONTENT_TYPE));
+    bool ok = (r->content == CT_JSON || r->content == CT_NONE) ? (r->route->flags & R_JSON)
+              : r->content == CT_BINARY                        ? (r->route->flags & R_BINARY)
+                                                               : false;
+    if (!ok)
+      return early_error(r, E_MEDIA_TYPE, "%s %s takes %s", r->method, r->route->path,
+                         r->route->flags & R_BINARY
+                             ? "application/json or application/octet-stream"
+                             : "application/json (curl: -H 'Content-Type: application/json')");
+    if (r->content == CT_NONE) r->content = CT_JSON;
+    size_t want = len ? (size_t)len : 64u << 10;
+    r->body = bufpool_get(a->pool, want, &r->cap);
+    if (!r->body) return early_error(r, E_QUOTA, "not enough memory for a %llu-byte body", len);
+  }
+  r->state = RS_BODY;
+  return MHD_YES;
+}
+
+static void body_append(request *r, const char *data, size_t n) {
+  if (r->too_big) return;
+  size_t max = (size_t)r->app->cfg->max_body;
+  if (r->len + n > max) {
+    r->too_big = true;
+    return;
+  }
+  if (r->len + n > r->cap) {
+    size_t want = r->cap * 2 > r->len + n ? r->cap * 2 : r->len + n, ncap;
+    if (want > max) want = max;
+    char *nb = bufpool_get(r->app->pool, want, &ncap);
+    if (!nb) {
+      r->too_big = true;
+      return;
+    }
+    memcpy(nb, r->body, r->len);
+    bufpool_put(r->app->pool, r->body, r->cap);
+    r->body = nb;
+    r->cap = ncap;
+  }
+  memcpy(r->body + r->len, data, n);
+  r->len += n;
+}
+
+static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+                                 const char *version, const char *upload, size_t *upload_size, void **con_cls) {
+  (void)version;
+  http_server *hs = cls;
+  request *r = *con_cls;
+  if (!r) {
+    r = request_new(hs, c, method);
+    *con_cls = r;
+    return begin(r, url);
+  }
+  if (r->state == RS_DONE) return MHD_YES;
+  if (*upload_size) {
+    body_append(r, upload, *upload_size);
+    *upload_size = 0;
+    return MHD_YES;
+  }
+  if (r->state == RS_RESUMED) {
+    r->state = RS_HANDLER;
+    return r->on_resume ? r->on_resume(r) : MHD_NO;
+  }
+  if (r->state != RS_BODY) return MHD_YES; /* suspended: nothing to do */
+  if (r->too_big)
+    return early_error(r, E_TOO_LARGE, "the body is larger than %ld bytes (--max-body)", r->app->cfg->max_body);
+  if ((r->route->flags & (R_JSON | R_BINARY)) && !(r->route->flags & R_BODY_OPT) && r->len == 0 &&
+      strcmp(r->route->method, "GET") != 0)
+    return early_error(r, E_BAD_REQUEST, "%s %s needs a body", r->method, r->route->path);
+  r->state = RS_HANDLER;
+  r->t_start_ns = now_ns();
+  return r->route->fn(r);
+}
+
+/* ---- start / stop ------------------------------------------------------------------ */
+
+static void mhd_log(void *cls, const char *fmt, va_list ap) {
+  (void)cls;
+  char msg[512];
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  size_t n = strlen(msg);
+  while (n && (msg[n - 1] == '\n' || msg[n - 1] == ' ')) msg[--n] = 0;
+  for (char *p = msg; *p; p++)
+    if (*p == '"') *p = '\'';
+  log_debug("libmicrohttpd", "detail=\"%s\"", msg);
+}
+
+static char *slurp(const char *path, derr *e) {
+  FILE *f = fopen(path, "rb");
+  if (!f) {
+    derr_set(e, E_IO, "cannot read %s", path);
+    return NULL;
+  }
+  fseek(f, 0, SEEK_END);
+  long n = ftell(f);
+  fseek(f, 0, SEEK_SET);
+  if (n < 0 || n > (1 << 20)) {
+    fclose(f);
+    derr_set(e, E_IO, "%s: not a PEM file", path);
+    return NULL;
+  }
+  char *s = mem_xmalloc((size_t)n + 1);
+  size_t got = fread(s, 1, (size_t)n, f);
+  fclose(f);
+  s[got] = 0;
+  return s;
+}
+
+http_server *http_server_start(app *a, derr *e) {
+  const config *cfg = a->cfg;
+  http_server *hs = mem_xcalloc(1, sizeof *hs);
+  hs->app = a;
+  pthread_mutex_init(&hs->lock, NULL);
+  /* HOST:PORT, HOST may be [v6] */
+  char host[256];
+  const char *listen = cfg->listen, *colon = strrchr(listen, ':');
+  if (!colon || colon == listen) {
+    derr_set(e, E_BAD_REQUEST, "--listen %s: expected HOST:PORT", listen);
+    goto fail;
+  }
+  size_t hl = (size_t)(colon - listen);
+  if (listen[0] == '[' && hl >= 2 && listen[hl - 1] == ']') {
+    memcpy(host, listen + 1, hl - 2);
+    host[hl - 2] = 0;
+  } else {
+    snprintf(host, sizeof host, "%.*s", (int)hl, listen);
+  }
+  char *end;
+  long port = strtol(colon + 1, &end, 10);
+  if (*end || port < 0 || port > 65535) {
+    derr_set(e, E_BAD_REQUEST, "--listen %s: bad port", listen);
+    goto fail;
+  }
+  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
+  struct addrinfo *ai = NULL;
+  char portstr[16];
+  snprintf(portstr, sizeof portstr, "%ld", port);
+  if (getaddrinfo(host, portstr, &hints, &ai) != 0 || !ai) {
+    derr_set(e, E_BAD_REQUEST, "--listen %s: cannot resolve %s", listen, host);
+    goto fail;
+  }
+  struct sockaddr_storage ss;
+  memcpy(&ss, ai->ai_addr, ai->ai_addrlen);
+  int family = ai->ai_family;
+  freeaddrinfo(ai);
+
+  unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
+                   MHD_USE_ERROR_LOG | MHD_USE_TURBO;
+  if (family == AF_INET6) flags |= MHD_USE_IPv6;
+  long threads = cfg->threads > 0 ? cfg->threads : sysconf(_SC_NPROCESSORS_ONLN);
+  if (threads < 1) threads = 1;
+  if (threads > 64) threads = 64;
+  struct MHD_OptionItem ops[16];
+  int k = 0;
+  ops[k++] = (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, &ss};
+  ops[k++] = (struct MHD_OptionItem){MHD_OPTION_THREAD_POOL_SIZE, (intptr_t)threads, NULL};
+  ops[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT, (intptr_t)cfg->max_connections, NULL};
+  ops[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT, (intptr_t)cfg->connection_timeout, NULL};
+  ops[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_MEMORY_LIMIT, (intptr_t)CONN_MEMORY, NULL};
+  ops[k++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, NULL};
+  ops[k++] = (struct MHD_OptionItem){MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_log, NULL};
+  ops[k++] = (struct MHD_OptionItem){MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024, NULL};
+  if (cfg->tls_cert) {
+    if (!MHD_is_feature_supported(MHD_FEATURE_TLS)) {
+      derr_set(e, E_BAD_REQUEST, "this libmicrohttpd was built without TLS");
+      goto fail;
+    }
+    if (!(hs->tls_cert = slurp(cfg->tls_cert, e)) || !(hs->tls_key = slurp(cfg->tls_key, e))) goto fail;
+    flags |= MHD_USE_TLS;
+    ops[k++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_CERT, 0, hs->tls_cert};
+    ops[k++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_KEY, 0, hs->tls_key};
+  }
+  ops[k++] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
+  hs->d = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, on_access, hs, MHD_OPTION_ARRAY, ops,
+                           MHD_OPTION_END);
+  if (!hs->d) {
+    derr_set(e, E_IO, "cannot listen on %s (address in use, or a bad TLS certificate/key?)", listen);
+    goto fail;
+  }
+  const union MHD_DaemonInfo *info = MHD_get_daemon_info(hs->d, MHD_DAEMON_INFO_BIND_PORT);
+  hs->port = info ? info->port : (uint16_t)port;
+  char shown[300];
+  if (family == AF_INET6) snprintf(shown, sizeof shown, "[%s]", host);
+  else snprintf(shown, sizeof shown, "%s", host);
+  printf("listening on %s://%s:%u\n", cfg->tls_cert ? "https" : "http", shown, hs->port);
+  fflush(stdout);
+  log_info("listening", "address=%s:%u tls=%s threads=%ld", shown, hs->port, cfg->tls_cert ? "on" : "off", threads);
+  return hs;
+fail:
+  free(hs->tls_cert);
+  free(hs->tls_key);
+  pthread_mutex_destroy(&hs->lock);
+  free(hs);
+  return NULL;
+}
+
+void http_server_quiesce(http_server *hs) {
+  if (hs && hs->d) {
+    MHD_socket s = MHD_quiesce_daemon(hs->d);
+    if (s != MHD_INVALID_SOCKET) close(s);
+  }
+}
+
+void http_server_stop(http_server *hs) {
+  if (!hs) return;
+  if (hs->d) MHD_stop_daemon(hs->d);
+  free(hs->tls_cert);
+  free(hs->tls_key);
+  pthread_mutex_destroy(&hs->lock);
+  free(hs);
+}
+
+uint16_t http_server_port(http_server *hs) { return hs->port; }
+
+unsigned http_server_connections(http_server *hs) {
+  const union MHD_DaemonInfo *i = MHD_get_daemon_info(hs->d, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+  return i ? i->num_connections : 0;
+}

@@ -1,0 +1,100 @@
+/* http_server: libmicrohttpd behind descent's request lifecycle.
+ *
+ * Owns the MHD daemon (internal thread pool, epoll, suspend/resume), the
+ * request object of every connection, body reading (size limit checked
+ * before reading, bodies streamed into pooled buffers), authentication, and
+ * every suspension: a suspended request is on one list, holds a timer when
+ * it has a deadline, and is resumed exactly once (by its waker, its timer,
+ * or shutdown).
+ *
+ * Request states:
+ *   NEW --headers ok--> BODY --complete--> HANDLER --reply queued--> DONE
+ *                                             '--suspend--> SUSPENDED --resume--> RESUMED --reply--> DONE
+ * Handlers run on MHD's threads; wakers may run on any thread.
+ */
+#ifndef DESCENT_HTTP_SERVER_H
+#define DESCENT_HTTP_SERVER_H
+
+#include <microhttpd.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "app.h"
+#include "codec_json.h"
+#include "instance.h"
+#include "timers.h"
+
+struct route;
+
+enum content_kind { CT_NONE, CT_JSON, CT_BINARY, CT_OTHER };
+enum req_state { RS_NEW, RS_BODY, RS_HANDLER, RS_SUSPENDED, RS_RESUMED, RS_DONE };
+
+typedef struct request request;
+typedef enum MHD_Result (*resume_fn)(request *r);
+
+struct request {
+  app *app;
+  http_server *hs;
+  struct MHD_Connection *conn;
+  const struct route *route;
+  char name[NAME_MAX_LEN + 1]; /* the {name} of the path, if any */
+  char method[8];
+  int auth;                    /* enum auth_level */
+  int content;                 /* enum content_kind */
+  bool accept_binary;
+  atomic_int refs;
+  int state;
+  /* body */
+  char *body;
+  size_t len, cap;
+  bool too_big;
+  /* timing, for Server-Timing */
+  uint64_t t_start_ns;
+  double decode_ms, apply_ms, encode_ms;
+  /* suspension */
+  request *snext, *sprev; /* on the server's suspended list */
+  waiter w;
+  dtimer timer;
+  instance *in;           /* a reference, while the handler needs it */
+  resume_fn on_resume;
+  /* handler scratch, released with the request */
+  jdoc doc;
+  bool doc_used;
+  float *grad;
+  size_t grad_cap;
+  int64_t want_step;
+  bool want_params;
+};
+
+/* Starts serving on cfg->listen.  Prints "listening on http(s)://HOST:PORT"
+ * on stdout.  Returns NULL with e set on failure. */
+http_server *http_server_start(app *a, derr *e);
+
+/* Stops accepting new connections (in-flight requests go on). */
+void http_server_quiesce(http_server *hs);
+/* Stops the daemon; every suspended request must have been resumed. */
+void http_server_stop(http_server *hs);
+
+uint16_t http_server_port(http_server *hs);
+unsigned http_server_connections(http_server *hs);
+size_t http_server_suspended(http_server *hs);
+/* Requests currently inside a handler or waiting (for shutdown). */
+int http_server_active(http_server *hs);
+
+/* Suspends r (from its handler, on its thread).  Used as the `suspend`
+ * callback of instance_push / instance_wait_step. */
+void http_suspend(void *r);
+
+/* Arms r's timeout: at `deadline` (ms), `instance_unwait` is tried and, if
+ * the request was still waiting, it is resumed. */
+void http_arm_timeout(request *r, uint64_t deadline_ms);
+
+/* The waker for r->w: cancels the timer and resumes r.  Any thread. */
+void http_wake(waiter *w);
+
+/* Query argument of r (NULL if absent). */
+const char *http_arg(request *r, const char *key);
+const char *http_header(request *r, const char *key);
+
+#endif

@@ -1,0 +1,324 @@
+/* instance: one named optimizer: its configuration, parameters, optimizer
+ * state, and the coordination of the workers that push to it.
+ *
+ * Invariants (all under `lock`):
+ *   - params and every allocated buffer hold n floats; `step` counts the
+ *     optimizer steps applied; all of them change together, inside one
+ *     critical section, so any copy taken under the lock is one moment.
+ *   - a sync round holds the pushes of distinct workers for the current step
+ *     only; it closes (one optimizer step) when `expected` workers have
+ *     pushed, or at its deadline with at least min_workers (else 504).
+ *   - every waiter is on exactly one list (long-poll or a round participant)
+ *     until it is completed; completion unlinks it under the lock, and its
+ *     wake callback runs after the lock is released.
+ *
+ * Sync round states:
+ *     EMPTY --first push--> OPEN --expected pushes--> (apply) --> EMPTY
+ *                            |--deadline, >= min_workers--> (apply) --> EMPTY
+ *                            |--deadline, fewer----------> (504 all) --> EMPTY
+ *                            '--lease of a silent member expires: expected--; may close
+ *
+ * No I/O, no HTTP, no JSON here: handlers decode into a `push` and encode
+ * what comes back.  Called from HTTP threads and the loop thread (timers).
+ */
+#ifndef DESCENT_INSTANCE_H
+#define DESCENT_INSTANCE_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "bufpool.h"
+#include "errors.h"
+#include "optim.h"
+#include "rsearch.h"
+#include "schedule.h"
+#include "timers.h"
+
+typedef struct kpool kpool;
+
+/* What every instance shares: buffer pool, timers, kernel threads. */
+typedef struct instance_env {
+  bufpool *pool;
+  timers *tm;
+  kpool *kp;
+  atomic_uint_fast64_t *incarnations; /* source of instance incarnation ids */
+} instance_env;
+
+#define NAME_MAX_LEN 64
+#define TENSOR_MAXDIM 8
+#define HISTORY_LEN 1024
+#define IDEM_LEN 1024
+#define IDEM_KEY_MAX 128
+
+enum instance_mode { MODE_ASYNC, MODE_SYNC };
+enum instance_aggregate { AGG_MEAN, AGG_SUM };
+
+typedef struct tensor {
+  char name[NAME_MAX_LEN + 1];
+  int ndim;
+  uint64_t shape[TENSOR_MAXDIM];
+  size_t count;    /* product of shape */
+  size_t offset;   /* first element in the instance's flat arrays */
+  uint64_t origin; /* index of the first element in the logical tensor ("offset": K) */
+} tensor;
+
+typedef struct instance_cfg {
+  char name[NAME_MAX_LEN + 1];
+  optim_alg alg;
+  optim_hyper hyper;
+  int mode;               /* enum instance_mode */
+  int64_t max_staleness;  /* async; -1: unlimited */
+  uint32_t workers;       /* sync: N */
+  uint32_t min_workers;   /* sync: M (0: = N) */
+  uint64_t round_timeout_ms; /* sync; 0: none */
+  int aggregate;          /* enum instance_aggregate */
+  uint64_t worker_lease_ms;
+  double clip_grad_norm;  /* 0: off */
+  schedule sched;
+  size_t ntensors;
+  tensor *tensors; /* owned */
+  size_t n;        /* total floats */
+} instance_cfg;
+
+void instance_cfg_free(instance_cfg *c);
+void instance_cfg_copy(instance_cfg *dst, const instance_cfg *src);
+/* Index of the tensor named `name`, or -1. */
+int instance_cfg_tensor(const instance_cfg *c, const char *name);
+/* Floats the instance holds for this configuration (params + buffers it may need). */
+uint64_t instance_cfg_footprint(const instance_cfg *c);
+
+/* A refcounted copy of the parameters at one step, shared by every reply
+ * that must show that moment (a closed sync round, a retried push). */
+typedef struct psnap {
+  atomic_int refs;
+  uint64_t step;
+  size_t n;
+  float *v;
+  size_t cap;
+  bufpool *pool;
+  pthread_mutex_t lock; /* guards cache */
+  void *cache[4];       /* encoded replies, owned by the HTTP layer */
+  void (*cache_free)(void *);
+} psnap;
+
+psnap *psnap_ref(psnap *s);
+void psnap_unref(psnap *s);
+
+/* A request waiting on the instance (long-poll or sync push).  Embedded in
+ * the HTTP layer's request; filled by the instance when completed. */
+typedef struct waiter waiter;
+struct waiter {
+  waiter *prev, *next;
+  int linked;
+  uint64_t wait_step;   /* long-poll: wake when step >= wait_step */
+  /* outcome */
+  int code;             /* 0 or positive error code */
+  derr err;
+  uint64_t step;
+  psnap *snap;          /* sync: the round's parameters (a reference) */
+  double apply_ms;
+  bool replayed;        /* the outcome of an earlier push with the same key */
+  void (*wake)(waiter *w); /* after the lock is released, any thread */
+  void *arg;
+};
+
+/* A worker as the instance knows it. */
+typedef struct worker_info {
+  char name[NAME_MAX_LEN + 1];
+  uint64_t last_seen_ms;   /* monotonic */
+  double last_push_time;   /* unix seconds, 0: never */
+  int64_t last_push_step;  /* step its last gradient was computed on */
+  uint64_t staleness;      /* instance step - last_push_step at its last push */
+  uint64_t pushes, rejected;
+  bool dropped;            /* lease expired (sync membership) */
+} worker_info;
+
+typedef struct history_entry {
+  uint64_t step;
+  double time, loss, grad_norm, lr;
+} history_entry;
+
+typedef struct idem_entry {
+  char key[IDEM_KEY_MAX + 1];
+  int code;
+  derr err;
+  uint64_t step;
+  psnap *snap; /* the first reply's parameters, kept while within budget */
+  waiter *pending; /* sync: requests attached while the round is open */
+} idem_entry;
+
+/* One decoded push. */
+typedef struct push {
+  const char *worker;  /* NULL: anonymous (async only) */
+  int64_t step;        /* -1: not given */
+  double loss;         /* NAN: not given */
+  float *grad;         /* n floats, scratch owned by the caller until the outcome */
+  const char *key;     /* idempotency key or NULL */
+  double grad_norm;    /* a sharded client's global norm; NAN: compute here */
+  bool emit;           /* write the new parameters into grad (async reply) */
+} push;
+
+enum push_status {
+  PUSH_DONE,    /* applied (or replayed): outcome in the waiter */
+  PUSH_WAITING, /* suspended in a sync round: wake comes later */
+  PUSH_FAILED,  /* refused: nothing changed */
+};
+
+typedef struct instance instance;
+
+struct instance {
+  pthread_mutex_t lock;
+  pthread_mutex_t cfg_lock; /* serializes configuration changes (PATCH, saves) */
+  atomic_int refs;
+  instance_cfg cfg;
+  bufpool *pool;
+  timers *tm;
+  kpool *kp;
+  float *params;
+  float *buf[OPTIM_NBUF];
+  unsigned have;   /* allocated buffers */
+  unsigned fresh;  /* buffers with no history yet (sgd clones its first) */
+  uint64_t step;
+  uint64_t version; /* bumps on every change: snapshot dirty tracking */
+  uint64_t incarnation; /* unique per created/imported/loaded instance */
+  double created;   /* unix seconds */
+  bool deleted;
+  bool stopping; /* shutting down: no new waits */
+  rsearch *rs;      /* random_search only */
+  double lr_now;    /* lr of the next step (schedule applied) */
+  /* waiting requests */
+  waiter *pollers;
+  /* sync round */
+  struct round {
+    uint64_t step;     /* the step being gathered */
+    size_t count;
+    struct participant {
+      worker_info *w;
+      float *grad;
+      double loss;
+      waiter *waiters; /* the push and any retries with its key */
+      int idem;        /* idempotency slot or -1 */
+    } *part;
+    size_t part_cap;
+    dtimer deadline;
+    bool deadline_armed;
+  } round;
+  dtimer lease_timer;
+  bool lease_armed;
+  float *scratch; /* n floats for combining a round */
+  /* workers */
+  worker_info **workers;
+  size_t nworkers, workers_cap;
+  /* idempotency ring */
+  idem_entry *idem;
+  size_t idem_next;
+  size_t idem_snap_budget; /* bytes of psnap it may keep */
+  /* history ring */
+  history_entry *hist;
+  size_t hist_next, hist_count;
+  /* counters (metrics) */
+  struct instance_stats {
+    uint64_t pushes, steps;
+    uint64_t rejected[E__COUNT];
+    uint64_t apply_ns_total;
+    uint64_t latency_buckets[16]; /* apply latency, see metrics */
+    double last_loss, last_grad_norm;
+  } stats;
+};
+
+/* Creates an instance from cfg (copied) with parameters zeroed and state at
+ * its initial values.  Returns NULL (e untouched: caller reports 507) if the
+ * memory cannot be had. */
+instance *instance_new(const instance_cfg *cfg, const instance_env *env);
+instance *instance_ref(instance *in);
+void instance_unref(instance *in); /* frees at zero */
+
+/* Marks it deleted and completes every waiter with `code` (E_NO_INSTANCE,
+ * E_CONFLICT when replaced).  Thread-safe. */
+void instance_close(instance *in, int code, const char *msg);
+
+/* Shutdown: completes every waiter with 503 and refuses new waits (sync
+ * pushes, long-polls); the instance stays intact for its last snapshot. */
+void instance_shutdown(instance *in);
+
+/* Applies (async), joins a round (sync), or replays (idempotency key) a push.
+ * w receives the outcome when PUSH_DONE; with PUSH_WAITING, w->wake runs
+ * later from another thread (the caller must be ready: call with `suspend`
+ * which is run under the lock after w was linked, so no wake can precede
+ * it).  PUSH_FAILED: w->code/err say why and nothing changed. */
+int instance_push(instance *in, push *p, waiter *w, void (*suspend)(void *), void *suspend_arg);
+
+/* Long-poll: if step >= want, returns 1.  Else links w, runs suspend(arg)
+ * under the lock and returns 0; w->wake runs once step >= want. */
+int instance_wait_step(instance *in, waiter *w, uint64_t want, void (*suspend)(void *), void *arg);
+
+/* Unlinks w if it is still waiting (a timeout); returns 1 if it was, in
+ * which case the caller completes it itself.  0: it is being completed. */
+int instance_unwait(instance *in, waiter *w);
+
+/* Copies params (or one range) into out under the lock; returns the step. */
+uint64_t instance_read(instance *in, float *out);
+
+/* Marks worker `name` as seen now (renews its lease). */
+void instance_touch_worker(instance *in, const char *name);
+
+/* A copy of the configuration (caller frees with instance_cfg_free). */
+void instance_cfg_get(instance *in, instance_cfg *out);
+
+/* The figures a description shows, copied under the lock. */
+typedef struct instance_info {
+  uint64_t step;
+  double lr, created;
+  size_t workers_seen, waiting;
+  double best_loss; /* random_search */
+} instance_info;
+void instance_info_get(instance *in, instance_info *out);
+
+/* The lr the next step will use. */
+double instance_lr(instance *in);
+
+/* The instance's counters and current values, copied under the lock. */
+void instance_stats_copy(instance *in, struct instance_stats *out, uint64_t *step);
+
+
+/* ---- whole-state copies: export, import, snapshots ---- */
+
+/* A detached copy of an instance at one moment (cfg, step, arrays). */
+typedef struct instance_state {
+  instance_cfg cfg;
+  uint64_t step, version, incarnation;
+  float *params;
+  float *buf[OPTIM_NBUF];
+  unsigned have, fresh;
+  /* random_search */
+  double best_loss;
+  uint64_t next_id, tells, best_id;
+} instance_state;
+
+/* Copies everything under the lock (one memcpy per array).  Returns 0 or
+ * -E_QUOTA if memory for the copy cannot be had. */
+int instance_export(instance *in, instance_state *out);
+void instance_state_free(instance_state *s);
+
+/* A new instance holding exactly s (arrays copied).  NULL on out of memory. */
+instance *instance_from_state(const instance_state *s, const instance_env *env);
+
+/* Replaces the configuration with c (already validated against the current
+ * one: same algorithm, tensors and mode).  Allocates buffers the new
+ * hyperparameters need.  Returns 0, or -E_QUOTA with nothing changed. */
+int instance_reconfigure(instance *in, const instance_cfg *c, derr *e);
+
+/* random_search: proposes candidate *id into out (n floats). */
+int instance_ask(instance *in, uint64_t *id, float *out, derr *e);
+/* random_search: reports a loss.  *best_loss and *step describe the result. */
+int instance_tell(instance *in, uint64_t id, double loss, bool *improved, double *best_loss,
+                  uint64_t *step, derr *e);
+
+/* Copies of the worker table and the history ring (caller frees). */
+size_t instance_workers_copy(instance *in, worker_info **out, uint64_t *step);
+size_t instance_history_copy(instance *in, history_entry **out);
+
+#endif

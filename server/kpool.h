@@ -1,0 +1,30 @@
+/* kpool: splits one big optimizer step across cores.
+ *
+ * A fixed set of helper threads; a step of at least KPOOL_MIN elements is cut
+ * into equal slices (aligned to 16 floats) and the calling thread runs one of
+ * them.  Only one split step runs at a time: if the helpers are busy with
+ * another instance's step, the caller simply runs its step alone (never
+ * waits for the pool).  Elementwise kernels make every split bit-identical.
+ */
+#ifndef DESCENT_KPOOL_H
+#define DESCENT_KPOOL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "optim.h"
+
+#define KPOOL_MIN (1u << 18)
+
+typedef struct kpool kpool;
+
+/* A pool using `threads` cores in all (threads - 1 helpers); 0: one per CPU. */
+kpool *kpool_new(int threads);
+void kpool_free(kpool *kp);
+int kpool_threads(const kpool *kp);
+
+/* optim_apply over [0, n), split when worthwhile.  kp may be NULL. */
+void kpool_apply(kpool *kp, const optim_plan *pl, float *p, float *g, float *const buf[OPTIM_NBUF],
+                 size_t n, bool emit);
+
+#endif

@@ -1,0 +1,484 @@
+/* persist: writing, loading and checking snapshot files.
+ *
+ * Layout (all integers little-endian; proto/snapshot.md is the reference):
+ *   "DESCENTS"  8 bytes magic
+ *   u32 version (1), u32 header length H
+ *   H bytes of JSON: the configuration plus step, buffers, random search
+ *   params: n float32; then each buffer listed in the header, n float32
+ *   u32 CRC-32 (zlib's) of every byte before it
+ *
+ * Saves go through one mutex (so they are serialized) and a table of the
+ * last version written per instance incarnation (so they never go back in
+ * time, and a deleted instance is never resurrected by a late save).
+ */
+#include "persist.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include "log.h"
+#include "mem.h"
+#include "spec.h"
+
+#define MAGIC "DESCENTS"
+#define FORMAT_VERSION 1u
+#define MAX_HEADER (64u << 20)
+
+typedef struct written {
+  char name[NAME_MAX_LEN + 1];
+  uint64_t incarnation, version;
+  bool valid;   /* a file of this incarnation was written or loaded */
+  bool deleted; /* this incarnation was deleted: never write it again */
+} written;
+
+struct persist {
+  char *dir;
+  int dirfd;
+  pthread_mutex_t lock;
+  written *w;
+  size_t nw, capw;
+  persist_stats stats;
+};
+
+static double wall(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static written *written_get(persist *p, const char *name) {
+  for (size_t i = 0; i < p->nw; i++)
+    if (!strcmp(p->w[i].name, name)) return &p->w[i];
+  if (p->nw == p->capw) {
+    p->capw = p->capw ? p->capw * 2 : 16;
+    p->w = mem_xrealloc(p->w, p->capw * sizeof *p->w);
+  }
+  written *w = &p->w[p->nw++];
+  memset(w, 0, sizeof *w);
+  snprintf(w->name, sizeof w->name, "%s", name);
+  return w;
+}
+
+/* ---- encoding ------------------------------------------------------------------- */
+
+static json_t *header_json(const instance_state *s) {
+  json_t *h = spec_cfg_json(&s->cfg);
+  json_object_set_new(h, "step", json_integer((json_int_t)s->step));
+  json_object_set_new(h, "version", json_integer((json_int_t)s->version));
+  json_t *bufs = json_array();
+  for (int b = 0; b < OPTIM_NBUF; b++)
+    if ((s->have & (1u << b)) && !(s->fresh & (1u << b))) json_array_append_new(bufs, json_string(optim_buf_name(b)));
+  json_object_set_new(h, "buffers", bufs);
+  if (s->cfg.alg == OPTIM_RANDOM_SEARCH)
+    json_object_set_new(h, "random_search",
+                        json_pack("{s:o,s:I,s:I,s:I}", "best_loss",
+                                  jbuf_real(s->best_loss), "next_candidate",
+                                  (json_int_t)s->next_id, "tells", (json_int_t)s->tells, "best_candidate",
+                                  (json_int_t)s->best_id));
+  return h;
+}
+
+/* A sink writes bytes either to a file or to memory, updating the CRC. */
+typedef struct sink {
+  int fd;
+  unsigned char *mem;
+  size_t len, cap;
+  uLong crc;
+  int err;
+} sink;
+
+static void put(sink *k, const void *data, size_t n) {
+  if (k->err) return;
+  const unsigned char *d = data;
+  size_t done = 0;
+  while (done < n) { /* zlib's crc32 takes uInt lengths */
+    size_t chunk = n - done > (1u << 30) ? (1u << 30) : n - done;
+    k->crc = crc32(k->crc, d + done, (uInt)chunk);
+    done += chunk;
+  }
+  if (k->fd >= 0) {
+    for (size_t off = 0; off < n;) {
+      ssize_t w = write(k->fd, d + off, n - off);
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) {
+        k->err = errno ? errno : EIO;
+        return;
+      }
+      off += (size_t)w;
+    }
+  } else {
+    if (k->len + n > k->cap) {
+      k->cap = (k->len + n) * 2;
+      k->mem = mem_xrealloc(k->mem, k->cap);
+    }
+    memcpy(k->mem + k->len, d, n);
+    k->len += n;
+  }
+}
+
+static void put_u32(sink *k, uint32_t v) {
+  unsigned char b[4] = {(unsigned char)v, (unsigned char)(v >> 8), (unsigned char)(v >> 16), (unsigned char)(v >> 24)};
+  put(k, b, 4);
+}
+
+static void put_floats(sink *k, const float *v, size_t n) {
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  put(k, v, n * sizeof(float));
+#else
+  for (size_t i = 0; i < n; i++) {
+    uint32_t u;
+    memcpy(&u, &v[i], 4);
+    put_u32(k, u);
+  }
+#endif
+}
+
+static void encode(sink *k, const instance_state *s) {
+  json_t *h = header_json(s);
+  jbuf hb;
+  jbuf_init(&hb, NULL, 4096);
+  jbuf_json_splice(&hb, h, NULL, 0);
+  json_decref(h);
+  char *text = hb.p;
+  size_t hl = hb.len;
+  put(k, MAGIC, 8);
+  put_u32(k, FORMAT_VERSION);
+  put_u32(k, (uint32_t)hl);
+  put(k, text, hl);
+  jbuf_release(&hb);
+  put_floats(k, s->params, s->cfg.n);
+  for (int b = 0; b < OPTIM_NBUF; b++)
+    if ((s->have & (1u << b)) && !(s->fresh & (1u << b))) put_floats(k, s->buf[b], s->cfg.n);
+  uint32_t crc = (uint32_t)k->crc;
+  put_u32(k, crc);
+}
+
+int persist_encode(const instance_state *s, unsigned char **out, size_t *len) {
+  sink k = {.fd = -1, .crc = crc32(0, NULL, 0)};
+  encode(&k, s);
+  *out = k.mem;
+  *len = k.len;
+  return 0;
+}
+
+static uint32_t get_u32(const unsigned char *b) {
+  return (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
+}
+
+static void get_floats(float *out, const unsigned char *b, size_t n) {
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  memcpy(out, b, n * sizeof(float));
+#else
+  for (size_t i = 0; i < n; i++) {
+    uint32_t u = get_u32(b + 4 * i);
+    memcpy(&out[i], &u, 4);
+  }
+#endif
+}
+
+int persist_decode(const unsigned char *buf, size_t len, instance_state *s, derr *e) {
+  memset(s, 0, sizeof *s);
+  if (len < 20 || memcmp(buf, MAGIC, 8) != 0) return derr_set(e, E_BAD_REQUEST, "not a descent snapshot (bad magic)");
+  uint32_t version = get_u32(buf + 8), hl = get_u32(buf + 12);
+  if (version != FORMAT_VERSION) return derr_set(e, E_BAD_REQUEST, "unsupported snapshot version %u", version);
+  uint32_t want = get_u32(buf + len - 4);
+  uLong crc = crc32(0, NULL, 0);
+  for (size_t off = 0; off < len - 4;) {
+    size_t chunk = len - 4 - off > (1u << 30) ? (1u << 30) : len - 4 - off;
+    crc = crc32(crc, buf + off, (uInt)chunk);
+    off += chunk;
+  }
+  if ((uint32_t)crc != want) return derr_set(e, E_BAD_REQUEST, "checksum mismatch (damaged or cut short)");
+  if (hl > MAX_HEADER || 16 + (size_t)hl + 4 > len) return derr_set(e, E_BAD_REQUEST, "header length out of range");
+  json_error_t je;
+  json_t *h = json_loadb((const char *)buf + 16, hl, JSON_REJECT_DUPLICATES, &je);
+  if (!h) return derr_set(e, E_BAD_REQUEST, "header: %s", je.text);
+  int rc = 0;
+  if ((rc = spec_parse_cfg_json(h, &s->cfg, e)) < 0) goto out;
+  json_t *step = json_object_get(h, "step"), *ver = json_object_get(h, "version");
+  if (!json_is_integer(step) || json_integer_value(step) < 0) {
+    rc = derr_set(e, E_BAD_REQUEST, "header: step missing");
+    goto out;
+  }
+  s->step = (uint64_t)json_integer_value(step);
+  s->version = json_is_integer(ver) ? (uint64_t)json_integer_value(ver) : 0;
+  size_t n = s->cfg.n, nb = 0;
+  unsigned have = 0;
+  json_t *bufs = json_object_get(h, "buffers");
+  for (size_t i = 0; i < json_array_size(bufs); i++) {
+    int b = optim_buf_from_name(json_string_value(json_array_get(bufs, i)) ? json_string_value(json_array_get(bufs, i)) : "");
+    if (b < 0 || (have & (1u << b))) {
+      rc = derr_set(e, E_BAD_REQUEST, "header: bad buffer list");
+      goto out;
+    }
+    have |= 1u << b;
+    nb++;
+  }
+  if ((size_t)16 + hl + (nb + 1) * n * sizeof(float) + 4 != len) {
+    rc = derr_set(e, E_BAD_REQUEST, "size mismatch: the arrays do not match the header");
+    goto out;
+  }
+  const unsigned char *p = buf + 16 + hl;
+  if (!(s->params = mem_alloc_floats(n))) {
+    rc = derr_set(e, E_QUOTA, "out of memory");
+    goto out;
+  }
+  get_floats(s->params, p, n);
+  p += n * sizeof(float);
+  for (int b = 0; b < OPTIM_NBUF; b++) {
+    if (!(have & (1u << b))) continue;
+    if (!(s->buf[b] = mem_alloc_floats(n))) {
+      rc = derr_set(e, E_QUOTA, "out of memory");
+      goto out;
+    }
+    get_floats(s->buf[b], p, n);
+    p += n * sizeof(float);
+  }
+  s->have = have;
+  s->fresh = optim_buffers(s->cfg.alg, &s->cfg.hyper) & ~have;
+  s->best_loss = INFINITY;
+  s->next_id = 1;
+  json_t *rs = json_object_get(h, "random_search");
+  if (rs) {
+    json_t *bl = json_object_get(rs, "best_loss");
+    s->best_loss = json_is_number(bl) ? json_number_value(bl) : INFINITY;
+    s->next_id = (uint64_t)json_integer_value(json_object_get(rs, "next_candidate"));
+    s->tells = (uint64_t)json_integer_value(json_object_get(rs, "tells"));
+    s->best_id = (uint64_t)json_integer_value(json_object_get(rs, "best_candidate"));
+    if (!s->next_id) s->next_id = 1;
+  }
+out:
+  json_decref(h);
+  if (rc < 0) instance_state_free(s);
+  return rc;
+}
+
+/* ---- files ---------------------------------------------------------------------- */
+
+persist *persist_open(const char *dir, derr *e) {
+  if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
+    derr_set(e, E_IO, "cannot create the data dir %s: %s", dir, strerror(errno));
+    return NULL;
+  }
+  int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) {
+    derr_set(e, E_IO, "cannot open the data dir %s: %s", dir, strerror(errno));
+    return NULL;
+  }
+  persist *p = mem_xcalloc(1, sizeof *p);
+  p->dir = mem_xstrdup(dir);
+  p->dirfd = fd;
+  pthread_mutex_init(&p->lock, NULL);
+  DIR *d = fdopendir(dup(fd));
+  if (d) {
+    struct dirent *de;
+    while ((de = readdir(d)))
+      if (strstr(de->d_name, ".tmp")) {
+        if (unlinkat(fd, de->d_name, 0) == 0) log_info("removed a temporary file", "file=%s", de->d_name);
+      }
+    closedir(d);
+  }
+  return p;
+}
+
+void persist_close(persist *p) {
+  if (!p) return;
+  close(p->dirfd);
+  free(p->dir);
+  free(p->w);
+  pthread_mutex_destroy(&p->lock);
+  free(p);
+}
+
+/* Under p->lock: writes s as NAME.snap via NAME.snap.tmp. */
+static int write_file(persist *p, const instance_state *s, derr *e) {
+  char tmp[NAME_MAX_LEN + 16], fin[NAME_MAX_LEN + 16];
+  snprintf(tmp, sizeof tmp, "%s.snap.tmp", s->cfg.name);
+  snprintf(fin, sizeof fin, "%s.snap", s->cfg.name);
+  int fd = openat(p->dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return derr_set(e, E_IO, "cannot write %s/%s: %s", p->dir, tmp, strerror(errno));
+  sink k = {.fd = fd, .crc = crc32(0, NULL, 0)};
+  encode(&k, s);
+  if (!k.err && fsync(fd) < 0) k.err = errno;
+  if (close(fd) < 0 && !k.err) k.err = errno;
+  if (!k.err && renameat(p->dirfd, tmp, p->dirfd, fin) < 0) k.err = errno;
+  if (!k.err && fsync(p->dirfd) < 0) k.err = errno;
+  if (k.err) {
+    unlinkat(p->dirfd, tmp, 0);
+    return derr_set(e, E_IO, "cannot write the snapshot of %s: %s", s->cfg.name, strerror(k.err));
+  }
+  return 0;
+}
+
+int persist_save_state(persist *p, const instance_state *s, derr *e) {
+  double t0 = wall();
+  pthread_mutex_lock(&p->lock);
+  written *w = written_get(p, s->cfg.name);
+  int rc = 0;
+  bool same = w->incarnation == s->incarnation;
+  bool skip = same && (w->deleted || (w->valid && s->version <= w->version));
+  if (!skip) {
+    rc = write_file(p, s, e);
+    if (rc == 0) {
+      w->incarnation = s->incarnation;
+      w->version = s->version;
+      w->valid = true;
+      w->deleted = false;
+      p->stats.written++;
+      p->stats.last_time = wall();
+      p->stats.last_duration = p->stats.last_time - t0;
+    } else {
+      p->stats.failed++;
+    }
+  }
+  pthread_mutex_unlock(&p->lock);
+  return rc;
+}
+
+int persist_save(persist *p, instance *in, derr *e) {
+  instance_state s;
+  if (instance_export(in, &s) < 0) return derr_set(e, E_QUOTA, "out of memory copying the state");
+  int rc = persist_save_state(p, &s, e);
+  instance_state_free(&s);
+  return rc;
+}
+
+int persist_remove(persist *p, const char *name, derr *e) {
+  char fin[NAME_MAX_LEN + 16];
+  snprintf(fin, sizeof fin, "%s.snap", name);
+  pthread_mutex_lock(&p->lock);
+  written *w = written_get(p, name);
+  w->deleted = true;
+  int rc = 0;
+  if (unlinkat(p->dirfd, fin, 0) < 0 && errno != ENOENT)
+    rc = derr_set(e, E_IO, "cannot remove %s: %s", fin, strerror(errno));
+  else if (fsync(p->dirfd) < 0)
+    rc = derr_set(e, E_IO, "cannot sync the data dir: %s", strerror(errno));
+  pthread_mutex_unlock(&p->lock);
+  return rc;
+}
+
+static int read_all(int dirfd, const char *name, unsigned char **out, size_t *len) {
+  int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  struct stat st;
+  if (fstat(fd, &st) < 0 || st.st_size < 0) {
+    close(fd);
+    return -1;
+  }
+  size_t n = (size_t)st.st_size;
+  unsigned char *b = mem_alloc_big(n ? n : 1);
+  if (!b) {
+    close(fd);
+    return -1;
+  }
+  size_t got = 0;
+  while (got < n) {
+    ssize_t r = read(fd, b + got, n - got);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) break;
+    got += (size_t)r;
+  }
+  close(fd);
+  *out = b;
+  *len = got;
+  return 0;
+}
+
+int persist_load_all(persist *p, registry *r, const instance_env *env) {
+  DIR *d = fdopendir(dup(p->dirfd));
+  if (!d) return 0;
+  int loaded = 0;
+  struct dirent *de;
+  while ((de = readdir(d))) {
+    size_t l = strlen(de->d_name);
+    if (l < 6 || strcmp(de->d_name + l - 5, ".snap") != 0) continue;
+    char name[NAME_MAX_LEN + 1];
+    if (l - 5 > NAME_MAX_LEN) continue;
+    memcpy(name, de->d_name, l - 5);
+    name[l - 5] = 0;
+    if (!spec_name_ok(name)) continue;
+    unsigned char *buf;
+    size_t len;
+    if (read_all(p->dirfd, de->d_name, &buf, &len) < 0) {
+      log_error("snapshot unreadable", "file=%s error=\"%s\"", de->d_name, strerror(errno));
+      continue;
+    }
+    instance_state s;
+    derr e = {0};
+    int rc = persist_decode(buf, len, &s, &e);
+    mem_free_big(buf, len ? len : 1);
+    if (rc == 0 && strcmp(s.cfg.name, name) != 0)
+      rc = derr_set(&e, E_BAD_REQUEST, "the file holds instance '%s'", s.cfg.name);
+    if (rc < 0) {
+      char bad[NAME_MAX_LEN + 16];
+      snprintf(bad, sizeof bad, "%s.snap.bad", name);
+      renameat(p->dirfd, de->d_name, p->dirfd, bad);
+      log_error("snapshot refused, not loaded", "file=%s/%s reason=\"%s\" kept_as=%s", p->dir, de->d_name, e.msg, bad);
+      if (rc == 0) instance_state_free(&s);
+      continue;
+    }
+    instance *in = instance_from_state(&s, env);
+    uint64_t version = s.version;
+    instance_state_free(&s);
+    if (!in || registry_add(r, in, &e) < 0) {
+      log_error("snapshot not loaded", "file=%s reason=\"%s\"", de->d_name, in ? e.msg : "out of memory");
+      instance_unref(in);
+      continue;
+    }
+    pthread_mutex_lock(&p->lock);
+    written *w = written_get(p, name);
+    w->incarnation = in->incarnation;
+    w->version = version;
+    w->valid = true;
+    w->deleted = false;
+    pthread_mutex_unlock(&p->lock);
+    log_info("snapshot loaded", "instance=%s step=%llu", name, (unsigned long long)in->step);
+    instance_unref(in);
+    loaded++;
+  }
+  closedir(d);
+  return loaded;
+}
+
+int persist_snapshot_changed(persist *p, registry *r) {
+  instance **all;
+  size_t n = registry_list(r, &all);
+  int count = 0;
+  for (size_t i = 0; i < n; i++) {
+    instance *in = all[i];
+    pthread_mutex_lock(&p->lock);
+    written *w = written_get(p, in->cfg.name);
+    bool same = w->incarnation == in->incarnation && w->valid;
+    uint64_t last = w->version;
+    pthread_mutex_unlock(&p->lock);
+    pthread_mutex_lock(&in->lock);
+    uint64_t v = in->version;
+    bool deleted = in->deleted;
+    pthread_mutex_unlock(&in->lock);
+    if (!deleted && !(same && v == last)) {
+      derr e = {0};
+      if (persist_save(p, in, &e) == 0) count++;
+      else log_error("snapshot failed", "instance=%s error=\"%s\"", in->cfg.name, e.msg);
+    }
+    instance_unref(in);
+  }
+  free(all);
+  return count;
+}
+
+void persist_get_stats(persist *p, persist_stats *out) {
+  pthread_mutex_lock(&p->lock);
+  *out = p->stats;
+  pthread_mutex_unlock(&p->lock);
+}

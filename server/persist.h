@@ -1,0 +1,59 @@
+/* persist: snapshots of instances in the data dir (format: proto/snapshot.md).
+ *
+ * A snapshot is NAME.snap: magic, version, a JSON header (the configuration),
+ * raw little-endian float32 arrays, and a CRC-32 of everything before it.
+ * It is written as NAME.snap.tmp, fsynced, renamed over NAME.snap, and the
+ * directory fsynced: a reader sees the old file or the new one, never half.
+ * A file that fails its checks is never loaded: it is renamed NAME.snap.bad
+ * (the log says why) and the daemon starts without that instance.
+ *
+ * Saves of one instance are serialized and never go back in time (a save of
+ * an older version than the last written one is skipped).  The copy of the
+ * state is taken under the instance lock (one memcpy per array); the write
+ * happens outside it.  Thread-safe.
+ */
+#ifndef DESCENT_PERSIST_H
+#define DESCENT_PERSIST_H
+
+#include <stdint.h>
+
+#include "errors.h"
+#include "instance.h"
+#include "registry.h"
+
+typedef struct persist persist;
+
+/* Opens (creating) dir and removes leftover temporary files. */
+persist *persist_open(const char *dir, derr *e);
+void persist_close(persist *p);
+
+/* Writes a snapshot of in now (config changes: durable before the reply). */
+int persist_save(persist *p, instance *in, derr *e);
+
+/* Writes an already exported state (used by the periodic snapshotter). */
+int persist_save_state(persist *p, const instance_state *s, derr *e);
+
+/* Removes NAME.snap (delete). */
+int persist_remove(persist *p, const char *name, derr *e);
+
+/* Loads every NAME.snap into r.  Returns the number loaded; damaged files
+ * are logged, set aside and skipped. */
+int persist_load_all(persist *p, registry *r, const instance_env *env);
+
+/* Saves every instance whose state changed since its last snapshot.
+ * Returns how many were written.  Blocking: run it off the loop thread. */
+int persist_snapshot_changed(persist *p, registry *r);
+
+/* Encodes / decodes the snapshot bytes (exposed for tests and fuzzing). */
+int persist_encode(const instance_state *s, unsigned char **out, size_t *len);
+int persist_decode(const unsigned char *buf, size_t len, instance_state *s, derr *e);
+
+/* Last snapshot figures, for metrics. */
+typedef struct persist_stats {
+  uint64_t written, failed;
+  double last_time;     /* unix seconds of the last successful write, 0 none */
+  double last_duration; /* seconds */
+} persist_stats;
+void persist_get_stats(persist *p, persist_stats *out);
+
+#endif

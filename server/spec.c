@@ -1,0 +1,661 @@
+/* spec: decoding and encoding instance configurations and state documents. */
+#include "spec.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mem.h"
+#include "rng.h"
+
+bool spec_name_ok(const char *s) {
+  if (!s) return false;
+  size_t n = strlen(s);
+  if (n < 1 || n > NAME_MAX_LEN) return false;
+  for (size_t i = 0; i < n; i++) {
+    char c = s[i];
+    bool alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+    if (!alnum && (i == 0 || !(c == '.' || c == '_' || c == '-'))) return false;
+  }
+  return true;
+}
+
+/* ---- small typed getters ------------------------------------------------------ */
+
+static int only_keys(json_t *obj, const char *const *allowed, const char *path, int code, derr *e) {
+  const char *k;
+  json_t *v;
+  json_object_foreach(obj, k, v) {
+    bool ok = false;
+    for (const char *const *a = allowed; *a && !ok; a++) ok = strcmp(*a, k) == 0;
+    if (!ok) return derr_set(e, code, "%s%s%.64s: unknown field", path, *path ? "." : "", k);
+  }
+  return 0;
+}
+
+static int get_double(json_t *obj, const char *key, double *out, const char *path, derr *e) {
+  json_t *v = json_object_get(obj, key);
+  if (!v || json_is_null(v)) return 0;
+  if (!json_is_number(v)) return derr_set(e, E_BAD_REQUEST, "%s%s: expected a number", path, key);
+  *out = json_number_value(v);
+  return 1;
+}
+
+/* An integer in [lo, hi] (integral reals such as 1e3 are accepted). */
+static int get_int(json_t *obj, const char *key, int64_t lo, int64_t hi, int64_t *out,
+                   const char *path, derr *e) {
+  json_t *v = json_object_get(obj, key);
+  if (!v || json_is_null(v)) return 0;
+  double d;
+  if (json_is_integer(v)) d = (double)json_integer_value(v);
+  else if (json_is_real(v)) d = json_real_value(v);
+  else return derr_set(e, E_BAD_REQUEST, "%s%s: expected an integer", path, key);
+  if (d != floor(d)) return derr_set(e, E_BAD_REQUEST, "%s%s: expected an integer", path, key);
+  if (d < (double)lo || d > (double)hi)
+    return derr_set(e, E_BAD_VALUE, "%s%s: must be between %lld and %lld", path, key, (long long)lo,
+                    (long long)hi);
+  *out = json_is_integer(v) ? json_integer_value(v) : (int64_t)d;
+  return 1;
+}
+
+static int get_string(json_t *obj, const char *key, const char **out, const char *path, derr *e) {
+  json_t *v = json_object_get(obj, key);
+  if (!v || json_is_null(v)) return 0;
+  if (!json_is_string(v)) return derr_set(e, E_BAD_REQUEST, "%s%s: expected a string", path, key);
+  *out = json_string_value(v);
+  return 1;
+}
+
+/* ---- hyperparameters ----------------------------------------------------------- */
+
+static int apply_hyper(optim_alg alg, json_t *obj, optim_hyper *h, derr *e) {
+  if (!obj || json_is_null(obj)) return 0;
+  if (!json_is_object(obj)) return derr_set(e, E_BAD_REQUEST, "hyper: expected an object");
+  const char *k;
+  json_t *v;
+  json_object_foreach(obj, k, v) {
+    const optim_hyper_field *f = optim_hyper_fields;
+    while (f->name && strcmp(f->name, k) != 0) f++;
+    if (!f->name || !(f->algs & OPTIM_A(alg)))
+      return derr_set(e, E_UNKNOWN_HYPER, "hyper.%.64s: %s has no hyperparameter of that name", k,
+                      optim_alg_name(alg));
+    char *base = (char *)h + f->offset;
+    switch (f->kind) {
+    case OPTIM_HK_NUM:
+      if (!json_is_number(v)) return derr_set(e, E_BAD_REQUEST, "hyper.%s: expected a number", k);
+      *(double *)base = json_number_value(v);
+      break;
+    case OPTIM_HK_BOOL:
+      if (!json_is_boolean(v)) return derr_set(e, E_BAD_REQUEST, "hyper.%s: expected true or false", k);
+      *(bool *)base = json_is_true(v);
+      break;
+    case OPTIM_HK_PAIR:
+      if (!json_is_array(v) || json_array_size(v) != 2 || !json_is_number(json_array_get(v, 0)) ||
+          !json_is_number(json_array_get(v, 1)))
+        return derr_set(e, E_BAD_REQUEST, "hyper.%s: expected two numbers", k);
+      ((double *)base)[0] = json_number_value(json_array_get(v, 0));
+      ((double *)base)[1] = json_number_value(json_array_get(v, 1));
+      break;
+    case OPTIM_HK_CENTER: {
+      const char *s = json_string_value(v);
+      if (!s || (strcmp(s, "zero") && strcmp(s, "best")))
+        return derr_set(e, E_BAD_VALUE, "hyper.%s: expected \"zero\" or \"best\"", k);
+      *(int *)base = strcmp(s, "best") == 0 ? OPTIM_CENTER_BEST : OPTIM_CENTER_ZERO;
+      break;
+    }
+    default: { /* SEED */
+      if (!json_is_integer(v) || json_integer_value(v) < 0)
+        return derr_set(e, E_BAD_VALUE, "hyper.%s: expected a non-negative integer", k);
+      *(uint64_t *)base = (uint64_t)json_integer_value(v);
+      break;
+    }
+    }
+  }
+  return optim_hyper_check(alg, h, e);
+}
+
+json_t *spec_hyper_json(optim_alg alg, const optim_hyper *h) {
+  json_t *o = json_object();
+  for (const optim_hyper_field *f = optim_hyper_fields; f->name; f++) {
+    if (!(f->algs & OPTIM_A(alg))) continue;
+    const char *base = (const char *)h + f->offset;
+    json_t *v;
+    switch (f->kind) {
+    case OPTIM_HK_NUM: v = jbuf_real(*(const double *)base); break;
+    case OPTIM_HK_BOOL: v = json_boolean(*(const bool *)base); break;
+    case OPTIM_HK_PAIR:
+      v = json_pack("[oo]", jbuf_real(((const double *)base)[0]), jbuf_real(((const double *)base)[1]));
+      break;
+    case OPTIM_HK_CENTER: v = json_string(*(const int *)base == OPTIM_CENTER_BEST ? "best" : "zero"); break;
+    default: v = json_integer((json_int_t) * (const uint64_t *)base); break;
+    }
+    json_object_set_new(o, f->name, v);
+  }
+  return o;
+}
+
+/* ---- schedule -------------------------------------------------------------------- */
+
+static int parse_schedule(json_t *v, schedule *s, derr *e) {
+  memset(s, 0, sizeof *s);
+  if (!v || json_is_null(v)) return 0;
+  if (!json_is_object(v)) return derr_set(e, E_BAD_REQUEST, "schedule: expected an object");
+  const char *type = NULL;
+  int rc;
+  if ((rc = get_string(v, "type", &type, "schedule.", e)) < 0) return rc;
+  if (!type) return derr_set(e, E_BAD_REQUEST, "schedule.type: required (step, exponential, cosine, linear_warmup)");
+  int kind = schedule_kind_from_name(type);
+  if (kind < 0)
+    return derr_set(e, E_BAD_VALUE, "schedule.type: unknown schedule '%.32s' (step, exponential, cosine, linear_warmup)", type);
+  s->kind = kind;
+  s->gamma = 0.1;
+  s->start_factor = 1.0 / 3;
+  s->end_factor = 1.0;
+  s->total_iters = 5;
+  static const char *const k_step[] = {"type", "step_size", "gamma", NULL};
+  static const char *const k_exp[] = {"type", "gamma", NULL};
+  static const char *const k_cos[] = {"type", "T_max", "eta_min", NULL};
+  static const char *const k_lin[] = {"type", "start_factor", "end_factor", "total_iters", NULL};
+  const char *const *allowed = kind == SCHED_STEP ? k_step : kind == SCHED_EXPONENTIAL ? k_exp
+                               : kind == SCHED_COSINE ? k_cos : k_lin;
+  if ((rc = only_keys(v, allowed, "schedule", E_BAD_VALUE, e)) < 0) return rc;
+  int64_t iv;
+  switch (kind) {
+  case SCHED_STEP:
+    if ((rc = get_int(v, "step_size", 1, INT64_MAX, &iv, "schedule.", e)) < 0) return rc;
+    if (rc == 0) return derr_set(e, E_BAD_REQUEST, "schedule.step_size: required");
+    s->step_size = (double)iv;
+    if ((rc = get_double(v, "gamma", &s->gamma, "schedule.", e)) < 0) return rc;
+    break;
+  case SCHED_EXPONENTIAL:
+    if ((rc = get_double(v, "gamma", &s->gamma, "schedule.", e)) < 0) return rc;
+    if (rc == 0) return derr_set(e, E_BAD_REQUEST, "schedule.gamma: required");
+    break;
+  case SCHED_COSINE:
+    if ((rc = get_int(v, "T_max", 1, INT64_MAX, &iv, "schedule.", e)) < 0) return rc;
+    if (rc == 0) return derr_set(e, E_BAD_REQUEST, "schedule.T_max: required");
+    s->t_max = (double)iv;
+    if ((rc = get_double(v, "eta_min", &s->eta_min, "schedule.", e)) < 0) return rc;
+    break;
+  default:
+    if ((rc = get_double(v, "start_factor", &s->start_factor, "schedule.", e)) < 0) return rc;
+    if ((rc = get_double(v, "end_factor", &s->end_factor, "schedule.", e)) < 0) return rc;
+    if ((rc = get_int(v, "total_iters", 1, INT64_MAX, &iv, "schedule.", e)) < 0) return rc;
+    if (rc) s->total_iters = (double)iv;
+    if (!(s->start_factor > 0 && s->start_factor <= 1 && s->end_factor >= 0 && s->end_factor <= 1))
+      return derr_set(e, E_BAD_VALUE, "schedule: start_factor must be in (0, 1] and end_factor in [0, 1]");
+    break;
+  }
+  if (!isfinite(s->gamma) || s->gamma <= 0 || !isfinite(s->eta_min) || s->eta_min < 0)
+    return derr_set(e, E_BAD_VALUE, "schedule: gamma must be positive and eta_min non-negative");
+  return 0;
+}
+
+static json_t *schedule_json(const schedule *s) {
+  switch (s->kind) {
+  case SCHED_STEP: return json_pack("{s:s,s:I,s:o}", "type", "step", "step_size", (json_int_t)s->step_size, "gamma", jbuf_real(s->gamma));
+  case SCHED_EXPONENTIAL: return json_pack("{s:s,s:o}", "type", "exponential", "gamma", jbuf_real(s->gamma));
+  case SCHED_COSINE: return json_pack("{s:s,s:I,s:o}", "type", "cosine", "T_max", (json_int_t)s->t_max, "eta_min", jbuf_real(s->eta_min));
+  case SCHED_LINEAR_WARMUP:
+    return json_pack("{s:s,s:o,s:o,s:I}", "type", "linear_warmup", "start_factor", jbuf_real(s->start_factor),
+                     "end_factor", jbuf_real(s->end_factor), "total_iters", (json_int_t)s->total_iters);
+  default: return json_null();
+  }
+}
+
+/* ---- run-time settings (create and PATCH share them) ------------------------------ */
+
+static int parse_runtime(json_t *root, instance_cfg *c, bool creating, derr *e) {
+  int rc;
+  int64_t iv;
+  if ((rc = get_int(root, "max_staleness", 0, INT64_MAX / 2, &iv, "", e)) < 0) return rc;
+  if (rc) c->max_staleness = iv;
+  if (json_is_null(json_object_get(root, "max_staleness"))) c->max_staleness = -1;
+  if ((rc = get_int(root, "workers", 1, 100000, &iv, "", e)) < 0) return rc;
+  if (rc) c->workers = (uint32_t)iv;
+  if ((rc = get_int(root, "min_workers", 1, 100000, &iv, "", e)) < 0) return rc;
+  if (rc) c->min_workers = (uint32_t)iv;
+  if ((rc = get_int(root, "round_timeout_ms", 0, INT64_MAX / 2, &iv, "", e)) < 0) return rc;
+  if (rc) c->round_timeout_ms = (uint64_t)iv;
+  if ((rc = get_int(root, "worker_lease_ms", 0, INT64_MAX / 2, &iv, "", e)) < 0) return rc;
+  if (rc) c->worker_lease_ms = (uint64_t)iv;
+  double clip = c->clip_grad_norm;
+  if ((rc = get_double(root, "clip_grad_norm", &clip, "", e)) < 0) return rc;
+  if (!(isfinite(clip) && clip >= 0))
+    return derr_set(e, E_BAD_VALUE, "clip_grad_norm: must be a positive number (or 0/null: off)");
+  c->clip_grad_norm = clip;
+  if (json_is_null(json_object_get(root, "clip_grad_norm"))) c->clip_grad_norm = 0;
+  json_t *sv = json_object_get(root, "schedule");
+  if (sv && (rc = parse_schedule(sv, &c->sched, e)) < 0) return rc;
+  if (c->mode == MODE_SYNC) {
+    if (c->workers < 1) return derr_set(e, E_BAD_REQUEST, "workers: sync mode needs \"workers\": N");
+    if (c->min_workers > c->workers)
+      return derr_set(e, E_BAD_VALUE, "min_workers: must be at most workers (%u)", c->workers);
+    if (c->min_workers && c->min_workers < c->workers && !c->round_timeout_ms)
+      return derr_set(e, E_BAD_VALUE, "min_workers: needs round_timeout_ms to close a late round");
+  } else if (creating) {
+    static const char *const sync_only[] = {"workers", "min_workers", "round_timeout_ms", "aggregate"};
+    for (size_t i = 0; i < 4; i++)
+      if (json_object_get(root, sync_only[i]))
+        return derr_set(e, E_BAD_VALUE, "%s: only for \"mode\": \"sync\"", sync_only[i]);
+  }
+  if (c->mode == MODE_SYNC && json_object_get(root, "max_staleness") &&
+      !json_is_null(json_object_get(root, "max_staleness")))
+    return derr_set(e, E_BAD_VALUE, "max_staleness: only for \"mode\": \"async\" (sync rounds refuse any stale gradient)");
+  return 0;
+}
+
+/* ---- tensors and inits ------------------------------------------------------------- */
+
+static int parse_shape(json_t *v, tensor *t, const char *path, derr *e) {
+  if (!json_is_array(v)) return derr_set(e, E_BAD_REQUEST, "%s.shape: expected an array of sizes", path);
+  size_t nd = json_array_size(v);
+  if (nd > TENSOR_MAXDIM)
+    return derr_set(e, E_BAD_REQUEST, "%s.shape: at most %d dimensions", path, TENSOR_MAXDIM);
+  uint64_t count = 1;
+  for (size_t k = 0; k < nd; k++) {
+    json_t *x = json_array_get(v, k);
+    if (!json_is_integer(x) || json_integer_value(x) < 1)
+      return derr_set(e, E_BAD_REQUEST, "%s.shape[%zu]: must be a positive integer", path, k);
+    uint64_t d = (uint64_t)json_integer_value(x);
+    if (d > (1ull << 40) || count > (1ull << 40) / d)
+      return derr_set(e, E_QUOTA, "%s.shape: too many elements", path);
+    t->shape[k] = d;
+    count *= d;
+  }
+  t->ndim = (int)nd;
+  t->count = (size_t)count;
+  return 0;
+}
+
+/* Fills out[0..t->count) from a tensor's init. */
+static int fill_init(const jdoc *d, json_t *tv, const tensor *t, float *out, const char *path, derr *e) {
+  json_t *values = json_object_get(tv, "values");
+  json_t *init = json_object_get(tv, "init");
+  if (values && init) return derr_set(e, E_BAD_REQUEST, "%s: give \"values\" or \"init\", not both", path);
+  if (!values && json_is_object(init) && json_object_size(init) == 1 && json_object_get(init, "values"))
+    values = json_object_get(init, "values");
+  size_t shape[TENSOR_MAXDIM];
+  for (int k = 0; k < t->ndim; k++) shape[k] = (size_t)t->shape[k];
+  char what[160];
+  snprintf(what, sizeof what, "%s.values", path);
+  if (values) {
+    int rc = jdoc_floats(d, values, out, t->count, shape, t->ndim, what, e);
+    if (rc < 0) return rc;
+    size_t where;
+    if (!optim_all_finite(out, t->count, &where))
+      return derr_set(e, E_NOT_FINITE, "%s[%zu]: NaN or infinite", what, where);
+    return 0;
+  }
+  if (!init || json_is_null(init) || (json_is_string(init) && !strcmp(json_string_value(init), "zeros"))) {
+    memset(out, 0, t->count * sizeof(float));
+    return 0;
+  }
+  if (!json_is_object(init) || json_object_size(init) != 1)
+    return derr_set(e, E_BAD_REQUEST,
+                    "%s.init: expected \"zeros\", {\"values\": [...]}, {\"constant\": c}, "
+                    "{\"normal\": {...}} or {\"uniform\": {...}}", path);
+  const char *kind = json_object_iter_key(json_object_iter(init));
+  json_t *arg = json_object_iter_value(json_object_iter(init));
+  char p2[160];
+  snprintf(p2, sizeof p2, "%s.init.%s.", path, kind);
+  int rc;
+  if (!strcmp(kind, "constant")) {
+    if (!json_is_number(arg)) return derr_set(e, E_BAD_REQUEST, "%s.init.constant: expected a number", path);
+    float c = (float)json_number_value(arg);
+    if (!isfinite(c)) return derr_set(e, E_NOT_FINITE, "%s.init.constant: not finite in float32", path);
+    for (size_t i = 0; i < t->count; i++) out[i] = c;
+    return 0;
+  }
+  if (!strcmp(kind, "normal") || !strcmp(kind, "uniform")) {
+    bool normal = kind[0] == 'n';
+    if (!json_is_object(arg)) return derr_set(e, E_BAD_REQUEST, "%s.init.%s: expected an object", path, kind);
+    static const char *const k_normal[] = {"mean", "std", "seed", NULL};
+    static const char *const k_uniform[] = {"low", "high", "seed", NULL};
+    char p3[160];
+    snprintf(p3, sizeof p3, "%s.init.%s", path, kind);
+    if ((rc = only_keys(arg, normal ? k_normal : k_uniform, p3, E_BAD_REQUEST, e)) < 0) return rc;
+    double a = 0, b = 1;
+    int64_t seed = 0;
+    if ((rc = get_double(arg, normal ? "mean" : "low", &a, p2, e)) < 0) return rc;
+    if ((rc = get_double(arg, normal ? "std" : "high", &b, p2, e)) < 0) return rc;
+    if ((rc = get_int(arg, "seed", 0, INT64_MAX, &seed, p2, e)) < 0) return rc;
+    if (!isfinite(a) || !isfinite(b) || (normal && b < 0) || (!normal && b < a))
+      return derr_set(e, E_BAD_VALUE, "%s.init.%s: %s", path, kind,
+                      normal ? "std must be non-negative" : "high must be at least low");
+    if (normal) rng_fill_normal(out, t->count, t->origin, (uint64_t)seed, 0, a, b);
+    else rng_fill_uniform(out, t->count, t->origin, (uint64_t)seed, 0, a, b);
+    return 0;
+  }
+  return derr_set(e, E_BAD_REQUEST, "%s.init: unknown init '%.32s' (zeros, values, constant, normal, uniform)",
+                  path, kind);
+}
+
+/* tensors: [{name, shape, ...}] into c; with inits when params != NULL. */
+static int parse_tensors(const jdoc *d, json_t *arr, instance_cfg *c, float **params, bool state_doc, derr *e) {
+  if (!json_is_array(arr) || json_array_size(arr) == 0)
+    return derr_set(e, E_BAD_REQUEST, "tensors: expected a non-empty array of {\"name\", \"shape\"}");
+  size_t nt = json_array_size(arr);
+  if (nt > 4096) return derr_set(e, E_BAD_REQUEST, "tensors: at most 4096 tensors");
+  c->tensors = mem_xcalloc(nt, sizeof(tensor));
+  c->ntensors = nt;
+  uint64_t total = 0;
+  int rc;
+  for (size_t i = 0; i < nt; i++) {
+    json_t *tv = json_array_get(arr, i);
+    char path[64];
+    snprintf(path, sizeof path, "tensors[%zu]", i);
+    if (!json_is_object(tv)) return derr_set(e, E_BAD_REQUEST, "%s: expected an object", path);
+    static const char *const k_create[] = {"name", "shape", "init", "values", "offset", "origin", NULL};
+    static const char *const k_state[] = {"name", "shape", "offset", "count", "origin", NULL};
+    if ((rc = only_keys(tv, state_doc ? k_state : k_create, path, E_BAD_REQUEST, e)) < 0) return rc;
+    tensor *t = &c->tensors[i];
+    const char *name = NULL;
+    if ((rc = get_string(tv, "name", &name, "tensors[].", e)) < 0) return rc;
+    if (!spec_name_ok(name))
+      return derr_set(e, E_BAD_NAME, "%s.name: tensor names match [A-Za-z0-9][A-Za-z0-9._-]{0,63}", path);
+    snprintf(t->name, sizeof t->name, "%s", name);
+    for (size_t k = 0; k < i; k++)
+      if (!strcmp(c->tensors[k].name, name))
+        return derr_set(e, E_BAD_REQUEST, "%s.name: '%s' appears twice", path, name);
+    json_t *shape = json_object_get(tv, "shape");
+    if (!shape) return derr_set(e, E_BAD_REQUEST, "%s.shape: required", path);
+    if ((rc = parse_shape(shape, t, path, e)) < 0) return rc;
+    int64_t origin = 0;
+    char p2[80];
+    snprintf(p2, sizeof p2, "%s.", path);
+    if ((rc = get_int(tv, state_doc ? "origin" : "offset", 0, INT64_MAX / 4, &origin, p2, e)) < 0) return rc;
+    if (!state_doc && (rc = get_int(tv, "origin", 0, INT64_MAX / 4, &origin, p2, e)) < 0) return rc;
+    t->origin = (uint64_t)origin;
+    t->offset = (size_t)total;
+    total += t->count;
+    if (total > (1ull << 40)) return derr_set(e, E_QUOTA, "tensors: too many elements");
+  }
+  c->n = (size_t)total;
+  if (params) {
+    *params = mem_alloc_floats(c->n);
+    if (!*params) return derr_set(e, E_QUOTA, "not enough memory for %zu parameters", c->n);
+    for (size_t i = 0; i < nt; i++) {
+      char path[64];
+      snprintf(path, sizeof path, "tensors[%zu]", i);
+      if ((rc = fill_init(d, json_array_get(arr, i), &c->tensors[i], *params + c->tensors[i].offset, path, e)) < 0)
+        return rc;
+    }
+  }
+  return 0;
+}
+
+/* The configuration part shared by create bodies and state documents. */
+static int parse_cfg(const jdoc *d, json_t *root, instance_cfg *c, float **params, bool state_doc, derr *e) {
+  memset(c, 0, sizeof *c);
+  c->max_staleness = -1;
+  c->worker_lease_ms = SPEC_DEFAULT_LEASE_MS;
+  int rc;
+  const char *name = NULL, *alg = NULL, *mode = NULL, *agg = NULL;
+  if ((rc = get_string(root, "name", &name, "", e)) < 0) return rc;
+  if (name) {
+    if (!spec_name_ok(name))
+      return derr_set(e, E_BAD_NAME, "name: '%.80s' does not match [A-Za-z0-9][A-Za-z0-9._-]{0,63}", name);
+    snprintf(c->name, sizeof c->name, "%s", name);
+  }
+  if ((rc = get_string(root, "algorithm", &alg, "", e)) < 0) return rc;
+  if (!alg) return derr_set(e, E_BAD_REQUEST, "algorithm: required (sgd, momentum, nesterov, adagrad, rmsprop, adam, adamw, random_search)");
+  if ((rc = optim_alg_parse(alg, &c->alg, &c->hyper, e)) < 0) return rc;
+  if ((rc = apply_hyper(c->alg, json_object_get(root, "hyper"), &c->hyper, e)) < 0) return rc;
+  if ((rc = get_string(root, "mode", &mode, "", e)) < 0) return rc;
+  if (mode && strcmp(mode, "async") && strcmp(mode, "sync"))
+    return derr_set(e, E_BAD_VALUE, "mode: expected \"async\" or \"sync\"");
+  c->mode = mode && !strcmp(mode, "sync") ? MODE_SYNC : MODE_ASYNC;
+  if (c->mode == MODE_SYNC && c->alg == OPTIM_RANDOM_SEARCH)
+    return derr_set(e, E_BAD_VALUE, "mode: random_search instances are async (ask/tell)");
+  if ((rc = get_string(root, "aggregate", &agg, "", e)) < 0) return rc;
+  if (agg && strcmp(agg, "mean") && strcmp(agg, "sum"))
+    return derr_set(e, E_BAD_VALUE, "aggregate: expected \"mean\" or \"sum\"");
+  c->aggregate = agg && !strcmp(agg, "sum") ? AGG_SUM : AGG_MEAN;
+  if ((rc = parse_runtime(root, c, true, e)) < 0) return rc;
+  return parse_tensors(d, json_object_get(root, "tensors"), c, params, state_doc, e);
+}
+
+int spec_parse_cfg_json(json_t *root, instance_cfg *cfg, derr *e) {
+  jdoc none = {0};
+  int rc = json_is_object(root) ? parse_cfg(&none, root, cfg, NULL, true, e)
+                                : derr_set(e, E_BAD_REQUEST, "expected an object");
+  if (rc < 0) instance_cfg_free(cfg);
+  return rc;
+}
+
+static const char *const create_keys[] = {
+    "name", "algorithm", "hyper", "tensors", "mode", "max_staleness", "workers", "min_workers",
+    "round_timeout_ms", "aggregate", "worker_lease_ms", "clip_grad_norm", "schedule", NULL};
+
+int spec_parse_create(const jdoc *d, instance_cfg *cfg, float **params, derr *e) {
+  *params = NULL;
+  json_t *root = d->root;
+  int rc;
+  if (!json_is_object(root)) return derr_set(e, E_BAD_REQUEST, "the body must be a JSON object");
+  if ((rc = only_keys(root, create_keys, "", E_BAD_REQUEST, e)) < 0) return rc;
+  if (!json_object_get(root, "name")) rc = derr_set(e, E_BAD_REQUEST, "name: required");
+  else rc = parse_cfg(d, root, cfg, params, false, e);
+  if (rc < 0) {
+    mem_free_floats(*params, cfg->n);
+    *params = NULL;
+    instance_cfg_free(cfg);
+  }
+  return rc;
+}
+
+int spec_parse_patch(const jdoc *d, const instance_cfg *cur, instance_cfg *out, derr *e) {
+  json_t *root = d->root;
+  if (!json_is_object(root)) return derr_set(e, E_BAD_REQUEST, "the body must be a JSON object");
+  static const char *const fixed[] = {"name", "algorithm", "tensors", "mode", "aggregate"};
+  for (size_t i = 0; i < sizeof fixed / sizeof *fixed; i++)
+    if (json_object_get(root, fixed[i]))
+      return derr_set(e, E_BAD_VALUE, "%s: cannot be changed at run time (export the state, edit it, and PUT it back)",
+                      fixed[i]);
+  static const char *const keys[] = {"hyper", "max_staleness", "workers", "min_workers", "round_timeout_ms",
+                                     "worker_lease_ms", "clip_grad_norm", "schedule", NULL};
+  int rc = only_keys(root, keys, "", E_BAD_REQUEST, e);
+  if (rc < 0) return rc;
+  instance_cfg_copy(out, cur);
+  if ((rc = apply_hyper(out->alg, json_object_get(root, "hyper"), &out->hyper, e)) < 0 ||
+      (rc = parse_runtime(root, out, false, e)) < 0) {
+    instance_cfg_free(out);
+    return rc;
+  }
+  return 0;
+}
+
+json_t *spec_cfg_json(const instance_cfg *c) {
+  json_t *o = json_object();
+  json_object_set_new(o, "name", json_string(c->name));
+  json_object_set_new(o, "algorithm", json_string(optim_alg_name(c->alg)));
+  json_object_set_new(o, "hyper", spec_hyper_json(c->alg, &c->hyper));
+  json_object_set_new(o, "mode", json_string(c->mode == MODE_SYNC ? "sync" : "async"));
+  if (c->mode == MODE_SYNC) {
+    json_object_set_new(o, "workers", json_integer(c->workers));
+    json_object_set_new(o, "min_workers", json_integer(c->min_workers ? c->min_workers : c->workers));
+    json_object_set_new(o, "round_timeout_ms", c->round_timeout_ms ? json_integer((json_int_t)c->round_timeout_ms) : json_null());
+    json_object_set_new(o, "aggregate", json_string(c->aggregate == AGG_SUM ? "sum" : "mean"));
+  } else {
+    json_object_set_new(o, "max_staleness", c->max_staleness >= 0 ? json_integer(c->max_staleness) : json_null());
+  }
+  json_object_set_new(o, "worker_lease_ms", json_integer((json_int_t)c->worker_lease_ms));
+  json_object_set_new(o, "clip_grad_norm", c->clip_grad_norm > 0 ? jbuf_real(c->clip_grad_norm) : json_null());
+  json_object_set_new(o, "schedule", schedule_json(&c->sched));
+  json_t *ts = json_array();
+  for (size_t i = 0; i < c->ntensors; i++) {
+    const tensor *t = &c->tensors[i];
+    json_t *shape = json_array();
+    for (int k = 0; k < t->ndim; k++) json_array_append_new(shape, json_integer((json_int_t)t->shape[k]));
+    json_t *tj = json_pack("{s:s,s:o,s:I,s:I}", "name", t->name, "shape", shape, "offset",
+                           (json_int_t)t->offset, "count", (json_int_t)t->count);
+    if (t->origin) json_object_set_new(tj, "origin", json_integer((json_int_t)t->origin));
+    json_array_append_new(ts, tj);
+  }
+  json_object_set_new(o, "tensors", ts);
+  json_object_set_new(o, "size", json_integer((json_int_t)c->n));
+  return o;
+}
+
+/* ---- state documents --------------------------------------------------------------- */
+
+void spec_state_write(jbuf *b, const instance_state *s) {
+  const instance_cfg *c = &s->cfg;
+  json_t *o = spec_cfg_json(c);
+  json_object_set_new(o, "format", json_string("descent-state/1"));
+  json_object_set_new(o, "step", json_integer((json_int_t)s->step));
+  size_t nt = c->ntensors, na = 0;
+  jbuf_array *arrays = mem_xmalloc((nt * (OPTIM_NBUF + 1) + 1) * sizeof *arrays);
+  json_t *params = json_object();
+  for (size_t i = 0; i < nt; i++) {
+    arrays[na] = (jbuf_array){s->params + c->tensors[i].offset, c->tensors[i].count};
+    json_object_set_new(params, c->tensors[i].name, jbuf_placeholder(na++));
+  }
+  json_object_set_new(o, "params", params);
+  json_t *bufs = json_object();
+  for (int b2 = 0; b2 < OPTIM_NBUF; b2++) {
+    if (!(s->have & (1u << b2)) || (s->fresh & (1u << b2))) continue;
+    json_t *per = json_object();
+    for (size_t i = 0; i < nt; i++) {
+      arrays[na] = (jbuf_array){s->buf[b2] + c->tensors[i].offset, c->tensors[i].count};
+      json_object_set_new(per, c->tensors[i].name, jbuf_placeholder(na++));
+    }
+    json_object_set_new(bufs, optim_buf_name(b2), per);
+  }
+  json_object_set_new(o, "buffers", bufs);
+  if (c->alg == OPTIM_RANDOM_SEARCH)
+    json_object_set_new(o, "random_search",
+                        json_pack("{s:o,s:I,s:I,s:I}", "best_loss",
+                                  jbuf_real(s->best_loss),
+                                  "next_candidate", (json_int_t)s->next_id, "tells", (json_int_t)s->tells,
+                                  "best_candidate", (json_int_t)s->best_id));
+  jbuf_json_splice(b, o, arrays, na);
+  free(arrays);
+  json_decref(o);
+}
+
+static int read_per_tensor(const jdoc *d, json_t *obj, const instance_cfg *c, float *out, const char *what, derr *e) {
+  if (!json_is_object(obj)) return derr_set(e, E_BAD_REQUEST, "%s: expected an object by tensor name", what);
+  const char *k;
+  json_t *v;
+  json_object_foreach(obj, k, v) {
+    if (instance_cfg_tensor(c, k) < 0)
+      return derr_set(e, E_UNKNOWN_TENSOR, "%s.%.64s: no tensor of that name", what, k);
+  }
+  for (size_t i = 0; i < c->ntensors; i++) {
+    const tensor *t = &c->tensors[i];
+    char path[160];
+    snprintf(path, sizeof path, "%s.%s", what, t->name);
+    json_t *x = json_object_get(obj, t->name);
+    if (!x) return derr_set(e, E_BAD_LENGTH, "%s: missing", path);
+    size_t shape[TENSOR_MAXDIM];
+    for (int k2 = 0; k2 < t->ndim; k2++) shape[k2] = (size_t)t->shape[k2];
+    int rc = jdoc_floats(d, x, out + t->offset, t->count, shape, t->ndim, path, e);
+    if (rc < 0) return rc;
+    size_t where;
+    if (!optim_all_finite(out + t->offset, t->count, &where))
+      return derr_set(e, E_NOT_FINITE, "%s[%zu]: NaN or infinite", path, where);
+  }
+  return 0;
+}
+
+int spec_parse_state(const jdoc *d, const char *name, instance_state *s, derr *e) {
+  memset(s, 0, sizeof *s);
+  json_t *root = d->root;
+  int rc;
+  if (!json_is_object(root)) return derr_set(e, E_BAD_REQUEST, "the body must be a JSON object");
+  static const char *const keys[] = {
+      "name", "algorithm", "hyper", "tensors", "mode", "max_staleness", "workers", "min_workers",
+      "round_timeout_ms", "aggregate", "worker_lease_ms", "clip_grad_norm", "schedule", "format",
+      "step", "params", "buffers", "random_search", "size", NULL};
+  if ((rc = only_keys(root, keys, "", E_BAD_REQUEST, e)) < 0) return rc;
+  json_t *fmt = json_object_get(root, "format");
+  if (fmt && (!json_is_string(fmt) || strcmp(json_string_value(fmt), "descent-state/1")))
+    return derr_set(e, E_BAD_VALUE, "format: expected \"descent-state/1\"");
+  if ((rc = parse_cfg(d, root, &s->cfg, NULL, true, e)) < 0) goto fail;
+  if (s->cfg.name[0] && strcmp(s->cfg.name, name)) {
+    rc = derr_set(e, E_BAD_REQUEST, "name: the document is for '%s', not '%s'", s->cfg.name, name);
+    goto fail;
+  }
+  snprintf(s->cfg.name, sizeof s->cfg.name, "%s", name);
+  int64_t step = -1;
+  if ((rc = get_int(root, "step", 0, INT64_MAX / 2, &step, "", e)) < 0) goto fail;
+  if (step < 0) {
+    rc = derr_set(e, E_BAD_REQUEST, "step: required");
+    goto fail;
+  }
+  s->step = (uint64_t)step;
+  size_t n = s->cfg.n;
+  if (!(s->params = mem_alloc_floats(n))) {
+    rc = derr_set(e, E_QUOTA, "not enough memory");
+    goto fail;
+  }
+  json_t *params = json_object_get(root, "params");
+  if (!params) {
+    rc = derr_set(e, E_BAD_REQUEST, "params: required");
+    goto fail;
+  }
+  if ((rc = read_per_tensor(d, params, &s->cfg, s->params, "params", e)) < 0) goto fail;
+  unsigned need = optim_buffers(s->cfg.alg, &s->cfg.hyper);
+  s->fresh = need;
+  json_t *bufs = json_object_get(root, "buffers");
+  if (bufs && !json_is_object(bufs)) {
+    rc = derr_set(e, E_BAD_REQUEST, "buffers: expected an object by state name");
+    goto fail;
+  }
+  const char *k;
+  json_t *v;
+  json_object_foreach(bufs, k, v) {
+    int b = optim_buf_from_name(k);
+    bool known = b >= 0 && (need & (1u << b));
+    /* an sgd/rmsprop momentum_buffer kept while momentum is 0 is still torch state */
+    if (b == OPTIM_BUF_MOMENTUM && (s->cfg.alg == OPTIM_SGD || s->cfg.alg == OPTIM_RMSPROP)) known = true;
+    if (!known) {
+      rc = derr_set(e, E_BAD_VALUE, "buffers.%.64s: %s with these hyperparameters has no such state", k,
+                    optim_alg_name(s->cfg.alg));
+      goto fail;
+    }
+    if (!(s->buf[b] = mem_alloc_floats(n))) {
+      rc = derr_set(e, E_QUOTA, "not enough memory");
+      goto fail;
+    }
+    char what[80];
+    snprintf(what, sizeof what, "buffers.%s", k);
+    if ((rc = read_per_tensor(d, v, &s->cfg, s->buf[b], what, e)) < 0) goto fail;
+    s->have |= 1u << b;
+    s->fresh &= ~(1u << b);
+  }
+  /* state that torch would have created by now must be present */
+  if (s->step > 0)
+    for (int b = 0; b < OPTIM_NBUF; b++)
+      if ((need & (1u << b)) && !(s->have & (1u << b)) && !(s->cfg.alg == OPTIM_SGD && b == OPTIM_BUF_MOMENTUM)) {
+        rc = derr_set(e, E_BAD_REQUEST, "buffers.%s: required at step %llu", optim_buf_name(b),
+                      (unsigned long long)s->step);
+        goto fail;
+      }
+  s->best_loss = INFINITY;
+  s->next_id = 1;
+  json_t *rs = json_object_get(root, "random_search");
+  if (rs) {
+    if (s->cfg.alg != OPTIM_RANDOM_SEARCH || !json_is_object(rs)) {
+      rc = derr_set(e, E_BAD_VALUE, "random_search: only for random_search instances, as an object");
+      goto fail;
+    }
+    double bl = INFINITY;
+    int64_t nid = 1, tells = 0, bid = 0;
+    if ((rc = get_double(rs, "best_loss", &bl, "random_search.", e)) < 0 ||
+        (rc = get_int(rs, "next_candidate", 1, INT64_MAX / 2, &nid, "random_search.", e)) < 0 ||
+        (rc = get_int(rs, "tells", 0, INT64_MAX / 2, &tells, "random_search.", e)) < 0 ||
+        (rc = get_int(rs, "best_candidate", 0, INT64_MAX / 2, &bid, "random_search.", e)) < 0)
+      goto fail;
+    s->best_loss = bl;
+    s->next_id = (uint64_t)nid;
+    s->tells = (uint64_t)tells;
+    s->best_id = (uint64_t)bid;
+  }
+  return 0;
+fail:
+  instance_state_free(s);
+  return rc < 0 ? rc : -E_BAD_REQUEST;
+}

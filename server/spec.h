@@ -1,0 +1,52 @@
+/* spec: the JSON forms of an instance: create bodies, PATCH bodies,
+ * descriptions and state documents, to and from instance_cfg/instance_state.
+ *
+ * Every decoder validates completely before it returns, names the field
+ * that is wrong ("tensors[1].shape[0]: must be a positive integer"), and
+ * leaves its outputs empty on failure.  No locks, no I/O; any thread.
+ */
+#ifndef DESCENT_SPEC_H
+#define DESCENT_SPEC_H
+
+#include <jansson.h>
+#include <stdbool.h>
+
+#include "codec_json.h"
+#include "errors.h"
+#include "instance.h"
+
+/* A worker's lease when the instance does not set worker_lease_ms. */
+#define SPEC_DEFAULT_LEASE_MS 30000
+
+/* [A-Za-z0-9][A-Za-z0-9._-]{0,63} */
+bool spec_name_ok(const char *s);
+
+/* A create body (POST /v1/optimizers): configuration in cfg, initial
+ * parameter values in *params (n floats, caller frees with mem_free_floats).
+ * Does not check quotas.  Returns 0 or a negative error. */
+int spec_parse_create(const jdoc *d, instance_cfg *cfg, float **params, derr *e);
+
+/* Applies a PATCH body to a copy of the current configuration: *out is the
+ * validated new configuration (caller frees).  Only run-time settings may
+ * change (hyper, clip_grad_norm, schedule, max_staleness, workers,
+ * min_workers, round_timeout_ms, worker_lease_ms). */
+int spec_parse_patch(const jdoc *d, const instance_cfg *cur, instance_cfg *out, derr *e);
+
+/* The configuration as JSON (name, algorithm, hyper, mode, ..., tensors). */
+json_t *spec_cfg_json(const instance_cfg *c);
+
+/* The hyperparameters of c's algorithm as a JSON object. */
+json_t *spec_hyper_json(optim_alg alg, const optim_hyper *h);
+
+/* GET .../state: the whole state as a JSON document, written into b. */
+void spec_state_write(jbuf *b, const instance_state *s);
+
+/* The configuration inside a snapshot header (the same fields as a state
+ * document, without arrays).  Returns 0 or an error; cfg is empty on failure. */
+int spec_parse_cfg_json(json_t *root, instance_cfg *cfg, derr *e);
+
+/* PUT .../state: a state document for instance `name` (the document's own
+ * name, if any, must match).  Fills *s completely; returns 0 or an error. */
+int spec_parse_state(const jdoc *d, const char *name, instance_state *s, derr *e);
+
+#endif
