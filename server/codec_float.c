@@ -256,9 +256,9 @@ size_t codec_float_print(float f, char *out) {
     return 4;
   }
   if (f == 0) {
-    if (signbit(f)) {
-      memcpy(out, "-0", 2);
-      return 2;
+    if (signbit(f)) { /* "-0" would read back as the integer 0 in many languages */
+      memcpy(out, "-0.0", 4);
+      return 4;
     }
     out[0] = '0';
     return 1;

@@ -171,6 +171,15 @@ static enum MHD_Result begin(request *r, const char *url) {
   if (atomic_load(&a->stopping)) return early_error(r, E_SHUTTING_DOWN, "the daemon is shutting down");
   if (!r->route) {
     if (status == 405) return early_error(r, E_METHOD, "%s is not allowed here; allowed: %s", r->method, allow);
+    static const char base[] = "/v1/optimizers/";
+    if (!strncmp(url, base, sizeof base - 1)) { /* a bad name rather than a bad path */
+      const char *seg = url + sizeof base - 1;
+      size_t n = strcspn(seg, "/");
+      char nm[NAME_MAX_LEN + 2];
+      snprintf(nm, sizeof nm, "%.*s", (int)(n < sizeof nm - 1 ? n : sizeof nm - 1), seg);
+      if (n > NAME_MAX_LEN || !spec_name_ok(nm))
+        return early_error(r, E_BAD_NAME, "'%.80s' is not an instance name ([A-Za-z0-9][A-Za-z0-9._-]{0,63})", seg);
+    }
     return early_error(r, E_NOT_FOUND, "no resource at %.200s", url);
   }
   r->auth = auth_check(a->au, http_header(r, MHD_HTTP_HEADER_AUTHORIZATION));
