@@ -59,7 +59,8 @@ TEST_CFLAGS   = $(call pc_cflags,$(PKGS_TEST))
 TEST_LIBS     = $(call pc_libs,$(PKGS_TEST))
 
 .PHONY: all deps run test unit check-asan integration bench bench-kernels fuzz demo clean print-%
-all: $(DAEMON) $(CLI) $(LIB_A) $(LIB_SO)
+CLIENT_TARGETS := $(if $(CLIENT_LIB_SRC),$(LIB_A) $(LIB_SO)) $(if $(wildcard $(CLI_SRC)),$(CLI))
+all: $(DAEMON) $(CLIENT_TARGETS)
 
 # The kernels: vectorised, and only the fmaf() calls fused.
 $(OBJ)/server/optim_kernels.o: OPT := -O3 -g -fno-math-errno -mprefer-vector-width=512
@@ -119,7 +120,7 @@ $(CLI): $(OBJ)/client/cli/descent.o $(LIB_A)
 	$(if $(Q),@echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS_ALL) $^ $(CLIENT_LIBS) -o $@
 
-$(UNIT_BIN): $(UNIT_OBJ) $(CORE_LIB) $(LIB_A)
+$(UNIT_BIN): $(UNIT_OBJ) $(CORE_LIB) $(if $(CLIENT_LIB_SRC),$(LIB_A))
 	@mkdir -p $(@D)
 	$(if $(Q),@echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS_ALL) $^ $(SERVER_LIBS) $(CLIENT_LIBS) $(TEST_LIBS) -o $@
@@ -141,9 +142,9 @@ integration: all
 	$(Q)DESCENT_BUILD=$(B) python3 tests/integration/run.py
 
 check-asan:
-	$(Q)$(MAKE) --no-print-directory B=build/asan SAN=1 OPT="-O1 -g" all build/asan/tests/unit
-	$(Q)cd tests && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ../build/asan/tests/unit
-	$(Q)DESCENT_BUILD=build/asan ASAN_OPTIONS=detect_leaks=1 python3 tests/integration/run.py --quick
+	$(Q)$(MAKE) --no-print-directory B=$(B)/asan SAN=1 OPT="-O1 -g" all $(B)/asan/tests/unit
+	$(Q)cd tests && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ../$(B)/asan/tests/unit
+	$(Q)DESCENT_BUILD=$(B)/asan ASAN_OPTIONS=detect_leaks=1 python3 tests/integration/run.py --quick
 
 test: deps
 	$(Q)$(MAKE) --no-print-directory all $(UNIT_BIN)

@@ -192,7 +192,7 @@ static enum MHD_Result begin(request *r, const char *url) {
   if (strstr(r->route->path, "{name}")) {
     if (!spec_name_ok(name))
       return early_error(r, E_BAD_NAME, "'%.80s' is not an instance name ([A-Za-z0-9][A-Za-z0-9._-]{0,63})", name);
-    snprintf(r->name, sizeof r->name, "%s", name);
+    snprintf(r->name, sizeof r->name, "%.64s", name);
   }
   const char *accept = http_header(r, MHD_HTTP_HEADER_ACCEPT);
   r->accept_binary = accept && strstr(accept, "application/octet-stream") != NULL;
