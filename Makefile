@@ -39,7 +39,8 @@ CLI_SRC     := client/cli/descent.c
 UNIT_SRC    := $(wildcard tests/unit/*.c)
 
 OBJ := $(B)/obj
-SERVER_OBJ := $(SERVER_SRC:%.c=$(OBJ)/%.o)
+SERVER_ASM  := $(wildcard server/*.S)
+SERVER_OBJ := $(SERVER_SRC:%.c=$(OBJ)/%.o) $(SERVER_ASM:%.S=$(OBJ)/%.o)
 CLIENT_OBJ := $(CLIENT_LIB_SRC:%.c=$(OBJ)/%.o)
 CLIENT_PIC := $(CLIENT_LIB_SRC:%.c=$(OBJ)/pic/%.o)
 UNIT_OBJ   := $(UNIT_SRC:%.c=$(OBJ)/%.o)
@@ -69,6 +70,13 @@ $(OBJ)/server/%.o: server/%.c
 	@mkdir -p $(@D)
 	$(if $(Q),@echo "  CC      $<")
 	$(Q)$(CC) $(CFLAGS_ALL) $(SERVER_CFLAGS) -c $< -o $@
+
+# Assembly blobs (the dashboard page, embedded with .incbin).
+$(OBJ)/server/%.o: server/%.S
+	@mkdir -p $(@D)
+	$(if $(Q),@echo "  AS      $<")
+	$(Q)$(CC) $(SANFLAGS) -c $< -o $@
+$(OBJ)/server/dashboard_blob.o: server/dashboard.html
 
 $(OBJ)/client/lib/%.o: client/lib/%.c
 	@mkdir -p $(@D)

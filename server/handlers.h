@@ -2,7 +2,7 @@
  * family: handlers_optimizers.c (create, list, describe, patch, delete),
  * handlers_step.c (step, params), handlers_state.c (state export/import),
  * handlers_search.c (ask, tell), handlers_workers.c (workers, history),
- * handlers_misc.c (healthz, metrics, dashboard, playground).
+ * handlers_misc.c (healthz, metrics, dashboard), handlers_playground.c.
  *
  * Each runs on an HTTP thread once the whole body has arrived, replies
  * through http_reply (errors from the error table only), and either queues
@@ -16,6 +16,9 @@
 typedef struct request request;
 
 enum MHD_Result h_healthz(request *r);
+enum MHD_Result h_metrics(request *r);
+enum MHD_Result h_dashboard(request *r);
+enum MHD_Result h_playground(request *r);
 enum MHD_Result h_create(request *r);
 enum MHD_Result h_list(request *r);
 enum MHD_Result h_describe(request *r);

@@ -133,7 +133,14 @@ static enum MHD_Result push_reply(request *r) {
   return reply_params_buf(r, in, buf, cap, w->step);
 }
 
-static enum MHD_Result step_resumed(request *r) { return push_reply(r); }
+/* The reply, and its decode/encode time for /metrics. */
+static enum MHD_Result push_answer(request *r) {
+  enum MHD_Result ret = push_reply(r);
+  if (!r->w.code) instance_note_codec(r->in, r->decode_ms, r->encode_ms);
+  return ret;
+}
+
+static enum MHD_Result step_resumed(request *r) { return push_answer(r); }
 
 /* Query-string settings of a push (binary pushes carry everything here). */
 static int push_query(request *r, push *p, int64_t *seq, enum MHD_Result *ret) {
@@ -307,7 +314,7 @@ enum MHD_Result h_step(request *r) {
     r->on_resume = step_resumed;
     return MHD_YES;
   }
-  return push_reply(r);
+  return push_answer(r);
 }
 
 /* ---- params --------------------------------------------------------------------- */

@@ -35,6 +35,7 @@ enum MHD_Result reply_queue(request *r, unsigned status, struct MHD_Response *re
              r->encode_ms);
     MHD_add_response_header(resp, "Server-Timing", st);
   }
+  r->status = status;
   enum MHD_Result ret = MHD_queue_response(r->conn, status, resp);
   MHD_destroy_response(resp);
   r->state = RS_DONE;

@@ -8,6 +8,8 @@
 
 static const route routes[] = {
     {"GET", "/healthz", h_healthz, R_PUBLIC},
+    {"GET", "/metrics", h_metrics, 0},
+    {"GET", "/", h_dashboard, R_PUBLIC},
     {"POST", "/v1/optimizers", h_create, R_WRITE | R_JSON},
     {"GET", "/v1/optimizers", h_list, 0},
     {"GET", "/v1/optimizers/{name}", h_describe, 0},
@@ -21,6 +23,7 @@ static const route routes[] = {
     {"POST", "/v1/optimizers/{name}/tell", h_tell, R_WRITE | R_JSON},
     {"GET", "/v1/optimizers/{name}/workers", h_workers, 0},
     {"GET", "/v1/optimizers/{name}/history", h_history, 0},
+    {"POST", "/v1/playground", h_playground, R_WRITE | R_JSON},
 };
 #define NROUTES (sizeof routes / sizeof *routes)
 
@@ -69,3 +72,7 @@ const route *routes_match(const char *method, const char *url, char *name, size_
 void routes_print(FILE *out) {
   for (size_t i = 0; i < NROUTES; i++) fprintf(out, "%s %s\n", routes[i].method, routes[i].path);
 }
+
+size_t routes_count(void) { return NROUTES; }
+const route *routes_at(size_t i) { return i < NROUTES ? &routes[i] : NULL; }
+size_t routes_index(const route *r) { return r ? (size_t)(r - routes) : NROUTES; }

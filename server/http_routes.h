@@ -9,6 +9,7 @@
 #define DESCENT_HTTP_ROUTES_H
 
 #include <microhttpd.h>
+#include <stddef.h>
 #include <stdio.h>
 
 typedef struct request request;
@@ -35,5 +36,10 @@ const route *routes_match(const char *method, const char *url, char *name, size_
                           unsigned *status, char *allow, size_t allow_cap);
 
 void routes_print(FILE *out); /* "METHOD PATH" per line */
+
+/* The table itself, for per-route counters: routes_count() entries. */
+size_t routes_count(void);
+const route *routes_at(size_t i);
+size_t routes_index(const route *r);
 
 #endif

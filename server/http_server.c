@@ -29,7 +29,24 @@ struct http_server {
   size_t nsuspended;
   atomic_int active;
   char *tls_cert, *tls_key;
+  _Atomic uint64_t *counts; /* (routes_count() + 1) x HTTP_STATUS_SLOTS */
 };
+
+static const unsigned status_slots[HTTP_STATUS_SLOTS] = {200, 201, 400, 401, 403, 404, 405, 409,
+                                                         413, 415, 422, 500, 503, 504, 507, 0};
+
+static size_t status_slot(unsigned st) {
+  for (size_t k = 0; k < HTTP_STATUS_SLOTS - 1; k++)
+    if (status_slots[k] == st) return k;
+  return HTTP_STATUS_SLOTS - 1; /* any other */
+}
+
+void http_server_counts(http_server *hs, const unsigned **statuses, size_t *n, uint64_t *counts) {
+  *statuses = status_slots;
+  *n = HTTP_STATUS_SLOTS;
+  size_t total = (routes_count() + 1) * HTTP_STATUS_SLOTS;
+  for (size_t i = 0; i < total; i++) counts[i] = atomic_load(&hs->counts[i]);
+}
 
 static uint64_t now_ns(void) {
   struct timespec ts;
@@ -48,6 +65,7 @@ static request *request_new(http_server *hs, struct MHD_Connection *c, const cha
   atomic_init(&r->refs, 1);
   r->state = RS_NEW;
   r->want_step = -1;
+  r->t_start_ns = now_ns();
   dtimer_init(&r->timer, NULL, r);
   atomic_fetch_add(&hs->active, 1);
   return r;
@@ -66,10 +84,19 @@ static void request_unref(request *r) {
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                          enum MHD_RequestTerminationCode toe) {
-  (void)cls;
   (void)c;
-  (void)toe;
-  request_unref(*con_cls);
+  http_server *hs = cls;
+  request *r = *con_cls;
+  if (!r) return;
+  if (r->status) {
+    size_t ri = routes_index(r->route);
+    atomic_fetch_add(&hs->counts[ri * HTTP_STATUS_SLOTS + status_slot(r->status)], 1);
+    if (log_get_level() <= LOG_DEBUG)
+      log_debug("request", "method=%s route=%s status=%u ms=%.3f%s", r->method, r->route ? r->route->path : "-",
+                r->status, r->t_start_ns ? (double)(now_ns() - r->t_start_ns) / 1e6 : 0.0,
+                toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " aborted=true");
+  }
+  request_unref(r);
   *con_cls = NULL;
 }
 
@@ -275,7 +302,6 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
       strcmp(r->route->method, "GET") != 0)
     return early_error(r, E_BAD_REQUEST, "%s %s needs a body", r->method, r->route->path);
   r->state = RS_HANDLER;
-  r->t_start_ns = now_ns();
   return r->route->fn(r);
 }
 
@@ -318,6 +344,7 @@ http_server *http_server_start(app *a, derr *e) {
   http_server *hs = mem_xcalloc(1, sizeof *hs);
   hs->app = a;
   pthread_mutex_init(&hs->lock, NULL);
+  hs->counts = mem_xcalloc((routes_count() + 1) * HTTP_STATUS_SLOTS, sizeof *hs->counts);
   /* HOST:PORT, HOST may be [v6] */
   char host[256];
   const char *listen = cfg->listen, *colon = strrchr(listen, ':');
@@ -364,7 +391,7 @@ http_server *http_server_start(app *a, derr *e) {
   ops[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT, (intptr_t)cfg->max_connections, NULL};
   ops[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT, (intptr_t)cfg->connection_timeout, NULL};
   ops[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_MEMORY_LIMIT, (intptr_t)CONN_MEMORY, NULL};
-  ops[k++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, NULL};
+  ops[k++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, hs};
   ops[k++] = (struct MHD_OptionItem){MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_log, NULL};
   ops[k++] = (struct MHD_OptionItem){MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024, NULL};
   if (cfg->tls_cert) {
@@ -396,6 +423,7 @@ http_server *http_server_start(app *a, derr *e) {
 fail:
   free(hs->tls_cert);
   free(hs->tls_key);
+  free(hs->counts);
   pthread_mutex_destroy(&hs->lock);
   free(hs);
   return NULL;
@@ -413,6 +441,7 @@ void http_server_stop(http_server *hs) {
   if (hs->d) MHD_stop_daemon(hs->d);
   free(hs->tls_cert);
   free(hs->tls_key);
+  free(hs->counts);
   pthread_mutex_destroy(&hs->lock);
   free(hs);
 }

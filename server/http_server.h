@@ -42,6 +42,7 @@ struct request {
   char method[8];
   int auth;                    /* enum auth_level */
   int content;                 /* enum content_kind */
+  unsigned status;             /* the status queued */
   bool accept_binary;
   atomic_int refs;
   int state;
@@ -92,6 +93,12 @@ void http_arm_timeout(request *r, uint64_t deadline_ms);
 
 /* The waker for r->w: cancels the timer and resumes r.  Any thread. */
 void http_wake(waiter *w);
+
+/* Requests answered, by route (routes_index; routes_count() for unmatched)
+ * and status: *n receives the number of status slots, statuses[k] the status
+ * of slot k; counts[route * n + k] the count. */
+#define HTTP_STATUS_SLOTS 16
+void http_server_counts(http_server *hs, const unsigned **statuses, size_t *n, uint64_t *counts);
 
 /* Query argument of r (NULL if absent). */
 const char *http_arg(request *r, const char *key);

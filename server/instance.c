@@ -805,6 +805,13 @@ double instance_lr(instance *in) {
   return lr;
 }
 
+void instance_note_codec(instance *in, double decode_ms, double encode_ms) {
+  pthread_mutex_lock(&in->lock);
+  in->stats.decode_ns_total += (uint64_t)(decode_ms * 1e6);
+  in->stats.encode_ns_total += (uint64_t)(encode_ms * 1e6);
+  pthread_mutex_unlock(&in->lock);
+}
+
 void instance_stats_copy(instance *in, struct instance_stats *out, uint64_t *step) {
   pthread_mutex_lock(&in->lock);
   *out = in->stats;

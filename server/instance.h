@@ -223,8 +223,8 @@ struct instance {
   struct instance_stats {
     uint64_t pushes, steps;
     uint64_t rejected[E__COUNT];
-    uint64_t apply_ns_total;
-    uint64_t latency_buckets[16]; /* apply latency, see metrics */
+    uint64_t apply_ns_total, decode_ns_total, encode_ns_total;
+    uint64_t latency_buckets[16]; /* apply latency: bucket k counts <= 2^k us */
     double last_loss, last_grad_norm;
   } stats;
 };
@@ -279,6 +279,10 @@ void instance_info_get(instance *in, instance_info *out);
 
 /* The lr the next step will use. */
 double instance_lr(instance *in);
+
+/* Adds a step's decode and encode time (the handler's part of
+ * Server-Timing) to the counters /metrics shows. */
+void instance_note_codec(instance *in, double decode_ms, double encode_ms);
 
 /* The instance's counters and current values, copied under the lock. */
 void instance_stats_copy(instance *in, struct instance_stats *out, uint64_t *step);

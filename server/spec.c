@@ -115,6 +115,8 @@ static int apply_hyper(optim_alg alg, json_t *obj, optim_hyper *h, derr *e) {
   return optim_hyper_check(alg, h, e);
 }
 
+int spec_parse_hyper(optim_alg alg, json_t *obj, optim_hyper *h, derr *e) { return apply_hyper(alg, obj, h, e); }
+
 json_t *spec_hyper_json(optim_alg alg, const optim_hyper *h) {
   json_t *o = json_object();
   for (const optim_hyper_field *f = optim_hyper_fields; f->name; f++) {

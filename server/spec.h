@@ -35,6 +35,9 @@ int spec_parse_patch(const jdoc *d, const instance_cfg *cur, instance_cfg *out, 
 /* The configuration as JSON (name, algorithm, hyper, mode, ..., tensors). */
 json_t *spec_cfg_json(const instance_cfg *c);
 
+/* Applies a "hyper" object to h (torch's checks included): 0 or an error. */
+int spec_parse_hyper(optim_alg alg, json_t *obj, optim_hyper *h, derr *e);
+
 /* The hyperparameters of c's algorithm as a JSON object. */
 json_t *spec_hyper_json(optim_alg alg, const optim_hyper *h);
 

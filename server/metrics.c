@@ -1,0 +1,203 @@
+/* metrics: writing the exposition from the live counters. */
+#include "metrics.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "http_routes.h"
+#include "http_server.h"
+#include "optim.h"
+#include "persist.h"
+#include "registry.h"
+
+static double wall(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void head(jbuf *b, const char *name, const char *type, const char *help) {
+  jbuf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* A sample value: Prometheus writes NaN and +Inf by name. */
+static void val(jbuf *b, double v) {
+  if (isnan(v)) jbuf_puts(b, " NaN\n");
+  else if (isinf(v)) jbuf_puts(b, v > 0 ? " +Inf\n" : " -Inf\n");
+  else jbuf_printf(b, " %.17g\n", v);
+}
+
+typedef struct snap {
+  instance *in;
+  struct instance_stats st;
+  uint64_t step;
+  double lr;
+  worker_info *w;
+  size_t nw;
+} snap;
+
+static void process_metrics(app *a, jbuf *b) {
+  head(b, "descent_build_info", "gauge", "Version and kernel instruction set of this daemon.");
+  jbuf_printf(b, "descent_build_info{version=\"%s\",kernels=\"%s\"} 1\n", DESCENT_VERSION, optim_isa());
+  head(b, "descent_start_time_seconds", "gauge", "Unix time the daemon started.");
+  jbuf_puts(b, "descent_start_time_seconds");
+  val(b, a->started);
+  head(b, "descent_uptime_seconds", "gauge", "Seconds since the daemon started.");
+  jbuf_puts(b, "descent_uptime_seconds");
+  val(b, wall() - a->started);
+  head(b, "descent_instances", "gauge", "Optimizer instances held.");
+  jbuf_printf(b, "descent_instances %zu\n", registry_count(a->reg));
+  head(b, "descent_memory_floats", "gauge", "Floats held over all instances (parameters and state), against --max-params.");
+  jbuf_printf(b, "descent_memory_floats %llu\n", (unsigned long long)registry_floats(a->reg));
+  head(b, "descent_memory_floats_limit", "gauge", "The --max-params quota.");
+  jbuf_printf(b, "descent_memory_floats_limit %ld\n", a->cfg->max_params);
+  if (a->http) {
+    head(b, "descent_http_connections", "gauge", "Open HTTP connections.");
+    jbuf_printf(b, "descent_http_connections %u\n", http_server_connections(a->http));
+    head(b, "descent_http_waiting_requests", "gauge", "Requests suspended in a sync round or a long-poll.");
+    jbuf_printf(b, "descent_http_waiting_requests %zu\n", http_server_suspended(a->http));
+    const unsigned *statuses;
+    size_t ns, nr = routes_count();
+    uint64_t *counts = malloc((nr + 1) * HTTP_STATUS_SLOTS * sizeof *counts);
+    if (counts) {
+      http_server_counts(a->http, &statuses, &ns, counts);
+      head(b, "descent_http_requests_total", "counter", "HTTP requests answered, by route and status.");
+      for (size_t r = 0; r <= nr; r++)
+        for (size_t k = 0; k < ns; k++) {
+          uint64_t c = counts[r * ns + k];
+          if (!c) continue;
+          const route *rt = routes_at(r);
+          char code[16];
+          if (statuses[k]) snprintf(code, sizeof code, "%u", statuses[k]);
+          else snprintf(code, sizeof code, "other");
+          jbuf_printf(b, "descent_http_requests_total{method=\"%s\",route=\"%s\",code=\"%s\"} %llu\n",
+                      rt ? rt->method : "", rt ? rt->path : "unmatched", code, (unsigned long long)c);
+        }
+      free(counts);
+    }
+  }
+  if (a->ps) {
+    persist_stats ps;
+    persist_get_stats(a->ps, &ps);
+    head(b, "descent_snapshots_total", "counter", "Snapshot files written.");
+    jbuf_printf(b, "descent_snapshots_total %llu\n", (unsigned long long)ps.written);
+    head(b, "descent_snapshot_failures_total", "counter", "Snapshot writes that failed.");
+    jbuf_printf(b, "descent_snapshot_failures_total %llu\n", (unsigned long long)ps.failed);
+    head(b, "descent_snapshot_last_timestamp_seconds", "gauge", "Unix time of the last snapshot written (0: none yet).");
+    jbuf_puts(b, "descent_snapshot_last_timestamp_seconds");
+    val(b, ps.last_time);
+    head(b, "descent_snapshot_age_seconds", "gauge", "Seconds since the last snapshot was written (NaN: none yet).");
+    jbuf_puts(b, "descent_snapshot_age_seconds");
+    val(b, ps.last_time > 0 ? wall() - ps.last_time : NAN);
+    head(b, "descent_snapshot_duration_seconds", "gauge", "How long the last snapshot took to write.");
+    jbuf_puts(b, "descent_snapshot_duration_seconds");
+    val(b, ps.last_duration);
+  }
+}
+
+void metrics_write(app *a, jbuf *b) {
+  process_metrics(a, b);
+  instance **all;
+  size_t n = registry_list(a->reg, &all);
+  snap *s = calloc(n ? n : 1, sizeof *s);
+  if (!s) {
+    for (size_t i = 0; i < n; i++) instance_unref(all[i]);
+    free(all);
+    return;
+  }
+  for (size_t i = 0; i < n; i++) {
+    s[i].in = all[i];
+    instance_stats_copy(all[i], &s[i].st, &s[i].step);
+    s[i].lr = instance_lr(all[i]);
+    s[i].nw = instance_workers_copy(all[i], &s[i].w, &s[i].step);
+  }
+#define EACH for (size_t i = 0; i < n; i++)
+#define L(i) s[i].in->cfg.name
+  head(b, "descent_instance_info", "gauge", "One series per instance, with its algorithm and mode.");
+  EACH jbuf_printf(b, "descent_instance_info{instance=\"%s\",algorithm=\"%s\",mode=\"%s\"} 1\n", L(i),
+                   optim_alg_name(s[i].in->cfg.alg), s[i].in->cfg.mode == MODE_SYNC ? "sync" : "async");
+  head(b, "descent_steps_total", "counter", "Optimizer steps applied.");
+  EACH jbuf_printf(b, "descent_steps_total{instance=\"%s\"} %llu\n", L(i), (unsigned long long)s[i].st.steps);
+  head(b, "descent_step", "gauge", "The instance's current step.");
+  EACH jbuf_printf(b, "descent_step{instance=\"%s\"} %llu\n", L(i), (unsigned long long)s[i].step);
+  head(b, "descent_pushes_total", "counter", "Gradient pushes received (applied, joined a round, or refused).");
+  EACH jbuf_printf(b, "descent_pushes_total{instance=\"%s\"} %llu\n", L(i), (unsigned long long)s[i].st.pushes);
+  head(b, "descent_pushes_rejected_total", "counter", "Pushes refused, by reason (the error code).");
+  EACH for (int c = 1; c < E__COUNT; c++) if (s[i].st.rejected[c])
+      jbuf_printf(b, "descent_pushes_rejected_total{instance=\"%s\",reason=\"%s\"} %llu\n", L(i), derr_name(c),
+                  (unsigned long long)s[i].st.rejected[c]);
+  head(b, "descent_step_apply_seconds", "histogram", "Time to apply one optimizer step (under the instance lock).");
+  EACH {
+    uint64_t cum = 0;
+    for (int k = 0; k < 16; k++) {
+      cum += s[i].st.latency_buckets[k];
+      jbuf_printf(b, "descent_step_apply_seconds_bucket{instance=\"%s\",le=\"%.6g\"} %llu\n", L(i),
+                  (double)(1u << k) * 1e-6, (unsigned long long)cum);
+    }
+    jbuf_printf(b, "descent_step_apply_seconds_bucket{instance=\"%s\",le=\"+Inf\"} %llu\n", L(i),
+                (unsigned long long)s[i].st.steps);
+    jbuf_printf(b, "descent_step_apply_seconds_sum{instance=\"%s\"}", L(i));
+    val(b, (double)s[i].st.apply_ns_total * 1e-9);
+    jbuf_printf(b, "descent_step_apply_seconds_count{instance=\"%s\"} %llu\n", L(i), (unsigned long long)s[i].st.steps);
+  }
+  head(b, "descent_step_phase_seconds_total", "counter",
+       "Time spent per phase of step requests, as in Server-Timing: decode, apply, encode.");
+  EACH {
+    jbuf_printf(b, "descent_step_phase_seconds_total{instance=\"%s\",phase=\"decode\"}", L(i));
+    val(b, (double)s[i].st.decode_ns_total * 1e-9);
+    jbuf_printf(b, "descent_step_phase_seconds_total{instance=\"%s\",phase=\"apply\"}", L(i));
+    val(b, (double)s[i].st.apply_ns_total * 1e-9);
+    jbuf_printf(b, "descent_step_phase_seconds_total{instance=\"%s\",phase=\"encode\"}", L(i));
+    val(b, (double)s[i].st.encode_ns_total * 1e-9);
+  }
+  head(b, "descent_loss", "gauge", "The last loss reported by workers (NaN: none yet).");
+  EACH {
+    jbuf_printf(b, "descent_loss{instance=\"%s\"}", L(i));
+    val(b, s[i].st.last_loss);
+  }
+  head(b, "descent_grad_norm", "gauge", "Global L2 norm of the last applied gradient (NaN: none yet).");
+  EACH {
+    jbuf_printf(b, "descent_grad_norm{instance=\"%s\"}", L(i));
+    val(b, s[i].st.last_grad_norm);
+  }
+  head(b, "descent_learning_rate", "gauge", "The lr the next step will use (schedule applied).");
+  EACH {
+    jbuf_printf(b, "descent_learning_rate{instance=\"%s\"}", L(i));
+    val(b, s[i].lr);
+  }
+  head(b, "descent_parameters", "gauge", "Parameters held by the instance.");
+  EACH jbuf_printf(b, "descent_parameters{instance=\"%s\"} %zu\n", L(i), s[i].in->cfg.n);
+  head(b, "descent_workers", "gauge", "Workers seen, by lease state.");
+  EACH {
+    size_t live = 0;
+    for (size_t k = 0; k < s[i].nw; k++) live += !s[i].w[k].dropped;
+    jbuf_printf(b, "descent_workers{instance=\"%s\",lease=\"live\"} %zu\n", L(i), live);
+    jbuf_printf(b, "descent_workers{instance=\"%s\",lease=\"expired\"} %zu\n", L(i), s[i].nw - live);
+  }
+  head(b, "descent_worker_pushes_total", "counter", "Pushes accepted from each worker.");
+  EACH for (size_t k = 0; k < s[i].nw; k++)
+      jbuf_printf(b, "descent_worker_pushes_total{instance=\"%s\",worker=\"%s\"} %llu\n", L(i), s[i].w[k].name,
+                  (unsigned long long)s[i].w[k].pushes);
+  head(b, "descent_worker_rejected_total", "counter", "Pushes refused from each worker.");
+  EACH for (size_t k = 0; k < s[i].nw; k++)
+      jbuf_printf(b, "descent_worker_rejected_total{instance=\"%s\",worker=\"%s\"} %llu\n", L(i), s[i].w[k].name,
+                  (unsigned long long)s[i].w[k].rejected);
+  head(b, "descent_worker_last_push_timestamp_seconds", "gauge", "Unix time of each worker's last accepted push.");
+  EACH for (size_t k = 0; k < s[i].nw; k++) {
+      jbuf_printf(b, "descent_worker_last_push_timestamp_seconds{instance=\"%s\",worker=\"%s\"}", L(i), s[i].w[k].name);
+      val(b, s[i].w[k].last_push_time > 0 ? s[i].w[k].last_push_time : NAN);
+    }
+  head(b, "descent_worker_staleness_steps", "gauge", "How many steps old each worker's last gradient was when it arrived.");
+  EACH for (size_t k = 0; k < s[i].nw; k++)
+      jbuf_printf(b, "descent_worker_staleness_steps{instance=\"%s\",worker=\"%s\"} %llu\n", L(i), s[i].w[k].name,
+                  (unsigned long long)s[i].w[k].staleness);
+#undef EACH
+#undef L
+  for (size_t i = 0; i < n; i++) {
+    free(s[i].w);
+    instance_unref(all[i]);
+  }
+  free(s);
+  free(all);
+}

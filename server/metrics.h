@@ -1,0 +1,20 @@
+/* metrics: GET /metrics, Prometheus text exposition format 0.0.4.
+ *
+ * Nothing is kept here: every scrape reads the live counters of the
+ * registry's instances (steps, pushes, rejections by reason, apply latency
+ * histogram, decode/apply/encode time, loss, gradient norm, lr, workers and
+ * per-worker pushes, last push and staleness), the HTTP server (requests by
+ * route and status, connections, waiting requests) and the snapshotter.
+ * Names follow Prometheus conventions (descent_ prefix, _total counters,
+ * _seconds units).  Runs on an HTTP thread.
+ */
+#ifndef DESCENT_METRICS_H
+#define DESCENT_METRICS_H
+
+#include "app.h"
+#include "codec_json.h"
+
+/* Writes the whole exposition into b. */
+void metrics_write(app *a, jbuf *b);
+
+#endif
