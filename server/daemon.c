@@ -21,7 +21,7 @@ typedef struct daemon_state {
   uv_signal_t sigint, sigterm;
   uv_timer_t snap_timer, drain_timer;
   uv_work_t snap_work;
-  bool snap_busy, stopping, drained;
+  bool snap_busy, stopping, drained, handles;
   uint64_t drain_deadline;
   atomic_uint_fast64_t incarnations;
 } daemon_state;
@@ -150,18 +150,21 @@ int daemon_run(const config *cfg) {
     int n = persist_load_all(a->ps, a->reg, &a->env);
     log_info("data dir ready", "dir=%s instances=%d", cfg->data_dir, n);
   }
-  if (!(a->http = http_server_start(a, &e))) {
-    fprintf(stderr, "descentd: %s\n", e.msg);
-    goto out;
-  }
+  /* handles first: once "listening on" is printed, SIGTERM must be graceful
+   * (signals are delivered only inside uv_run, after the server started) */
+  uv_timer_init(&loop, &d->snap_timer);
+  uv_timer_init(&loop, &d->drain_timer);
+  d->snap_timer.data = d->drain_timer.data = d;
+  d->handles = true;
   uv_signal_init(&loop, &d->sigint);
   uv_signal_init(&loop, &d->sigterm);
   d->sigint.data = d->sigterm.data = d;
   uv_signal_start(&d->sigint, on_signal, SIGINT);
   uv_signal_start(&d->sigterm, on_signal, SIGTERM);
-  uv_timer_init(&loop, &d->snap_timer);
-  uv_timer_init(&loop, &d->drain_timer);
-  d->snap_timer.data = d->drain_timer.data = d;
+  if (!(a->http = http_server_start(a, &e))) {
+    fprintf(stderr, "descentd: %s\n", e.msg);
+    goto out;
+  }
   if (a->ps && cfg->snapshot_interval > 0) {
     uint64_t ms = (uint64_t)(cfg->snapshot_interval * 1000);
     if (!ms) ms = 1;
@@ -171,6 +174,12 @@ int daemon_run(const config *cfg) {
   code = 0;
   log_info("stopped", "%s", "");
 out:
+  if (d->handles && !d->drained) { /* failed before the loop ran: close the handles */
+    uv_close((uv_handle_t *)&d->sigint, NULL);
+    uv_close((uv_handle_t *)&d->sigterm, NULL);
+    uv_close((uv_handle_t *)&d->snap_timer, NULL);
+    uv_close((uv_handle_t *)&d->drain_timer, NULL);
+  }
   if (a->http) http_server_stop(a->http);
   registry_free(a->reg);
   persist_close(a->ps);

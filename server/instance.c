@@ -412,8 +412,10 @@ static void round_reset(instance *in) {
 static void round_fail(instance *in, int code, const char *msg, wake_list *wl, waiter *self) {
   derr e = {0};
   derr_set(&e, code, "%s", msg);
+  uint64_t now = timers_now_ms();
   for (size_t i = 0; i < in->round.count; i++) {
     struct participant *p = &in->round.part[i];
+    p->w->last_seen_ms = now; /* it was waiting, so alive: its lease runs from this reply */
     idem_forget(in, p->idem);
     for (waiter *w = p->waiters; w;) {
       waiter *next = w->next;
@@ -460,8 +462,12 @@ static void round_close(instance *in, wake_list *wl, waiter *self) {
   apply_step(in, s, norm, loss, false);
   double apply_ms = (double)(mono_ns() - t0) / 1e6;
   psnap *snap = psnap_new(in->pool, in->params, n, in->step);
+  uint64_t now = timers_now_ms();
   for (size_t j = 0; j < k; j++) {
     struct participant *p = &r->part[j];
+    /* a member waiting in the round was alive all along; its lease runs from
+     * this reply, not from its push (else a long round would expire it) */
+    p->w->last_seen_ms = now;
     idem_done(in, p->idem, 0, NULL, in->step, snap, in->params);
     for (waiter *w = p->waiters; w;) {
       waiter *next = w->next;
@@ -578,6 +584,7 @@ int instance_push(instance *in, push *p, waiter *w, void (*suspend)(void *), voi
   /* Read-only checks on the gradient need no lock. */
   if (in->cfg.mode == MODE_ASYNC && (rc = scan_grad(p->grad, in->cfg.n, &norm, &e, &in->cfg)) < 0) {
     pthread_mutex_lock(&in->lock);
+    in->stats.pushes++;
     reject(in, w, rc, &e);
     pthread_mutex_unlock(&in->lock);
     return PUSH_FAILED;
@@ -588,6 +595,7 @@ int instance_push(instance *in, push *p, waiter *w, void (*suspend)(void *), voi
       double dummy;
       rc = scan_grad(p->grad, in->cfg.n, &dummy, &e, &in->cfg);
       pthread_mutex_lock(&in->lock);
+      in->stats.pushes++;
       reject(in, w, rc, &e);
       pthread_mutex_unlock(&in->lock);
       return PUSH_FAILED;

@@ -39,6 +39,7 @@ void log_write(int l, const char *msg, const char *fmt, ...) {
     int m = vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);
     va_end(ap);
     if (m > 0) n += m;
+    else n--; /* nothing followed: drop the space */
   }
   if ((size_t)n > sizeof line - 2) n = (int)sizeof line - 2;
   line[n++] = '\n';
