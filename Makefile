@@ -59,7 +59,7 @@ CLIENT_LIBS   = $(call pc_libs,$(PKGS_CLIENT)) -lm
 TEST_CFLAGS   = $(call pc_cflags,$(PKGS_TEST))
 TEST_LIBS     = $(call pc_libs,$(PKGS_TEST))
 
-.PHONY: all deps run test unit check-asan integration bench bench-kernels fuzz demo clean print-%
+.PHONY: all deps deps-test run test unit check-asan integration bench bench-kernels fuzz demo clean print-%
 CLIENT_TARGETS := $(if $(CLIENT_LIB_SRC),$(LIB_A) $(LIB_SO)) $(if $(wildcard $(CLI_SRC)),$(CLI))
 all: $(DAEMON) $(CLIENT_TARGETS)
 
@@ -137,6 +137,9 @@ $(UNIT_BIN): $(UNIT_OBJ) $(CORE_LIB) $(if $(CLIENT_LIB_SRC),$(LIB_A))
 deps:
 	$(Q)tests/tools/deps.sh
 
+deps-test:
+	$(Q)tests/tools/deps.sh test
+
 run: deps
 	$(Q)$(MAKE) --no-print-directory all
 	@mkdir -p var
@@ -154,11 +157,109 @@ check-asan:
 	$(Q)cd tests && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ../$(B)/asan/tests/unit
 	$(Q)DESCENT_BUILD=$(B)/asan ASAN_OPTIONS=detect_leaks=1 python3 tests/integration/run.py --quick
 
-test: deps
+test: deps-test
 	$(Q)$(MAKE) --no-print-directory all $(UNIT_BIN)
 	$(Q)$(MAKE) --no-print-directory unit
 	$(Q)$(MAKE) --no-print-directory integration
 	$(Q)$(MAKE) --no-print-directory check-asan
+
+# ---- fuzzing and valgrind (tests/fuzz/, check-valgrind) --------------------
+# Every decoder of untrusted bytes has a libFuzzer target tests/fuzz/fuzz_NAME.c
+# with its seeds in tests/fuzz/corpus/NAME/ (tests/fuzz/README.md lists them).
+#   make fuzz           builds each target with clang (-fsanitize=fuzzer,address,
+#                       undefined) into $(B)/fuzz/ and runs it for FUZZ_SECONDS
+#                       (default 30) from the seeds; new inputs go to
+#                       $(B)/fuzz/new/NAME/ (never into the committed corpus),
+#                       crashes to $(B)/fuzz/crash/NAME/, and any crash fails.
+#                       FUZZ_TARGETS="json float" runs only those.
+#   make fuzz-replay    the same sources with tests/fuzz/replay.c's main, built
+#                       with $(CC) under ASan+UBSan in $(B)/asan, fed every seed:
+#                       a few seconds, part of `make test`.
+#   make check-valgrind every integration module once with descentd under
+#                       valgrind (non-sanitized $(B), DESCENT_QUICK=1): no leak,
+#                       no error.
+# `make test` runs fuzz-replay and check-valgrind-subset: valgrind slows the
+# daemon 20-50x, and the whole suite under it takes far longer than make
+# test's ~10-minute budget on 2 cores, so make test runs the modules in
+# VALGRIND_SUBSET (creation, pushes of every kind, state import/export and
+# snapshots: the paths that allocate and free the most) and
+# `make check-valgrind` runs them all.
+FUZZ_NAMES    := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_TARGETS  ?= $(FUZZ_NAMES)
+FUZZ_SECONDS  ?= 30
+FUZZ_CLANG    ?= $(firstword $(shell command -v clang-14 clang 2>/dev/null) clang)
+FUZZ_OUT      := $(B)/fuzz
+FUZZ_CFLAGS   := $(STD) -O1 -g -Wall -Wextra -Wno-unused-parameter -fno-omit-frame-pointer \
+                 -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all \
+                 -DDESCENT_NO_CLONES -Iserver -Itests/fuzz
+FUZZ_CORE_OBJ := $(SERVER_SRC:%.c=$(FUZZ_OUT)/cobj/%.o) $(SERVER_ASM:%.S=$(FUZZ_OUT)/cobj/%.o)
+FUZZ_BINS     := $(FUZZ_NAMES:%=$(FUZZ_OUT)/%)
+REPLAY_BINS   := $(FUZZ_NAMES:%=$(B)/fuzz-replay/%)
+VALGRIND      := valgrind --leak-check=full --errors-for-leak-kinds=definite,indirect \
+                 --error-exitcode=99 --num-callers=30
+VALGRIND_SUBSET ?= test_api_basics test_async test_state
+
+.PHONY: fuzz fuzz-build fuzz-replay fuzz-replay-bins check-valgrind check-valgrind-subset
+
+$(FUZZ_OUT)/cobj/%.o: %.c
+	@mkdir -p $(@D)
+	$(if $(Q),@echo "  CLANG   $<")
+	$(Q)$(FUZZ_CLANG) $(FUZZ_CFLAGS) -MMD -MP $(SERVER_CFLAGS) -c $< -o $@
+
+$(FUZZ_OUT)/cobj/%.o: %.S
+	@mkdir -p $(@D)
+	$(Q)$(FUZZ_CLANG) -c $< -o $@
+
+$(FUZZ_OUT)/cobj/server/dashboard_blob.o: server/dashboard.html
+
+$(FUZZ_OUT)/libcore.a: $(FUZZ_CORE_OBJ)
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(FUZZ_BINS): $(FUZZ_OUT)/%: $(FUZZ_OUT)/cobj/tests/fuzz/fuzz_%.o $(FUZZ_OUT)/libcore.a
+	$(if $(Q),@echo "  LD      $@")
+	$(Q)$(FUZZ_CLANG) -fsanitize=fuzzer,address,undefined $^ $(SERVER_LIBS) -o $@
+
+fuzz-build: $(FUZZ_BINS)
+
+fuzz: fuzz-build
+	$(Q)for t in $(FUZZ_TARGETS); do \
+	  mkdir -p $(FUZZ_OUT)/new/$$t $(FUZZ_OUT)/crash/$$t; \
+	  dict=""; [ -f tests/fuzz/$$t.dict ] && dict="-dict=tests/fuzz/$$t.dict"; \
+	  echo "  FUZZ    $$t ($(FUZZ_SECONDS)s)"; \
+	  if ! $(FUZZ_OUT)/$$t -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 \
+	       -print_final_stats=1 $$dict -artifact_prefix=$(FUZZ_OUT)/crash/$$t/ \
+	       $(FUZZ_OUT)/new/$$t tests/fuzz/corpus/$$t > $(FUZZ_OUT)/$$t.log 2>&1; then \
+	    tail -n 60 $(FUZZ_OUT)/$$t.log; \
+	    echo "fuzz: $$t failed; the input is in $(FUZZ_OUT)/crash/$$t/ (log: $(FUZZ_OUT)/$$t.log)"; \
+	    exit 1; \
+	  fi; \
+	  grep -E '^stat::number_of_executed_runs|^#[0-9]+.*DONE' $(FUZZ_OUT)/$$t.log | tail -n 1; \
+	done
+
+# Replay: objects of the ASan+UBSan build ($(B)/asan, shared with check-asan).
+fuzz-replay:
+	$(Q)$(MAKE) --no-print-directory B=$(B)/asan SAN=1 OPT="-O1 -g" fuzz-replay-bins
+	$(Q)for t in $(FUZZ_NAMES); do \
+	  ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	    $(B)/asan/fuzz-replay/$$t tests/fuzz/corpus/$$t || exit 1; \
+	done
+
+fuzz-replay-bins: $(REPLAY_BINS)
+
+$(REPLAY_BINS): $(B)/fuzz-replay/%: $(OBJ)/tests/fuzz/fuzz_%.o $(OBJ)/tests/fuzz/replay.o $(CORE_LIB)
+	@mkdir -p $(@D)
+	$(if $(Q),@echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS_ALL) $^ $(SERVER_LIBS) -o $@
+
+check-valgrind: $(DAEMON)
+	$(Q)DESCENT_BUILD=$(B) DESCENT_WRAPPER="$(VALGRIND)" python3 tests/integration/run.py --quick -j 2
+
+check-valgrind-subset: $(DAEMON)
+	$(Q)DESCENT_BUILD=$(B) DESCENT_WRAPPER="$(VALGRIND)" python3 tests/integration/run.py --quick -j 2 \
+	  $(VALGRIND_SUBSET)
+
+-include $(shell find $(FUZZ_OUT)/cobj -name '*.d' 2>/dev/null)
+# ---- end of fuzzing and valgrind -------------------------------------------
 
 clean:
 	rm -rf build
