@@ -26,7 +26,6 @@ need_pc libuv libuv1-dev
 need_pc check check
 need_pc libcurl libcurl4-openssl-dev
 need_pc zlib zlib1g-dev
-need_pc gnutls libgnutls28-dev
 need_cmd python3 python3
 need_cmd curl curl
 need_cmd openssl openssl
