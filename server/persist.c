@@ -265,6 +265,21 @@ out:
 
 /* ---- files ---------------------------------------------------------------------- */
 
+/* A directory stream over dirfd, read from the start.  A dup shares its file
+ * offset with dirfd, which an earlier scan (the .tmp sweep at open) left at
+ * the end: without the rewind a second scan would see no file at all. */
+static DIR *scan_dir(int dirfd) {
+  int fd = dup(dirfd);
+  if (fd < 0) return NULL;
+  DIR *d = fdopendir(fd);
+  if (!d) {
+    close(fd);
+    return NULL;
+  }
+  rewinddir(d);
+  return d;
+}
+
 persist *persist_open(const char *dir, derr *e) {
   if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
     derr_set(e, E_IO, "cannot create the data dir %s: %s", dir, strerror(errno));
@@ -279,7 +294,7 @@ persist *persist_open(const char *dir, derr *e) {
   p->dir = mem_xstrdup(dir);
   p->dirfd = fd;
   pthread_mutex_init(&p->lock, NULL);
-  DIR *d = fdopendir(dup(fd));
+  DIR *d = scan_dir(fd);
   if (d) {
     struct dirent *de;
     while ((de = readdir(d)))
@@ -396,7 +411,7 @@ static int read_all(int dirfd, const char *name, unsigned char **out, size_t *le
 }
 
 int persist_load_all(persist *p, registry *r, const instance_env *env) {
-  DIR *d = fdopendir(dup(p->dirfd));
+  DIR *d = scan_dir(p->dirfd);
   if (!d) return 0;
   int loaded = 0;
   struct dirent *de;

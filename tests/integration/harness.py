@@ -6,7 +6,13 @@ talk HTTP to it.  Shared by every integration test (standard library only).
     d.stop()                     # SIGTERM; asserts a clean exit (0)
 
 DESCENT_BUILD selects the build directory (build/ by default; build/asan for
-the sanitizer run).  Each daemon is stopped by its pid.
+the sanitizer run).  Each daemon is stopped by its pid.  DESCENT_QUICK=1
+(run.py --quick, the sanitizer run) asks tests to shorten their long loops:
+use quick(full, short), never skip an assertion.
+
+More helpers: d.token (sent as a bearer token when set), d.new_conn() (a
+fresh keep-alive connection), request(conn, ...) (one request on any
+connection), d.export(name), d.restart(), d.wait_log(text).
 """
 import http.client
 import json
@@ -24,6 +30,32 @@ BUILD = os.environ.get("DESCENT_BUILD", "build")
 DESCENTD = os.path.join(ROOT, BUILD, "bin", "descentd")
 DATA = os.path.join(ROOT, "tests", "data")
 SANITIZED = "asan" in BUILD
+QUICK = os.environ.get("DESCENT_QUICK") == "1"
+
+
+def quick(full, short):
+    """full normally, short under DESCENT_QUICK=1 (the sanitizer run)."""
+    return short if QUICK else full
+
+
+def request(conn, method, path, body=None, headers=None, raw=False):
+    """One request on conn: (status, parsed body, lower-cased headers).
+    JSON-encodes a body that is not bytes or str; parses JSON replies."""
+    hdrs = dict(headers or {})
+    if body is not None and not isinstance(body, (bytes, bytearray, str)):
+        body = json.dumps(body)
+        hdrs.setdefault("Content-Type", "application/json")
+    conn.request(method, path, body=body, headers=hdrs)
+    resp = conn.getresponse()
+    data = resp.read()
+    h = {k.lower(): v for k, v in resp.getheaders()}
+    if h.get("connection", "").lower() == "close":
+        conn.close()
+    if raw or not data:
+        return resp.status, data, h
+    if h.get("content-type", "").startswith("application/json"):
+        return resp.status, json.loads(data), h
+    return resp.status, data, h
 
 
 class Daemon:
@@ -34,6 +66,8 @@ class Daemon:
         self.args = list(args)
         self.env = env
         self.tls = tls
+        self.token = None
+        self.log_paths = []
         self.start()
 
     def start(self):
@@ -42,6 +76,7 @@ class Daemon:
         env.update(self.env or {})
         self.log_path = os.path.join(tempfile.gettempdir(), "descentd-%d-%d.log" % (os.getpid(), time.monotonic_ns()))
         self.log = open(self.log_path, "w+")
+        self.log_paths.append(self.log_path)
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log, env=env, text=True)
         line = self.proc.stdout.readline()
         if not line.startswith("listening on "):
@@ -61,21 +96,48 @@ class Daemon:
         except OSError:
             return ""
 
+    def new_conn(self, timeout=60):
+        """A fresh keep-alive connection to the daemon (the caller closes it)."""
+        if self.tls:
+            import ssl
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            return http.client.HTTPSConnection("127.0.0.1", self.port, timeout=timeout, context=ctx)
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+
     def connection(self):
         if self.conn is None:
-            if self.tls:
-                import ssl
-                ctx = ssl.create_default_context()
-                ctx.check_hostname = False
-                ctx.verify_mode = ssl.CERT_NONE
-                self.conn = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=60, context=ctx)
-            else:
-                self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+            self.conn = self.new_conn()
         return self.conn
+
+    def wait_log(self, text, timeout=10):
+        """Waits until the daemon's log contains text; returns the log."""
+        deadline = time.monotonic() + timeout
+        while True:
+            log = self.logs()
+            if text in log or time.monotonic() > deadline:
+                return log
+            time.sleep(0.02)
+
+    def export(self, name):
+        """GET .../state of name, which must answer 200: the parsed document."""
+        st, body, _ = self.req("GET", "/v1/optimizers/%s/state" % name)
+        if st != 200:
+            raise AssertionError("export of %s: %s %s" % (name, st, body))
+        return body
+
+    def restart(self):
+        """Starts the daemon again on the same data dir (after stop or kill9)."""
+        if self.proc.poll() is None:
+            raise AssertionError("restart: the daemon is still running")
+        self.start()
 
     def req(self, method, path, body=None, headers=None, raw=False):
         """One request on the keep-alive connection: (status, parsed body, headers)."""
         hdrs = dict(headers or {})
+        if self.token and not any(k.lower() == "authorization" for k in hdrs):
+            hdrs["Authorization"] = "Bearer " + self.token
         if body is not None and not isinstance(body, (bytes, bytearray, str)):
             body = json.dumps(body)
             hdrs.setdefault("Content-Type", "application/json")
@@ -134,10 +196,11 @@ class Daemon:
             self.stop(expect_clean=False)
         if self.own_dir and not self.keep_dir:
             shutil.rmtree(self.data_dir, ignore_errors=True)
-        try:
-            os.unlink(self.log_path)
-        except OSError:
-            pass
+        for p in self.log_paths:
+            try:
+                os.unlink(p)
+            except OSError:
+                pass
 
 
 def floats_to_bytes(values):
@@ -189,3 +252,63 @@ class DaemonTest(unittest.TestCase):
         st, body, _ = self.d.req("POST", "/v1/optimizers", spec)
         self.assertEqual(st, 201, body)
         return body
+
+
+# ---- raw HTTP, for many connections at once and for broken requests ----------
+
+def raw_request(method, path, body=b"", headers=None, host="127.0.0.1"):
+    """The bytes of one HTTP/1.1 request (Content-Length added for a body)."""
+    if isinstance(body, str):
+        body = body.encode()
+    lines = ["%s %s HTTP/1.1" % (method, path), "Host: %s" % host]
+    for k, v in (headers or {}).items():
+        lines.append("%s: %s" % (k, v))
+    if body and not any(k.lower() in ("content-length", "transfer-encoding") for k in (headers or {})):
+        lines.append("Content-Length: %d" % len(body))
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def parse_response(buf):
+    """(status, lower-cased headers, body, bytes used) of the first complete
+    response in buf (Content-Length or chunked), or None if incomplete."""
+    end = buf.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    head = buf[:end].decode("latin-1").split("\r\n")
+    status = int(head[0].split()[1])
+    h = {}
+    for line in head[1:]:
+        k, _, v = line.partition(":")
+        h[k.strip().lower()] = v.strip()
+    pos = end + 4
+    if h.get("transfer-encoding", "").lower() == "chunked":
+        body = b""
+        while True:
+            nl = buf.find(b"\r\n", pos)
+            if nl < 0:
+                return None
+            size = int(buf[pos:nl].split(b";")[0], 16)
+            if len(buf) < nl + 2 + size + 2:
+                return None
+            body += buf[nl + 2:nl + 2 + size]
+            pos = nl + 2 + size + 2
+            if size == 0:
+                return status, h, body, pos
+    n = int(h.get("content-length", "0"))
+    if len(buf) < pos + n:
+        return None
+    return status, h, buf[pos:pos + n], pos + n
+
+
+def raise_fd_limit(want):
+    """Raises this process's open-file limit to at least want (if allowed)."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, hard) if hard != resource.RLIM_INFINITY else want, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def json_body(resp):
+    """The parsed JSON body of a parse_response tuple."""
+    return json.loads(resp[2]) if resp[2] else None
