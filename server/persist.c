@@ -297,10 +297,12 @@ persist *persist_open(const char *dir, derr *e) {
   DIR *d = scan_dir(fd);
   if (d) {
     struct dirent *de;
-    while ((de = readdir(d)))
-      if (strstr(de->d_name, ".tmp")) {
-        if (unlinkat(fd, de->d_name, 0) == 0) log_info("removed a temporary file", "file=%s", de->d_name);
-      }
+    while ((de = readdir(d))) {
+      /* only our own NAME.snap.tmp: an instance may be named "x.tmp" (x.tmp.snap) */
+      size_t l = strlen(de->d_name);
+      if (l > 9 && strcmp(de->d_name + l - 9, ".snap.tmp") == 0 && unlinkat(fd, de->d_name, 0) == 0)
+        log_info("removed a temporary file", "file=%s", de->d_name);
+    }
     closedir(d);
   }
   return p;
@@ -433,6 +435,7 @@ int persist_load_all(persist *p, registry *r, const instance_env *env) {
     derr e = {0};
     int rc = persist_decode(buf, len, &s, &e);
     mem_free_big(buf, len ? len : 1);
+    bool decoded = rc == 0;
     if (rc == 0 && strcmp(s.cfg.name, name) != 0)
       rc = derr_set(&e, E_BAD_REQUEST, "the file holds instance '%s'", s.cfg.name);
     if (rc < 0) {
@@ -440,7 +443,7 @@ int persist_load_all(persist *p, registry *r, const instance_env *env) {
       snprintf(bad, sizeof bad, "%s.snap.bad", name);
       renameat(p->dirfd, de->d_name, p->dirfd, bad);
       log_error("snapshot refused, not loaded", "file=%s/%s reason=\"%s\" kept_as=%s", p->dir, de->d_name, e.msg, bad);
-      if (rc == 0) instance_state_free(&s);
+      if (decoded) instance_state_free(&s);
       continue;
     }
     instance *in = instance_from_state(&s, env);
