@@ -59,7 +59,7 @@ CLIENT_LIBS   = $(call pc_libs,$(PKGS_CLIENT)) -lm
 TEST_CFLAGS   = $(call pc_cflags,$(PKGS_TEST))
 TEST_LIBS     = $(call pc_libs,$(PKGS_TEST))
 
-.PHONY: all deps deps-test run test unit check-asan integration bench bench-kernels fuzz demo clean print-%
+.PHONY: all deps deps-test demo-deps run test unit check-asan integration bench bench-kernels fuzz demo clean print-%
 CLIENT_TARGETS := $(if $(CLIENT_LIB_SRC),$(LIB_A) $(LIB_SO)) $(if $(wildcard $(CLI_SRC)),$(CLI))
 all: $(DAEMON) $(CLIENT_TARGETS)
 
@@ -132,6 +132,31 @@ $(UNIT_BIN): $(UNIT_OBJ) $(CORE_LIB) $(if $(CLIENT_LIB_SRC),$(LIB_A))
 	@mkdir -p $(@D)
 	$(if $(Q),@echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS_ALL) $^ $(SERVER_LIBS) $(CLIENT_LIBS) $(TEST_LIBS) -o $@
+
+# ---- the road trip demo (issue: Fashion-MNIST through descent) ----------------
+DEMO_WORKER := $(B)/bin/fmnist_worker
+DEMO_OBJ := $(OBJ)/client/examples/fmnist.o $(OBJ)/client/examples/fmnist_worker.o
+
+$(OBJ)/client/examples/%.o: client/examples/%.c
+	@mkdir -p $(@D)
+	$(if $(Q),@echo "  CC      $<")
+	$(Q)$(CC) $(CFLAGS_ALL) -O3 $(CLIENT_CFLAGS) -c $< -o $@
+
+$(DEMO_WORKER): $(DEMO_OBJ) $(LIB_A)
+	@mkdir -p $(@D)
+	$(if $(Q),@echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS_ALL) $^ $(CLIENT_LIBS) -lz -o $@
+
+demo-deps: deps
+	$(Q)[ -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || { \
+	  echo "demo: installing dataset-fashion-mnist"; \
+	  SUDO=$$( [ "$$(id -u)" -ne 0 ] && echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq dataset-fashion-mnist; }
+
+# DEMO_ARGS=--quick runs a shortened road trip (the test does that).
+demo: demo-deps
+	$(Q)$(MAKE) --no-print-directory $(DAEMON) $(DEMO_WORKER)
+	$(Q)DESCENT_BUILD=$(B) python3 client/examples/road_trip.py $(DEMO_ARGS)
 
 # ---- set-up ----------------------------------------------------------------
 deps:

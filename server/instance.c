@@ -936,7 +936,11 @@ int instance_reconfigure(instance *in, const instance_cfg *c, derr *e) {
   in->cfg.ntensors = nt;
   in->lr_now = schedule_lr(&in->cfg.sched, in->cfg.hyper.lr, in->step);
   in->version++;
+  /* fewer workers (or members) may complete the round that is waiting */
+  wake_list wl = {0};
+  if (in->cfg.mode == MODE_SYNC && in->round.count && in->round.count >= expected(in)) round_close(in, &wl, NULL);
   pthread_mutex_unlock(&in->lock);
+  wl_run(&wl);
   return 0;
 }
 

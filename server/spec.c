@@ -236,7 +236,8 @@ static int parse_runtime(json_t *root, instance_cfg *c, bool creating, derr *e) 
       return derr_set(e, E_BAD_VALUE, "min_workers: must be at most workers (%u)", c->workers);
     if (c->min_workers && c->min_workers < c->workers && !c->round_timeout_ms)
       return derr_set(e, E_BAD_VALUE, "min_workers: needs round_timeout_ms to close a late round");
-  } else if (creating) {
+  } else {
+    (void)creating;
     static const char *const sync_only[] = {"workers", "min_workers", "round_timeout_ms", "aggregate"};
     for (size_t i = 0; i < 4; i++)
       if (json_object_get(root, sync_only[i]))
