@@ -28,9 +28,18 @@ enum MHD_Result h_create(request *r) {
   enum MHD_Result ret = MHD_NO;
   if (handlers_json_body(r, &ret) < 0) return ret;
   derr e = {0};
+  if (r->name[0] && json_is_object(r->doc.root)) { /* PUT /v1/optimizers/{name}: the name is in the path */
+    json_t *n = json_object_get(r->doc.root, "name");
+    if (!n) json_object_set_new(r->doc.root, "name", json_string(r->name));
+    else if (!json_is_string(n) || strcmp(json_string_value(n), r->name)) {
+      derr_set(&e, E_BAD_REQUEST, "name: the body names '%.64s' but the path '%s'",
+               json_is_string(n) ? json_string_value(n) : "?", r->name);
+      return reply_error(r, E_BAD_REQUEST, &e);
+    }
+  }
   instance_cfg cfg;
   float *params = NULL;
-  int rc = spec_parse_create(&r->doc, &cfg, &params, &e);
+  int rc = spec_parse_create(&r->doc, (uint64_t)r->app->cfg->max_params, &cfg, &params, &e);
   if (rc < 0) return reply_error(r, rc, &e);
   r->decode_ms = 0;
   if ((rc = registry_check_quota(r->app->reg, &cfg, 0, &e)) < 0) {

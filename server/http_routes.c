@@ -13,6 +13,7 @@ static const route routes[] = {
     {"POST", "/v1/optimizers", h_create, R_WRITE | R_JSON},
     {"GET", "/v1/optimizers", h_list, 0},
     {"GET", "/v1/optimizers/{name}", h_describe, 0},
+    {"PUT", "/v1/optimizers/{name}", h_create, R_WRITE | R_JSON}, /* create, name in the path (routable by proxies) */
     {"PATCH", "/v1/optimizers/{name}", h_patch, R_WRITE | R_JSON},
     {"DELETE", "/v1/optimizers/{name}", h_delete, R_WRITE | R_BODY_OPT},
     {"POST", "/v1/optimizers/{name}/step", h_step, R_WRITE | R_JSON | R_BINARY},

@@ -38,6 +38,14 @@ class Basics(DaemonTest):
         self.assertError(self.d.req("GET", "/v1/optimizers/svm"), 404, "unknown_instance")
         self.assertError(self.d.req("DELETE", "/v1/optimizers/svm"), 404, "unknown_instance")
 
+    def test_create_with_put_names_in_path(self):
+        spec = {"algorithm": "sgd", "tensors": [{"name": "w", "shape": [1]}]}
+        st, body, _ = self.d.req("PUT", "/v1/optimizers/p1", spec)
+        self.assertEqual((st, body["name"]), (201, "p1"))
+        self.assertError(self.d.req("PUT", "/v1/optimizers/p1", spec), 409, "already_exists")
+        self.assertError(self.d.req("PUT", "/v1/optimizers/p2", dict(spec, name="other")), 400, "bad_request")
+        self.assertError(self.d.req("GET", "/v1/optimizers/p2"), 404, "unknown_instance")
+
     def test_sgd_steps_exact(self):
         self.create("m", "sgd", hyper={"lr": 0.5}, tensors=[{"name": "w", "shape": [2, 2], "values": [[1, 2], [3, 4]]}])
         st, body, h = self.d.req("POST", "/v1/optimizers/m/step", {"grads": {"w": [1, 1, 1, 1]}})
@@ -127,10 +135,10 @@ class BadInput(DaemonTest):
                          413, "body_too_large")
         self.assertError(self.d.req("POST", "/v1/optimizers/m/step", "abc", {"Content-Type": "text/plain"}),
                          415, "unsupported_media_type")
-        st, body, h = self.d.req("PUT", "/v1/optimizers/m")
+        st, body, h = self.d.req("POST", "/v1/optimizers/m")
         self.assertEqual(st, 405)
         self.assertEqual(body["error"]["code"], "method_not_allowed")
-        self.assertIn("PATCH", h["allow"])
+        self.assertEqual(h["allow"], "GET, PUT, PATCH, DELETE")
         self.assertError(self.d.req("GET", "/v1/nothing"), 404, "not_found")
         self.assertError(self.d.req("GET", "/v1/optimizers/..%2Fx"), 400, "bad_name")
 
