@@ -51,8 +51,8 @@ over the daemons exactly as libdescent does:
     the logical tensor (plus the tensor's own offset, if it had one), so
     seeded inits ("normal", "uniform") give the same values as one daemon,
     and inline values sliced; every other field (algorithm, hyper, mode,
-    schedule, clipping...) is the same on every shard.  This is
-    proto/sharding.md's rule, the one libdescent implements;
+    schedule, clipping...) is the same on every shard.  This is the rule
+    libdescent implements (client/lib/layout.c, proto/sharding.md);
   * push and pull fan out to every shard at once (one thread per shard)
     and gather; everything elementwise is then bit-identical to one daemon;
   * global-norm clipping: the client computes the whole gradient's norm the
