@@ -3,6 +3,7 @@
 #include "http_routes.h"
 
 #include <inttypes.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -91,10 +92,40 @@ enum MHD_Result reply_json(request *r, unsigned status, json_t *body) {
   return reply_jbuf(r, status, &b, "application/json");
 }
 
+/* Copies msg into out (cap bytes) with every byte that does not belong to a
+ * well-formed UTF-8 sequence replaced by '?'.  Messages quote what the client
+ * sent (names from the path, query values, cut at a byte count, perhaps in
+ * the middle of a character), and jansson refuses a string that is not
+ * UTF-8: without this such an error would go out with an empty body. */
+static void utf8_clean(char *out, size_t cap, const char *msg) {
+  const unsigned char *p = (const unsigned char *)msg;
+  size_t o = 0;
+  while (*p && o + 1 < cap) {
+    unsigned c = p[0];
+    size_t len = c < 0x80 ? 1 : c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
+    bool ok = len > 0 && o + len < cap;
+    for (size_t k = 1; ok && k < len; k++) ok = (p[k] & 0xc0) == 0x80;
+    /* no overlong forms, no surrogates, nothing above U+10FFFF */
+    if (ok && len > 2)
+      ok = !((c == 0xe0 && p[1] < 0xa0) || (c == 0xed && p[1] >= 0xa0) || (c == 0xf0 && p[1] < 0x90) ||
+             (c == 0xf4 && p[1] >= 0x90));
+    if (!ok) {
+      out[o++] = '?';
+      p++;
+      continue;
+    }
+    memcpy(out + o, p, len);
+    o += len;
+    p += len;
+  }
+  out[o] = 0;
+}
+
 static enum MHD_Result error_reply(request *r, int code, const derr *e, bool with_step, uint64_t step) {
   if (code < 0) code = -code;
-  json_t *err = json_pack("{s:s,s:s}", "code", derr_name(code), "message",
-                          e && e->msg[0] ? e->msg : derr_default(code));
+  char msg[sizeof e->msg];
+  utf8_clean(msg, sizeof msg, e && e->msg[0] ? e->msg : derr_default(code));
+  json_t *err = json_pack("{s:s,s:s}", "code", derr_name(code), "message", msg);
   if (with_step) json_object_set_new(err, "step", json_integer((json_int_t)step));
   json_t *body = json_pack("{s:o}", "error", err);
   jbuf b;

@@ -187,6 +187,22 @@ static int content_kind(const char *ct) {
   return CT_OTHER;
 }
 
+/* Headers that must not repeat: with two Content-Types or Content-Lengths
+ * the request means different things to different readers (libmicrohttpd
+ * takes the first; a proxy in front of us may have taken the last). */
+struct header_count {
+  int content_type, content_length;
+};
+
+static enum MHD_Result count_header(void *cls, enum MHD_ValueKind kind, const char *key, const char *value) {
+  (void)kind;
+  (void)value;
+  struct header_count *hc = cls;
+  if (!strcasecmp(key, MHD_HTTP_HEADER_CONTENT_TYPE)) hc->content_type++;
+  if (!strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH)) hc->content_length++;
+  return MHD_YES;
+}
+
 /* First call: the headers are in.  Route, authenticate, check the body's
  * declared size and type before reading any of it. */
 static enum MHD_Result begin(request *r, const char *url) {
@@ -221,6 +237,10 @@ static enum MHD_Result begin(request *r, const char *url) {
       return early_error(r, E_BAD_NAME, "'%.80s' is not an instance name ([A-Za-z0-9][A-Za-z0-9._-]{0,63})", name);
     snprintf(r->name, sizeof r->name, "%.64s", name);
   }
+  struct header_count hc = {0};
+  MHD_get_connection_values(r->conn, MHD_HEADER_KIND, count_header, &hc);
+  if (hc.content_type > 1 || hc.content_length > 1)
+    return early_error(r, E_BAD_REQUEST, "Content-Type and Content-Length may each be given once");
   const char *accept = http_header(r, MHD_HTTP_HEADER_ACCEPT);
   r->accept_binary = accept && strstr(accept, "application/octet-stream") != NULL;
   const char *cl = http_header(r, MHD_HTTP_HEADER_CONTENT_LENGTH);
@@ -306,6 +326,32 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
 }
 
 /* ---- start / stop ------------------------------------------------------------------ */
+
+static int hex_digit(char c) {
+  return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+/* Decodes %XX in the path and in query values, as libmicrohttpd's own
+ * unescaping does, except "%00": decoded, that NUL would silently cut the
+ * string short ("/v1/optimizers/m%00x" would name instance "m",
+ * "?worker=w%00x" worker "w").  It stays "%00", which no name or number
+ * accepts, so the request is refused instead of obeyed.  HTTP threads. */
+static size_t unescape(void *cls, struct MHD_Connection *c, char *s) {
+  (void)cls;
+  (void)c;
+  char *w = s;
+  for (const char *p = s; *p; p++) {
+    int hi, lo;
+    if (p[0] == '%' && (hi = hex_digit(p[1])) >= 0 && (lo = hex_digit(p[2])) >= 0 && (hi | lo)) {
+      *w++ = (char)(hi << 4 | lo);
+      p += 2;
+    } else {
+      *w++ = *p;
+    }
+  }
+  *w = 0;
+  return (size_t)(w - s);
+}
 
 static void mhd_log(void *cls, const char *fmt, va_list ap) {
   (void)cls;
@@ -394,6 +440,7 @@ http_server *http_server_start(app *a, derr *e) {
   ops[k++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, hs};
   ops[k++] = (struct MHD_OptionItem){MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_log, NULL};
   ops[k++] = (struct MHD_OptionItem){MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024, NULL};
+  ops[k++] = (struct MHD_OptionItem){MHD_OPTION_UNESCAPE_CALLBACK, (intptr_t)unescape, NULL};
   if (cfg->tls_cert) {
     if (!MHD_is_feature_supported(MHD_FEATURE_TLS)) {
       derr_set(e, E_BAD_REQUEST, "this libmicrohttpd was built without TLS");
