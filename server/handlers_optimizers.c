@@ -104,6 +104,21 @@ enum MHD_Result h_describe(request *r) {
   return reply_json(r, MHD_HTTP_OK, handlers_describe_json(in));
 }
 
+/* Writes the instance's state with configuration c (the change about to be
+ * made) before it is made in memory: a refused write changes nothing. */
+static int save_with(request *r, instance *in, const instance_cfg *c, derr *e) {
+  if (!r->app->ps) return 0;
+  instance_state st;
+  if (instance_export(in, &st) < 0) return derr_set(e, E_QUOTA, "out of memory copying the state");
+  instance_cfg_free(&st.cfg);
+  instance_cfg_copy(&st.cfg, c);
+  st.version++; /* what instance_reconfigure will make it */
+  int rc = persist_save_state(r->app->ps, &st, e);
+  instance_state_free(&st);
+  if (rc < 0) log_error("snapshot failed", "instance=%s error=\"%s\"", c->name, e->msg);
+  return rc;
+}
+
 enum MHD_Result h_patch(request *r) {
   enum MHD_Result ret = MHD_NO;
   instance *in = handlers_instance(r, &ret);
@@ -118,43 +133,39 @@ enum MHD_Result h_patch(request *r) {
     uint64_t more = instance_cfg_footprint(&next) > instance_cfg_footprint(&cur)
                         ? instance_cfg_footprint(&next) - instance_cfg_footprint(&cur)
                         : 0;
-    if (more && r->app->reg && registry_floats(r->app->reg) + more > (uint64_t)r->app->cfg->max_params)
+    if (more && registry_floats(r->app->reg) + more > (uint64_t)r->app->cfg->max_params)
       rc = derr_set(&e, E_QUOTA, "the new optimizer state needs %llu more floats than --max-params allows",
                     (unsigned long long)more);
+    if (rc == 0) rc = save_with(r, in, &next, &e);
     if (rc == 0) rc = instance_reconfigure(in, &next, &e);
     instance_cfg_free(&next);
   }
   instance_cfg_free(&cur);
-  if (rc < 0) {
-    pthread_mutex_unlock(&in->cfg_lock);
-    return reply_error(r, rc, &e);
-  }
-  if (save(r, in, &ret) < 0) {
-    pthread_mutex_unlock(&in->cfg_lock);
-    return ret;
-  }
   pthread_mutex_unlock(&in->cfg_lock);
+  if (rc < 0) return reply_error(r, rc, &e);
   log_info("instance changed", "instance=%s", in->cfg.name);
   return reply_json(r, MHD_HTTP_OK, handlers_describe_json(in));
 }
 
 enum MHD_Result h_delete(request *r) {
-  instance *in = registry_remove(r->app->reg, r->name);
-  if (!in) {
-    derr e;
-    derr_set(&e, E_NO_INSTANCE, "no optimizer instance named '%s'", r->name);
-    return reply_error(r, E_NO_INSTANCE, &e);
-  }
+  enum MHD_Result ret = MHD_NO;
+  instance *in = handlers_instance(r, &ret);
+  if (!in) return ret;
+  /* the files go first: if they cannot, nothing changes */
   pthread_mutex_lock(&in->cfg_lock);
-  instance_close(in, E_NO_INSTANCE, "the instance was deleted");
   derr e = {0};
   int rc = r->app->ps ? persist_remove(r->app->ps, r->name, &e) : 0;
-  pthread_mutex_unlock(&in->cfg_lock);
-  instance_unref(in);
   if (rc < 0) {
+    pthread_mutex_unlock(&in->cfg_lock);
     log_error("snapshot removal failed", "instance=%s error=\"%s\"", r->name, e.msg);
     return reply_error(r, rc, &e);
   }
+  instance *gone = registry_remove(r->app->reg, r->name);
+  if (gone) {
+    instance_close(gone, E_NO_INSTANCE, "the instance was deleted");
+    instance_unref(gone);
+  }
+  pthread_mutex_unlock(&in->cfg_lock);
   log_info("instance deleted", "instance=%s", r->name);
   return reply_json(r, MHD_HTTP_OK, json_pack("{s:s,s:b}", "name", r->name, "deleted", 1));
 }

@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -290,6 +291,12 @@ persist *persist_open(const char *dir, derr *e) {
     derr_set(e, E_IO, "cannot open the data dir %s: %s", dir, strerror(errno));
     return NULL;
   }
+  /* one daemon per data dir: two would overwrite each other's snapshots */
+  if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+    derr_set(e, E_IO, "the data dir %s is in use by another descentd (%s)", dir, strerror(errno));
+    close(fd);
+    return NULL;
+  }
   persist *p = mem_xcalloc(1, sizeof *p);
   p->dir = mem_xstrdup(dir);
   p->dirfd = fd;
@@ -317,17 +324,24 @@ void persist_close(persist *p) {
   free(p);
 }
 
-/* Under p->lock: writes s as NAME.snap via NAME.snap.tmp. */
+/* Under p->lock: writes s as NAME.snap via NAME.snap.tmp, keeping the file
+ * it replaces as NAME.snap.prev (a hard link made before the rename, so at
+ * every instant NAME.snap is a whole good file). */
 static int write_file(persist *p, const instance_state *s, derr *e) {
-  char tmp[NAME_MAX_LEN + 16], fin[NAME_MAX_LEN + 16];
+  char tmp[NAME_MAX_LEN + 16], fin[NAME_MAX_LEN + 16], prev[NAME_MAX_LEN + 16];
   snprintf(tmp, sizeof tmp, "%s.snap.tmp", s->cfg.name);
   snprintf(fin, sizeof fin, "%s.snap", s->cfg.name);
+  snprintf(prev, sizeof prev, "%s.snap.prev", s->cfg.name);
   int fd = openat(p->dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) return derr_set(e, E_IO, "cannot write %s/%s: %s", p->dir, tmp, strerror(errno));
   sink k = {.fd = fd, .crc = crc32(0, NULL, 0)};
   encode(&k, s);
   if (!k.err && fsync(fd) < 0) k.err = errno;
   if (close(fd) < 0 && !k.err) k.err = errno;
+  if (!k.err) {
+    unlinkat(p->dirfd, prev, 0);
+    if (linkat(p->dirfd, fin, p->dirfd, prev, 0) < 0 && errno != ENOENT) k.err = errno;
+  }
   if (!k.err && renameat(p->dirfd, tmp, p->dirfd, fin) < 0) k.err = errno;
   if (!k.err && fsync(p->dirfd) < 0) k.err = errno;
   if (k.err) {
@@ -371,14 +385,17 @@ int persist_save(persist *p, instance *in, derr *e) {
 }
 
 int persist_remove(persist *p, const char *name, derr *e) {
-  char fin[NAME_MAX_LEN + 16];
+  char fin[NAME_MAX_LEN + 16], prev[NAME_MAX_LEN + 16];
   snprintf(fin, sizeof fin, "%s.snap", name);
+  snprintf(prev, sizeof prev, "%s.snap.prev", name);
   pthread_mutex_lock(&p->lock);
   written *w = written_get(p, name);
   w->deleted = true;
   int rc = 0;
   if (unlinkat(p->dirfd, fin, 0) < 0 && errno != ENOENT)
     rc = derr_set(e, E_IO, "cannot remove %s: %s", fin, strerror(errno));
+  else if (unlinkat(p->dirfd, prev, 0) < 0 && errno != ENOENT)
+    rc = derr_set(e, E_IO, "cannot remove %s: %s", prev, strerror(errno));
   else if (fsync(p->dirfd) < 0)
     rc = derr_set(e, E_IO, "cannot sync the data dir: %s", strerror(errno));
   pthread_mutex_unlock(&p->lock);
@@ -442,7 +459,8 @@ int persist_load_all(persist *p, registry *r, const instance_env *env) {
       char bad[NAME_MAX_LEN + 16];
       snprintf(bad, sizeof bad, "%s.snap.bad", name);
       renameat(p->dirfd, de->d_name, p->dirfd, bad);
-      log_error("snapshot refused, not loaded", "file=%s/%s reason=\"%s\" kept_as=%s", p->dir, de->d_name, e.msg, bad);
+      log_error("snapshot refused, not loaded", "file=%s/%s reason=\"%s\" kept_as=%s previous=%s.snap.prev",
+                p->dir, de->d_name, e.msg, bad, name);
       if (decoded) instance_state_free(&s);
       continue;
     }

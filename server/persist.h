@@ -2,10 +2,12 @@
  *
  * A snapshot is NAME.snap: magic, version, a JSON header (the configuration),
  * raw little-endian float32 arrays, and a CRC-32 of everything before it.
- * It is written as NAME.snap.tmp, fsynced, renamed over NAME.snap, and the
- * directory fsynced: a reader sees the old file or the new one, never half.
- * A file that fails its checks is never loaded: it is renamed NAME.snap.bad
- * (the log says why) and the daemon starts without that instance.
+ * It is written as NAME.snap.tmp, fsynced, renamed over NAME.snap (the file
+ * it replaces is kept as NAME.snap.prev), and the directory fsynced: a reader
+ * sees the old file or the new one, never half.  A file that fails its
+ * checks is never loaded: it is renamed NAME.snap.bad (the log says why), the
+ * previous good file stays beside it as NAME.snap.prev, and the daemon starts
+ * without that instance.  The directory is locked (flock): one daemon each.
  *
  * Saves of one instance are serialized and never go back in time (a save of
  * an older version than the last written one is skipped).  The copy of the
@@ -33,7 +35,8 @@ int persist_save(persist *p, instance *in, derr *e);
 /* Writes an already exported state (used by the periodic snapshotter). */
 int persist_save_state(persist *p, const instance_state *s, derr *e);
 
-/* Removes NAME.snap (delete). */
+/* Removes NAME.snap and NAME.snap.prev (delete).  On failure the files
+ * are as they were. */
 int persist_remove(persist *p, const char *name, derr *e);
 
 /* Loads every NAME.snap into r.  Returns the number loaded; damaged files
