@@ -123,10 +123,26 @@ $(LIB_SO): $(CLIENT_PIC) client/libdescent.map
 	$(if $(Q),@echo "  LD      $@")
 	$(Q)$(CC) -shared $(LDFLAGS_ALL) -Wl,--version-script=client/libdescent.map -Wl,-soname,libdescent.so $(CLIENT_PIC) $(CLIENT_LIBS) -o $@
 
-$(CLI): $(OBJ)/client/cli/descent.o $(LIB_A)
+# ---- client: the descent CLI and the libdescent tests (tests/client/) -------
+#   make client-test    builds tests/client/ against libdescent.a and runs it:
+#                       Check suites that start real daemons on port 0
+CLI_OBJ         := $(patsubst %.c,$(OBJ)/%.o,$(wildcard client/cli/*.c))
+CLIENT_TEST_SRC := $(wildcard tests/client/*.c)
+CLIENT_TEST_BIN := $(B)/tests/client_test
+
+$(CLI): $(CLI_OBJ) $(LIB_A)
 	@mkdir -p $(@D)
 	$(if $(Q),@echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS_ALL) $^ $(CLIENT_LIBS) -o $@
+
+$(CLIENT_TEST_BIN): $(CLIENT_TEST_SRC:%.c=$(OBJ)/%.o) $(LIB_A)
+	@mkdir -p $(@D)
+	$(if $(Q),@echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS_ALL) $^ $(CLIENT_LIBS) $(TEST_LIBS) -lpthread -o $@
+
+.PHONY: client-test
+client-test: $(CLIENT_TEST_BIN) $(DAEMON)
+	$(Q)DESCENTD=$(DAEMON) $(CLIENT_TEST_BIN)
 
 $(UNIT_BIN): $(UNIT_OBJ) $(CORE_LIB) $(if $(CLIENT_LIB_SRC),$(LIB_A))
 	@mkdir -p $(@D)
@@ -185,6 +201,7 @@ check-asan:
 test: deps-test
 	$(Q)$(MAKE) --no-print-directory all $(UNIT_BIN)
 	$(Q)$(MAKE) --no-print-directory unit
+	$(Q)$(MAKE) --no-print-directory client-test
 	$(Q)$(MAKE) --no-print-directory integration
 	$(Q)$(MAKE) --no-print-directory check-asan
 
