@@ -65,6 +65,7 @@ static request *request_new(http_server *hs, struct MHD_Connection *c, const cha
   atomic_init(&r->refs, 1);
   r->state = RS_NEW;
   r->want_step = -1;
+  r->t_headers_ms = timers_now_ms();
   r->t_start_ns = now_ns();
   dtimer_init(&r->timer, NULL, r);
   atomic_fetch_add(&hs->active, 1);
@@ -307,6 +308,17 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
   }
   if (r->state == RS_DONE) return MHD_YES;
   if (*upload_size) {
+    /* libmicrohttpd's timeout only counts silence, so a client dribbling a
+     * byte now and then (slowloris) would hold its connection forever and,
+     * with enough of them, every connection slot.  A body gets the idle
+     * timeout plus one second per 64 KiB received (big bodies on slow links
+     * still get through); a slower one is cut off. */
+    uint64_t allowed_ms = (uint64_t)r->app->cfg->connection_timeout * 1000 + r->len / 64;
+    if (timers_now_ms() - r->t_headers_ms > allowed_ms) {
+      log_warn("slow request cut off", "method=%s path=%s received=%zu", r->method,
+               r->route ? r->route->path : "?", r->len);
+      return MHD_NO;
+    }
     body_append(r, upload, *upload_size);
     *upload_size = 0;
     return MHD_YES;

@@ -52,6 +52,7 @@ struct request {
   bool too_big;
   /* timing, for Server-Timing */
   uint64_t t_start_ns;
+  uint64_t t_headers_ms;   /* when the headers were in (timers_now_ms): bounds a slow body */
   double decode_ms, apply_ms, encode_ms;
   /* suspension */
   request *snext, *sprev; /* on the server's suspended list */
