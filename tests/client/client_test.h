@@ -11,7 +11,8 @@
 
 #define CLIENT_SUITES(X) \
   X(client)              \
-  X(tools)
+  X(tools)               \
+  X(sharding)
 
 #define CLIENT_SUITE_DECL(name) Suite *suite_##name(void);
 CLIENT_SUITES(CLIENT_SUITE_DECL)
