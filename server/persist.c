@@ -357,7 +357,12 @@ int persist_save_state(persist *p, const instance_state *s, derr *e) {
   written *w = written_get(p, s->cfg.name);
   int rc = 0;
   bool same = w->incarnation == s->incarnation;
-  bool skip = same && (w->deleted || (w->valid && s->version <= w->version));
+  /* Incarnations only grow.  A periodic save that copied an instance just
+   * before a PUT replaced it (or a DELETE and a create reused its name) may
+   * reach this lock after the newer incarnation's file was written: it must
+   * not put the old state back. */
+  bool older = w->valid && s->incarnation < w->incarnation;
+  bool skip = older || (same && (w->deleted || (w->valid && s->version <= w->version)));
   if (!skip) {
     rc = write_file(p, s, e);
     if (rc == 0) {

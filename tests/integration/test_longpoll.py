@@ -148,9 +148,9 @@ class LongPoll(DaemonTest):
         self.d.stop()  # asserts exit 0
         p.join(10)
         self.assertFalse(p.is_alive())
-        if p.result is not None:  # 503 if it got its reply before the socket closed
-            self.assertEqual(p.result[0], 503, p.result)
-            self.assertEqual(p.result[1]["error"]["code"], "shutting_down")
+        self.assertIsNone(p.error, "the poller was not answered before the daemon went away")
+        self.assertEqual(p.result[0], 503, p.result)
+        self.assertEqual(p.result[1]["error"]["code"], "shutting_down")
 
     def test_bad_queries(self):
         for q in ("wait_for_step=-1", "wait_for_step=x", "timeout_ms=-5&wait_for_step=1",

@@ -97,5 +97,38 @@ class TorchReplay(DaemonTest):
                              bits(case["final_state"][key]))
 
 
+class LargeTiled(DaemonTest):
+    """Steps of at least 2^18 floats are cut across kernel threads (kpool);
+    the kernels are elementwise, so a torch vector tiled 8192 times must
+    still give torch's bits in every copy."""
+
+    daemon_args = ("--threads", "3")
+    TILES = 8192
+
+    def test_tiled_torch_vectors_binary(self):
+        from harness import quick
+        for cname in quick(["adam_amsgrad", "rmsprop_centered_momentum", "sgd_nesterov_wd", "adagrad_decay",
+                            "adamw_maximize"], ["adam_amsgrad", "sgd_nesterov_wd"]):
+            with self.subTest(case=cname):
+                case = load_case(cname)
+                n = case["n"] * self.TILES
+                self.assertGreaterEqual(n, 1 << 18)
+                name = "big-" + cname.replace("_", "-")
+                st, body, _ = self.d.req("POST", "/v1/optimizers", json.dumps(
+                    {"name": name, "algorithm": case["algorithm"], "hyper": case["hyper"],
+                     "tensors": [{"name": "w", "shape": [self.TILES, case["n"]], "values": case["init"] * self.TILES}]}),
+                    {"Content-Type": "application/json"})
+                self.assertEqual(st, 201, body)
+                steps = quick(case["steps"], 20)
+                for t in range(steps):
+                    st, data, h = self.d.req("POST", "/v1/optimizers/%s/step" % name,
+                                             floats_to_bytes(case["grads"][t]) * self.TILES,
+                                             {"Content-Type": "application/octet-stream",
+                                              "Accept": "application/octet-stream"})
+                    self.assertEqual((st, h["descent-step"]), (200, str(t + 1)))
+                    self.assertEqual(data, floats_to_bytes(case["expected"][t]) * self.TILES, "after step %d" % (t + 1))
+                self.d.req("DELETE", "/v1/optimizers/" + name)
+
+
 if __name__ == "__main__":
     unittest.main()
