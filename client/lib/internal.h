@@ -148,8 +148,8 @@ int descent__mismatch(descent *d, const char *name, const int64_t *steps, descen
 /* Drops the cached layout of `name` (NULL: all). */
 void descent__layout_forget(descent *d, const char *name);
 
-/* Compares the steps shards reported (steps[k], or -1 when shard k was not
- * part of the call).  Equal: *step = that step.  Different: every shard below
+/* Compares the steps every shard reported (steps[k]; a missing one, -1, is
+ * a bad reply).  Equal: *step = that step.  Different: every shard below
  * the largest is long-polled for it for up to settle_ms (their parameters
  * land in params + lo[k] when params is not NULL); if all reach it, *step =
  * the smallest step now held, else DESCENT_ESHARDS listing every step. */

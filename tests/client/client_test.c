@@ -505,6 +505,12 @@ Suite *suite_tools(void) {
 }
 
 int main(int argc, char **argv) {
+  /* every daemon's directory goes under one per run, removed at the end */
+  char tmp[] = "/tmp/descent-client-test-XXXXXX";
+  if (!mkdtemp(tmp) || setenv("DESCENT_TEST_TMP", tmp, 1) < 0) {
+    perror("descent-client-test: temporary directory");
+    return EXIT_FAILURE;
+  }
   SRunner *sr = srunner_create(NULL);
   int added = 0;
 #define CLIENT_SUITE_ADD(name)                                              \
@@ -518,9 +524,12 @@ int main(int argc, char **argv) {
   }
   CLIENT_SUITES(CLIENT_SUITE_ADD)
 #undef CLIENT_SUITE_ADD
-  if (!added) return 2;
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
+  int failed = 1;
+  if (added) {
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+  }
   srunner_free(sr);
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+  test_tmp_remove(tmp);
+  return !added ? 2 : failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

@@ -94,7 +94,8 @@ static void spawn(test_daemon *t, const char *const *extra) {
 void test_daemon_start(test_daemon *t, const char *const *extra) {
   memset(t, 0, sizeof *t);
   t->out_fd = -1;
-  snprintf(t->root, sizeof t->root, "/tmp/descent-client-test-XXXXXX");
+  const char *parent = getenv("DESCENT_TEST_TMP");
+  snprintf(t->root, sizeof t->root, "%.200s/daemon-XXXXXX", parent && *parent ? parent : "/tmp");
   ck_assert_ptr_nonnull(mkdtemp(t->root));
   snprintf(t->data, sizeof t->data, "%s/data", t->root);
   ck_assert_int_eq(mkdir(t->data, 0755), 0);
@@ -136,6 +137,10 @@ static int rm_one(const char *path, const struct stat *st, int flag, struct FTW 
   (void)ftw;
   remove(path);
   return 0;
+}
+
+void test_tmp_remove(const char *dir) {
+  if (dir && *dir) nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 void test_daemon_cleanup(test_daemon *t) {

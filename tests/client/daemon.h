@@ -4,9 +4,11 @@
  * --listen 127.0.0.1:0 and a data dir; its "listening on http://HOST:PORT"
  * line is read from its stdout.  Its stderr goes to a log file next to the
  * data dir, printed when a start fails.  It is stopped by its pid only, and
- * dies with the test process (PR_SET_PDEATHSIG) if a failed test skips the
- * stop.  Call from the test's main thread (the death signal follows the
- * thread that forked).
+ * dies with the test process (PR_SET_PDEATHSIG) when a failed assertion
+ * skips the stop.  Its directory is made under $DESCENT_TEST_TMP (main()
+ * creates one per run and removes it at the end, so nothing is left behind
+ * by failed tests either).  Call from the test's main thread (the death
+ * signal follows the thread that forked).
  */
 #ifndef DESCENT_TEST_DAEMON_H
 #define DESCENT_TEST_DAEMON_H
@@ -37,5 +39,8 @@ void test_daemon_kill(test_daemon *t);
 
 /* Stops it if running (SIGKILL) and removes its temporary directory. */
 void test_daemon_cleanup(test_daemon *t);
+
+/* Removes a directory tree (the run's $DESCENT_TEST_TMP). */
+void test_tmp_remove(const char *dir);
 
 #endif
