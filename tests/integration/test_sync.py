@@ -301,6 +301,30 @@ class Refusals(SyncTest):
             self.assertEqual((st, body["error"]["code"]), (504, "round_timeout"))
         self.assertEqual(self.state("tn"), before)
 
+    def test_open_round_answered_when_deleted_or_replaced(self):
+        for how in ("delete", "replace"):
+            with self.subTest(how=how):
+                self.create("gone", "sgd", mode="sync", workers=3, tensors=[{"name": "w", "shape": [1], "values": [5]}])
+                ps = [Push(self.d, "gone", w, [1], step=0) for w in ("a", "b")]
+                self.wait_waiting("gone", 2)
+                if how == "delete":
+                    st, body, _ = self.d.req("DELETE", "/v1/optimizers/gone")
+                    want = (404, "unknown_instance")
+                else:
+                    st, body, _ = self.d.req("PUT", "/v1/optimizers/gone/state",
+                                             {"algorithm": "sgd", "step": 7, "mode": "sync", "workers": 3,
+                                              "tensors": [{"name": "w", "shape": [1]}], "params": {"w": [9]}})
+                    want = (409, "conflict")
+                self.assertEqual(st, 200, body)
+                for p in ps:
+                    st, body, _ = p.get()
+                    self.assertEqual((st, body["error"]["code"]), want, body)
+                if how == "replace":
+                    # the new instance starts with an empty round at its own step
+                    self.assertEqual(self.d.export("gone")["params"], {"w": [9]})
+                    self.assertEqual(self.waiting("gone"), 0)
+                    self.d.req("DELETE", "/v1/optimizers/gone")
+
 
 class Crowd(SyncTest):
     def test_1000_workers_in_one_round(self):
