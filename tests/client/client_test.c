@@ -152,6 +152,44 @@ START_TEST(test_train_sgd_exact) {
 }
 END_TEST
 
+/* ---- keep-alive --------------------------------------------------------------------- */
+
+/* Sockets of this host on the daemon's port, from /proc/net/tcp: the
+ * listener, and both ends of every connection, open or in TIME_WAIT. */
+static int sockets_on_port(void) {
+  const char *colon = strrchr(dm.url, ':');
+  ck_assert_ptr_nonnull(colon);
+  unsigned port = (unsigned)strtoul(colon + 1, NULL, 10);
+  FILE *f = fopen("/proc/net/tcp", "r");
+  ck_assert_ptr_nonnull(f);
+  char line[512];
+  int n = 0;
+  while (fgets(line, sizeof line, f)) {
+    unsigned lp, rp;
+    if (sscanf(line, " %*d: %*8X:%X %*8X:%X", &lp, &rp) == 2 && (lp == port || rp == port)) n++;
+  }
+  fclose(f);
+  return n;
+}
+
+START_TEST(test_keep_alive) {
+  descent_error err = {0};
+  descent *d = open_dm();
+  OK(descent_create(d, quad_spec, NULL, &err), &err);
+  float x[8], g[8] = {0};
+  uint64_t step;
+  for (int i = 0; i < 40; i++) {
+    OK(descent_push(d, "quad", g, 8, NULL, x, &step, &err), &err);
+    OK(descent_pull(d, "quad", x, 8, -1, 0, &step, &err), &err);
+  }
+  /* 81 requests over one kept-alive connection: the listener and its two
+   * ends; a connection per request would leave dozens in TIME_WAIT */
+  int n = sockets_on_port();
+  ck_assert_msg(n <= 4, "%d sockets on the daemon's port", n);
+  descent_close(d);
+}
+END_TEST
+
 /* ---- errors -------------------------------------------------------------------------- */
 
 static void expect_err(int rc, const descent_error *err, int want_rc, int status, const char *code) {
@@ -411,6 +449,7 @@ Suite *suite_client(void) {
   tcase_add_checked_fixture(tc, daemon_up, daemon_down);
   tcase_set_timeout(tc, 60);
   tcase_add_test(tc, test_train_sgd_exact);
+  tcase_add_test(tc, test_keep_alive);
   tcase_add_test(tc, test_errors);
   tcase_add_test(tc, test_longpoll);
   tcase_add_test(tc, test_idempotency);
