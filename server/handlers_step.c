@@ -124,13 +124,14 @@ static enum MHD_Result push_reply(request *r) {
     if (g == (float *)r->body) r->body = NULL;
     return reply_params_buf(r, in, g, cap, w->step);
   }
-  /* a replay whose parameters were not kept: the outcome with the current parameters */
+  /* a replay whose parameters were not kept (they are kept within a memory
+   * budget): the current parameters, labelled with their own step, never
+   * with the first reply's, so the worker's next push names the right step */
   size_t cap;
   float *buf = bufpool_get(r->app->pool, in->cfg.n * sizeof(float) + 1, &cap);
   if (!buf) return reply_error(r, E_QUOTA, NULL);
   uint64_t now = instance_read(in, buf);
-  (void)now;
-  return reply_params_buf(r, in, buf, cap, w->step);
+  return reply_params_buf(r, in, buf, cap, now);
 }
 
 /* The reply, and its decode/encode time for /metrics. */

@@ -116,6 +116,27 @@ class Idempotency(DaemonTest):
         self.assertEqual(again, first)
         self.assertEqual(self.params("r")["step"], 1024)
 
+    def test_replay_beyond_the_kept_parameters_is_consistent(self):
+        # the parameters of first replies are kept within a memory budget (64
+        # MiB per instance); past it a retry is still applied once, and its
+        # reply must not label newer parameters with the old step
+        n = 1 << 20  # 4 MiB of parameters: 17 keyed pushes overflow the budget
+        self.create("big", "sgd", hyper={"lr": 1.0}, tensors=[{"name": "w", "shape": [n]}])
+        hdr = {"Content-Type": "application/octet-stream", "Accept": "application/octet-stream"}
+        one = floats_to_bytes([1.0]) * n
+        st, first, h = self.d.req("POST", "/v1/optimizers/big/step", one, dict(hdr, **{"Idempotency-Key": "b0"}))
+        self.assertEqual((st, h["descent-step"]), (200, "1"))
+        for i in range(1, 20):
+            st, _, _ = self.d.req("POST", "/v1/optimizers/big/step?params=none", one, dict(hdr, **{"Idempotency-Key": "b%d" % i}))
+            self.assertEqual(st, 200)
+        st, again, h = self.d.req("POST", "/v1/optimizers/big/step", one, dict(hdr, **{"Idempotency-Key": "b0"}))
+        self.assertEqual(st, 200)
+        self.assertEqual(self.params("big")["step"], 20, "the retry was applied again")
+        values = set(bytes_to_floats(again))
+        self.assertEqual(len(values), 1)
+        # either the first reply itself, or the current parameters with their own step
+        self.assertIn((h["descent-step"], values.pop()), {("1", -1.0), ("20", -20.0)})
+
 
 class SyncIdempotency(DaemonTest):
     def setUp(self):

@@ -152,6 +152,48 @@ class LongPoll(DaemonTest):
         self.assertEqual(p.result[0], 503, p.result)
         self.assertEqual(p.result[1]["error"]["code"], "shutting_down")
 
+    def test_wakes_on_a_sync_round_and_on_a_tell(self):
+        self.create("s", "sgd", hyper={"lr": 1.0}, mode="sync", workers=2,
+                    tensors=[{"name": "w", "shape": [1], "values": [0]}])
+        self.create("rs", "random_search", hyper={"seed": 5}, tensors=[{"name": "x", "shape": [2]}])
+        ps = Poller(self.d, "/v1/optimizers/s/params?wait_for_step=1&timeout_ms=20000")
+        pr = Poller(self.d, "/v1/optimizers/rs/params?wait_for_step=2&timeout_ms=20000")
+        for p in (ps, pr):
+            p.start()
+        self.wait_until_waiting(1, "s")
+        self.wait_until_waiting(1, "rs")
+        w1 = Poller(self.d, "/v1/optimizers/s/params")  # a plain read is not held up
+        w1.start()
+        w1.join(5)
+        self.assertEqual(w1.result[1]["step"], 0)
+        # a round with one push does not wake it; the closed round does
+        import threading
+        out = {}
+
+        def push():
+            c = self.d.new_conn()
+            out["a"] = request(c, "POST", "/v1/optimizers/s/step", {"worker": "a", "grads": [2]})
+            c.close()
+
+        t = threading.Thread(target=push)
+        t.start()
+        self.wait_until_waiting(2, "s")  # the poller and the push
+        self.assertTrue(ps.is_alive())
+        st, body, _ = self.d.req("POST", "/v1/optimizers/s/step", {"worker": "b", "grads": [4]})
+        self.assertEqual(body, {"step": 1, "params": {"w": [-3]}})
+        ps.join(10)
+        t.join(10)
+        self.assertEqual(ps.result[:2], (200, {"step": 1, "params": {"w": [-3]}}))
+        # random search: each tell is a step
+        cands = []
+        for loss in (3.0, 1.0):
+            st, a, _ = self.d.req("POST", "/v1/optimizers/rs/ask", {})
+            cands.append(a)
+            self.d.req("POST", "/v1/optimizers/rs/tell", {"candidate": a["candidate"], "loss": loss})
+        pr.join(10)
+        self.assertEqual(pr.result[0], 200)
+        self.assertEqual(pr.result[1], {"step": 2, "params": cands[1]["params"]})
+
     def test_bad_queries(self):
         for q in ("wait_for_step=-1", "wait_for_step=x", "timeout_ms=-5&wait_for_step=1",
                   "timeout_ms=99999999999&wait_for_step=1", "wait_for_step="):
