@@ -298,6 +298,10 @@ size_t codec_double_print(double d, char *out) {
     memcpy(out, "null", 4);
     return 4;
   }
+  if (d == 0 && signbit(d)) { /* "-0" would read back as the integer 0 */
+    memcpy(out, "-0.0", 4);
+    return 4;
+  }
   char buf[40];
   for (int prec = 15; prec <= 17; prec++) {
     snprintf(buf, sizeof buf, "%.*g", prec, d);

@@ -170,6 +170,12 @@ int jdoc_parse(jdoc *d, bufpool *pool, const char *text, size_t len, derr *e) {
   P.out = mem_xmalloc(len + 1);
   size_t i = 0;
   int rc = 0;
+  /* jansson skips a NUL byte after a number ("[1\0,2]" reads as [1,2]) */
+  const char *nul = memchr(text, 0, len);
+  if (nul) {
+    rc = syntax_error(&P, (size_t)(nul - text), "a NUL byte is not JSON", e);
+    goto out;
+  }
   while (i < len) {
     char c = text[i];
     if (c == '"') {

@@ -30,7 +30,7 @@ enum MHD_Result h_state_put(request *r) {
   if (handlers_json_body(r, &ret) < 0) return ret;
   derr e = {0};
   instance_state s;
-  int rc = spec_parse_state(&r->doc, r->name, &s, &e);
+  int rc = spec_parse_state(&r->doc, r->name, (uint64_t)r->app->cfg->max_params, &s, &e);
   if (rc < 0) return reply_error(r, rc, &e);
   instance *old = registry_get(r->app->reg, r->name);
   uint64_t replacing = old ? instance_cfg_footprint(&old->cfg) : 0;

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "codec_push.h"
 #include "handlers.h"
 #include "http_reply.h"
 #include "http_server.h"
@@ -188,68 +189,6 @@ static int push_query(request *r, push *p, int64_t *seq, enum MHD_Result *ret) {
   return 0;
 }
 
-/* The JSON body of a push: {"worker","step","grads","loss","seq","grad_norm"}. */
-static int push_json(request *r, instance *in, push *p, int64_t *seq, derr *e) {
-  json_t *root = r->doc.root;
-  if (!json_is_object(root)) return derr_set(e, E_BAD_REQUEST, "the body must be a JSON object");
-  const char *k;
-  json_t *v;
-  json_object_foreach(root, k, v) {
-    if (strcmp(k, "worker") && strcmp(k, "step") && strcmp(k, "grads") && strcmp(k, "loss") && strcmp(k, "seq") &&
-        strcmp(k, "grad_norm"))
-      return derr_set(e, E_BAD_REQUEST, "%.64s: unknown field (worker, step, grads, loss, seq, grad_norm)", k);
-  }
-  if ((v = json_object_get(root, "worker")) && !json_is_null(v)) {
-    if (!json_is_string(v) || !spec_name_ok(json_string_value(v)))
-      return derr_set(e, E_BAD_NAME, "worker: names match [A-Za-z0-9][A-Za-z0-9._-]{0,63}");
-    p->worker = json_string_value(v);
-  }
-  if ((v = json_object_get(root, "step")) && !json_is_null(v)) {
-    if (!json_is_integer(v) || json_integer_value(v) < 0)
-      return derr_set(e, E_BAD_REQUEST, "step: expected a non-negative integer");
-    p->step = json_integer_value(v);
-  }
-  if ((v = json_object_get(root, "seq")) && !json_is_null(v)) {
-    if (!json_is_integer(v) || json_integer_value(v) < 0)
-      return derr_set(e, E_BAD_REQUEST, "seq: expected a non-negative integer");
-    *seq = json_integer_value(v);
-  }
-  if ((v = json_object_get(root, "loss")) && !json_is_null(v)) {
-    if (!json_is_number(v)) return derr_set(e, E_BAD_REQUEST, "loss: expected a number");
-    p->loss = json_number_value(v);
-  }
-  if ((v = json_object_get(root, "grad_norm")) && !json_is_null(v)) {
-    if (!json_is_number(v) || json_number_value(v) < 0)
-      return derr_set(e, E_BAD_REQUEST, "grad_norm: expected a non-negative number");
-    p->grad_norm = json_number_value(v);
-  }
-  json_t *grads = json_object_get(root, "grads");
-  if (!grads) return derr_set(e, E_BAD_REQUEST, "grads: required");
-  const instance_cfg *c = &in->cfg;
-  r->grad = bufpool_get(r->app->pool, c->n * sizeof(float) + 1, &r->grad_cap);
-  if (!r->grad) return derr_set(e, E_QUOTA, "not enough memory for the gradient");
-  if (json_is_object(grads)) {
-    json_object_foreach(grads, k, v) {
-      if (instance_cfg_tensor(c, k) < 0) return derr_set(e, E_UNKNOWN_TENSOR, "grads.%.64s: no tensor of that name", k);
-    }
-    for (size_t i = 0; i < c->ntensors; i++) {
-      const tensor *t = &c->tensors[i];
-      char what[96];
-      snprintf(what, sizeof what, "grads.%s", t->name);
-      json_t *x = json_object_get(grads, t->name);
-      if (!x) return derr_set(e, E_BAD_LENGTH, "%s: missing (every tensor needs its gradient)", what);
-      size_t shape[TENSOR_MAXDIM];
-      for (int d = 0; d < t->ndim; d++) shape[d] = (size_t)t->shape[d];
-      int rc = jdoc_floats(&r->doc, x, r->grad + t->offset, t->count, shape, t->ndim, what, e);
-      if (rc < 0) return rc;
-    }
-    return 0;
-  }
-  if (json_is_array(grads) || json_is_string(grads))
-    return jdoc_floats(&r->doc, grads, r->grad, c->n, NULL, 0, "grads", e);
-  return derr_set(e, E_BAD_REQUEST, "grads: expected an object by tensor name or one flat array");
-}
-
 enum MHD_Result h_step(request *r) {
   enum MHD_Result ret = MHD_NO;
   instance *in = handlers_instance(r, &ret);
@@ -284,7 +223,7 @@ enum MHD_Result h_step(request *r) {
     r->cap = 0;
   } else {
     if (handlers_json_body(r, &ret) < 0) return ret;
-    int rc = push_json(r, in, &p, &seq, &e);
+    int rc = codec_push_json(&r->doc, &in->cfg, r->app->pool, &p, &seq, &r->grad, &r->grad_cap, &e);
     if (rc < 0) return reply_error(r, rc, &e);
   }
   p.grad = r->grad;

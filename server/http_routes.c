@@ -61,7 +61,7 @@ const route *routes_match(const char *method, const char *url, char *name, size_
     if (!match(routes[i].path, url, name, name_cap)) continue;
     if (strcmp(routes[i].method, m) == 0) return &routes[i];
     path_known = true;
-    if (allow && strlen(allow) + strlen(routes[i].method) + 3 < allow_cap) {
+    if (allow && allow_cap && strlen(allow) + strlen(routes[i].method) + 3 < allow_cap) {
       if (allow[0]) strcat(allow, ", ");
       strcat(allow, routes[i].method);
     }

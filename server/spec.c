@@ -52,7 +52,9 @@ static int get_int(json_t *obj, const char *key, int64_t lo, int64_t hi, int64_t
   else if (json_is_real(v)) d = json_real_value(v);
   else return derr_set(e, E_BAD_REQUEST, "%s%s: expected an integer", path, key);
   if (d != floor(d)) return derr_set(e, E_BAD_REQUEST, "%s%s: expected an integer", path, key);
-  if (d < (double)lo || d > (double)hi)
+  /* integers compare exactly; a real must also fit int64_t ((double)INT64_MAX is 2^63) */
+  if (json_is_integer(v) ? json_integer_value(v) < lo || json_integer_value(v) > hi
+                         : d < (double)lo || d > (double)hi || d >= 0x1p63)
     return derr_set(e, E_BAD_VALUE, "%s%s: must be between %lld and %lld", path, key, (long long)lo,
                     (long long)hi);
   *out = json_is_integer(v) ? json_integer_value(v) : (int64_t)d;
@@ -139,6 +141,10 @@ json_t *spec_hyper_json(optim_alg alg, const optim_hyper *h) {
 
 /* ---- schedule -------------------------------------------------------------------- */
 
+/* step_size, T_max and total_iters are kept as doubles: beyond 2^53 they
+ * would not read back as the integers they were (nor fit json_int_t). */
+#define SCHED_MAX_ITERS (1ll << 53)
+
 static int parse_schedule(json_t *v, schedule *s, derr *e) {
   memset(s, 0, sizeof *s);
   if (!v || json_is_null(v)) return 0;
@@ -165,7 +171,7 @@ static int parse_schedule(json_t *v, schedule *s, derr *e) {
   int64_t iv;
   switch (kind) {
   case SCHED_STEP:
-    if ((rc = get_int(v, "step_size", 1, INT64_MAX, &iv, "schedule.", e)) < 0) return rc;
+    if ((rc = get_int(v, "step_size", 1, SCHED_MAX_ITERS, &iv, "schedule.", e)) < 0) return rc;
     if (rc == 0) return derr_set(e, E_BAD_REQUEST, "schedule.step_size: required");
     s->step_size = (double)iv;
     if ((rc = get_double(v, "gamma", &s->gamma, "schedule.", e)) < 0) return rc;
@@ -175,7 +181,7 @@ static int parse_schedule(json_t *v, schedule *s, derr *e) {
     if (rc == 0) return derr_set(e, E_BAD_REQUEST, "schedule.gamma: required");
     break;
   case SCHED_COSINE:
-    if ((rc = get_int(v, "T_max", 1, INT64_MAX, &iv, "schedule.", e)) < 0) return rc;
+    if ((rc = get_int(v, "T_max", 1, SCHED_MAX_ITERS, &iv, "schedule.", e)) < 0) return rc;
     if (rc == 0) return derr_set(e, E_BAD_REQUEST, "schedule.T_max: required");
     s->t_max = (double)iv;
     if ((rc = get_double(v, "eta_min", &s->eta_min, "schedule.", e)) < 0) return rc;
@@ -183,7 +189,7 @@ static int parse_schedule(json_t *v, schedule *s, derr *e) {
   default:
     if ((rc = get_double(v, "start_factor", &s->start_factor, "schedule.", e)) < 0) return rc;
     if ((rc = get_double(v, "end_factor", &s->end_factor, "schedule.", e)) < 0) return rc;
-    if ((rc = get_int(v, "total_iters", 1, INT64_MAX, &iv, "schedule.", e)) < 0) return rc;
+    if ((rc = get_int(v, "total_iters", 1, SCHED_MAX_ITERS, &iv, "schedule.", e)) < 0) return rc;
     if (rc) s->total_iters = (double)iv;
     if (!(s->start_factor > 0 && s->start_factor <= 1 && s->end_factor >= 0 && s->end_factor <= 1))
       return derr_set(e, E_BAD_VALUE, "schedule: start_factor must be in (0, 1] and end_factor in [0, 1]");
@@ -336,7 +342,8 @@ static int fill_init(const jdoc *d, json_t *tv, const tensor *t, float *out, con
 }
 
 /* tensors: [{name, shape, ...}] into c; with inits when params != NULL. */
-static int parse_tensors(const jdoc *d, json_t *arr, instance_cfg *c, float **params, bool state_doc, derr *e) {
+static int parse_tensors(const jdoc *d, json_t *arr, instance_cfg *c, float **params, bool state_doc,
+                         uint64_t max_floats, derr *e) {
   if (!json_is_array(arr) || json_array_size(arr) == 0)
     return derr_set(e, E_BAD_REQUEST, "tensors: expected a non-empty array of {\"name\", \"shape\"}");
   size_t nt = json_array_size(arr);
@@ -376,6 +383,10 @@ static int parse_tensors(const jdoc *d, json_t *arr, instance_cfg *c, float **pa
     if (total > (1ull << 40)) return derr_set(e, E_QUOTA, "tensors: too many elements");
   }
   c->n = (size_t)total;
+  uint64_t need = instance_cfg_footprint(c);
+  if (need > max_floats) /* refused before anything that size is allocated */
+    return derr_set(e, E_QUOTA, "this instance needs %llu floats (parameters and state); the limit is %llu (--max-params)",
+                    (unsigned long long)need, (unsigned long long)max_floats);
   if (params) {
     *params = mem_alloc_floats(c->n);
     if (!*params) return derr_set(e, E_QUOTA, "not enough memory for %zu parameters", c->n);
@@ -390,7 +401,8 @@ static int parse_tensors(const jdoc *d, json_t *arr, instance_cfg *c, float **pa
 }
 
 /* The configuration part shared by create bodies and state documents. */
-static int parse_cfg(const jdoc *d, json_t *root, instance_cfg *c, float **params, bool state_doc, derr *e) {
+static int parse_cfg(const jdoc *d, json_t *root, instance_cfg *c, float **params, bool state_doc,
+                     uint64_t max_floats, derr *e) {
   memset(c, 0, sizeof *c);
   c->max_staleness = -1;
   c->worker_lease_ms = SPEC_DEFAULT_LEASE_MS;
@@ -417,12 +429,12 @@ static int parse_cfg(const jdoc *d, json_t *root, instance_cfg *c, float **param
     return derr_set(e, E_BAD_VALUE, "aggregate: expected \"mean\" or \"sum\"");
   c->aggregate = agg && !strcmp(agg, "sum") ? AGG_SUM : AGG_MEAN;
   if ((rc = parse_runtime(root, c, true, e)) < 0) return rc;
-  return parse_tensors(d, json_object_get(root, "tensors"), c, params, state_doc, e);
+  return parse_tensors(d, json_object_get(root, "tensors"), c, params, state_doc, max_floats, e);
 }
 
 int spec_parse_cfg_json(json_t *root, instance_cfg *cfg, derr *e) {
   jdoc none = {0};
-  int rc = json_is_object(root) ? parse_cfg(&none, root, cfg, NULL, true, e)
+  int rc = json_is_object(root) ? parse_cfg(&none, root, cfg, NULL, true, UINT64_MAX, e)
                                 : derr_set(e, E_BAD_REQUEST, "expected an object");
   if (rc < 0) instance_cfg_free(cfg);
   return rc;
@@ -432,14 +444,14 @@ static const char *const create_keys[] = {
     "name", "algorithm", "hyper", "tensors", "mode", "max_staleness", "workers", "min_workers",
     "round_timeout_ms", "aggregate", "worker_lease_ms", "clip_grad_norm", "schedule", NULL};
 
-int spec_parse_create(const jdoc *d, instance_cfg *cfg, float **params, derr *e) {
+int spec_parse_create(const jdoc *d, uint64_t max_floats, instance_cfg *cfg, float **params, derr *e) {
   *params = NULL;
   json_t *root = d->root;
   int rc;
   if (!json_is_object(root)) return derr_set(e, E_BAD_REQUEST, "the body must be a JSON object");
   if ((rc = only_keys(root, create_keys, "", E_BAD_REQUEST, e)) < 0) return rc;
   if (!json_object_get(root, "name")) rc = derr_set(e, E_BAD_REQUEST, "name: required");
-  else rc = parse_cfg(d, root, cfg, params, false, e);
+  else rc = parse_cfg(d, root, cfg, params, false, max_floats, e);
   if (rc < 0) {
     mem_free_floats(*params, cfg->n);
     *params = NULL;
@@ -563,7 +575,7 @@ static int read_per_tensor(const jdoc *d, json_t *obj, const instance_cfg *c, fl
   return 0;
 }
 
-int spec_parse_state(const jdoc *d, const char *name, instance_state *s, derr *e) {
+int spec_parse_state(const jdoc *d, const char *name, uint64_t max_floats, instance_state *s, derr *e) {
   memset(s, 0, sizeof *s);
   json_t *root = d->root;
   int rc;
@@ -576,7 +588,7 @@ int spec_parse_state(const jdoc *d, const char *name, instance_state *s, derr *e
   json_t *fmt = json_object_get(root, "format");
   if (fmt && (!json_is_string(fmt) || strcmp(json_string_value(fmt), "descent-state/1")))
     return derr_set(e, E_BAD_VALUE, "format: expected \"descent-state/1\"");
-  if ((rc = parse_cfg(d, root, &s->cfg, NULL, true, e)) < 0) goto fail;
+  if ((rc = parse_cfg(d, root, &s->cfg, NULL, true, max_floats, e)) < 0) goto fail;
   if (s->cfg.name[0] && strcmp(s->cfg.name, name)) {
     rc = derr_set(e, E_BAD_REQUEST, "name: the document is for '%s', not '%s'", s->cfg.name, name);
     goto fail;
@@ -629,10 +641,18 @@ int spec_parse_state(const jdoc *d, const char *name, instance_state *s, derr *e
     s->have |= 1u << b;
     s->fresh &= ~(1u << b);
   }
-  /* state that torch would have created by now must be present */
+  /* state that torch would have created by now must be present, except the
+   * buffers a hyperparameter switches on (momentum, centered, amsgrad): a
+   * PATCH may do that at any step, and the export leaves them out until
+   * their first step (sgd's first step even clones the gradient into it) */
+  optim_hyper base = s->cfg.hyper;
+  base.momentum = 0;
+  base.centered = false;
+  base.amsgrad = false;
+  unsigned always = optim_buffers(s->cfg.alg, &base);
   if (s->step > 0)
     for (int b = 0; b < OPTIM_NBUF; b++)
-      if ((need & (1u << b)) && !(s->have & (1u << b)) && !(s->cfg.alg == OPTIM_SGD && b == OPTIM_BUF_MOMENTUM)) {
+      if ((need & always & (1u << b)) && !(s->have & (1u << b))) {
         rc = derr_set(e, E_BAD_REQUEST, "buffers.%s: required at step %llu", optim_buf_name(b),
                       (unsigned long long)s->step);
         goto fail;

@@ -23,8 +23,12 @@ bool spec_name_ok(const char *s);
 
 /* A create body (POST /v1/optimizers): configuration in cfg, initial
  * parameter values in *params (n floats, caller frees with mem_free_floats).
- * Does not check quotas.  Returns 0 or a negative error. */
-int spec_parse_create(const jdoc *d, instance_cfg *cfg, float **params, derr *e);
+ * A configuration needing more than max_floats floats (parameters and
+ * state, as instance_cfg_footprint counts them: pass --max-params) is
+ * refused with E_QUOTA before anything of that size is allocated; the
+ * registry's quota is the caller's to check.  Returns 0 or a negative error
+ * (then *params is NULL and cfg holds nothing to free). */
+int spec_parse_create(const jdoc *d, uint64_t max_floats, instance_cfg *cfg, float **params, derr *e);
 
 /* Applies a PATCH body to a copy of the current configuration: *out is the
  * validated new configuration (caller frees).  Only run-time settings may
@@ -49,7 +53,8 @@ void spec_state_write(jbuf *b, const instance_state *s);
 int spec_parse_cfg_json(json_t *root, instance_cfg *cfg, derr *e);
 
 /* PUT .../state: a state document for instance `name` (the document's own
- * name, if any, must match).  Fills *s completely; returns 0 or an error. */
-int spec_parse_state(const jdoc *d, const char *name, instance_state *s, derr *e);
+ * name, if any, must match).  Fills *s completely; returns 0 or an error
+ * (then *s is empty).  max_floats: as for spec_parse_create. */
+int spec_parse_state(const jdoc *d, const char *name, uint64_t max_floats, instance_state *s, derr *e);
 
 #endif
