@@ -77,7 +77,8 @@ class Durability(unittest.TestCase):
         return data
 
     def tmp_files(self):
-        return [f for f in os.listdir(self.dir) if ".tmp" in f]
+        """The daemon's temporary files (NAME.snap.tmp) in the data dir."""
+        return [f for f in os.listdir(self.dir) if f.endswith(".tmp")]
 
     # ---- kill -9 in the middle of pushes -------------------------------------------
 
@@ -204,6 +205,27 @@ class Durability(unittest.TestCase):
         for n, doc in before.items():
             self.assertEqual(self.raw_state(d, n), doc, n)
         self.assertEqual(json.loads(before["sy"])["step"], 0)
+
+    def test_names_that_look_like_temporary_files(self):
+        # instance names may contain ".tmp"; only the daemon's own temporary
+        # files may be swept away at start, never a snapshot
+        d = self.start("--snapshot-interval", "3600")
+        names = ["model.tmp", "a.tmpx", "x.snap.tmp", "tmp", "b.snap", "c.snap.bad"]
+        for n in names:
+            self.create(d, n, "sgd", {"lr": 1.0}, [{"name": "w", "shape": [1], "values": [len(n)]}])
+        # the PUT form of create is durable before its reply too
+        st, body, _ = d.req("PUT", "/v1/optimizers/put.tmp", {"algorithm": "sgd", "tensors": [{"name": "w", "shape": [1]}]})
+        self.assertEqual(st, 201, body)
+        docs = {n: self.raw_state(d, n) for n in names + ["put.tmp"]}
+        d.kill9()
+        with open(os.path.join(self.dir, "model.tmp.snap.tmp"), "wb") as f:
+            f.write(b"half")
+        d.restart()
+        st, body, _ = d.req("GET", "/v1/optimizers")
+        self.assertEqual(sorted(o["name"] for o in body["optimizers"]), sorted(docs))
+        for n, doc in docs.items():
+            self.assertEqual(self.raw_state(d, n), doc, n)
+        self.assertEqual(self.tmp_files(), [])
 
     # ---- damaged files -------------------------------------------------------------------
 
