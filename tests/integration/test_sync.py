@@ -245,8 +245,8 @@ class Refusals(SyncTest):
         self.assertEqual(self.waiting("sa"), 0)
 
     def test_straggler_and_min_workers(self):
-        # 3 workers, a round may close with 2 after 300 ms
-        self.create("st", "sgd", hyper={"lr": 1.0}, mode="sync", workers=3, min_workers=2, round_timeout_ms=300,
+        # 3 workers, a round may close with 2 after 800 ms
+        self.create("st", "sgd", hyper={"lr": 1.0}, mode="sync", workers=3, min_workers=2, round_timeout_ms=800,
                     tensors=[{"name": "w", "shape": [2], "values": [0, 0]}])
         t0 = time.monotonic()
         a = Push(self.d, "st", "a", [1, 2], step=0)
@@ -255,7 +255,7 @@ class Refusals(SyncTest):
             st, body, _ = p.get()
             # the late round closed with its 2 pushes: their mean
             self.assertEqual((st, body), (200, {"step": 1, "params": {"w": [-2, -4]}}))
-        self.assertGreaterEqual(time.monotonic() - t0, 0.25)
+        self.assertGreaterEqual(time.monotonic() - t0, 0.75)
         before = self.state("st")
         # the straggler's gradient for the closed round is stale; the error carries the step to resync to
         st, body, _ = self.d.req("POST", "/v1/optimizers/st/step", {"worker": "c", "step": 0, "grads": [50, 50]})
@@ -271,7 +271,7 @@ class Refusals(SyncTest):
         for p in ps:
             st, body, _ = p.get()
             self.assertEqual((st, body), (200, {"step": 2, "params": {"w": [-5, -7]}}))
-            self.assertLess(p.elapsed, 0.25, "a full round waited for its deadline")
+            self.assertLess(p.elapsed, 0.7, "a full round waited for its deadline")
 
     def test_round_that_cannot_close_answers_504(self):
         self.create("to", "adam", hyper={"lr": 0.1}, mode="sync", workers=3, min_workers=2, round_timeout_ms=300,
@@ -387,7 +387,7 @@ class Crowd(SyncTest):
 
 class Leases(SyncTest):
     def test_dead_worker_stops_blocking_after_its_lease(self):
-        lease = 600
+        lease = 1000
         self.create("ls", "sgd", hyper={"lr": 1.0}, mode="sync", workers=3, worker_lease_ms=lease,
                     tensors=[{"name": "w", "shape": [1], "values": [0]}])
         # round 1: all three are members
@@ -417,8 +417,9 @@ class Leases(SyncTest):
         st, body, _ = self.d.req("GET", "/v1/optimizers/ls/params")
         step, w_now = body["step"], body["params"]["w"][0]
         ps = [Push(self.d, "ls", w, [6], step=step) for w in ("c", "a")]
-        time.sleep(0.3)
-        self.assertEqual(self.waiting("ls"), 2)
+        self.wait_waiting("ls", 2)
+        time.sleep(0.2)
+        self.assertEqual(self.waiting("ls"), 2, "the round closed without b")
         ps.append(Push(self.d, "ls", "b", [6], step=step))
         for p in ps:
             self.assertEqual(p.get()[1], {"step": step + 1, "params": {"w": [w_now - 6]}})
@@ -427,14 +428,14 @@ class Leases(SyncTest):
 
     def test_polling_renews_the_lease(self):
         # a worker that keeps pulling (?worker=) is alive even if it has not pushed this round
-        lease = 500
+        lease = 800
         self.create("lp", "sgd", hyper={"lr": 1.0}, mode="sync", workers=2, worker_lease_ms=lease,
                     tensors=[{"name": "w", "shape": [1], "values": [0]}])
         ps = [Push(self.d, "lp", w, [1], step=0) for w in ("a", "b")]
         for p in ps:
             p.get()
         a = Push(self.d, "lp", "a", [1], step=1)
-        for _ in range(int(lease * 2.5 / 100)):
+        for _ in range(int(lease * 2 / 100)):
             time.sleep(0.1)
             st, body, _ = self.d.req("GET", "/v1/optimizers/lp/params?worker=b")
             self.assertEqual(st, 200)
