@@ -156,6 +156,17 @@ class Auth(unittest.TestCase):
         for t in [RW, RO, RW2] + WRONG:
             send(self.d, "GET", "/v1/optimizers/m", None, t)
             send(self.d, "POST", "/v1/optimizers/m/step", {"grads": [1]}, t)
+        # broken requests carrying a token (libmicrohttpd logs its own complaints at debug)
+        from test_hostile import exchange
+        from harness import raw_request
+        for t in (RW, RO):
+            exchange(self.d.port, raw_request("GET", "/v1/optimizers", b"", {"Authorization": "Bearer " + t,
+                                                                             "X-Big": "a" * 300000}))
+            exchange(self.d.port, b"GET /v1/optimizers HTTP/1.1\r\nAuthorization: Bearer " + t.encode() +
+                     b"\r\nBad\0Header\r\nContent-Length: x\r\n\r\n")
+            exchange(self.d.port, raw_request("POST", "/v1/optimizers/m/step?token=" + t, b"{}",
+                                              {"Authorization": "Bearer " + t, "Content-Type": "application/json",
+                                               "Content-Length": "-1"}))
         log = self.d.wait_log("instance created")
         self.assertIn("instance created", log)
         for t in [RW, RO, RW2] + WRONG:

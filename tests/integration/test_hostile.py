@@ -289,7 +289,7 @@ def exchange(port, data, timeout=10):
 class Hostile(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.d = Daemon("--max-body", str(MAX_BODY))
+        cls.d = Daemon("--max-body", str(MAX_BODY), "--log-level", "debug")
         d = cls.d
         specs = [
             {"name": "m", "algorithm": "adam", "hyper": {"amsgrad": True},
@@ -348,6 +348,11 @@ class Hostile(unittest.TestCase):
                     if status == 405:
                         self.assertTrue(h.get("allow"), label)
                 self.assertEqual(self.everything(), before, "%s changed the state" % label)
+        # the log stayed one logfmt record per line: hostile bytes never
+        # reached it raw (no injected lines, no control characters)
+        for line in self.d.logs().splitlines():
+            self.assertTrue(line.startswith("ts=") and " level=" in line, "not a log record: %r" % line[:200])
+            self.assertFalse(any(ord(ch) < 32 for ch in line), "control character in %r" % line[:200])
         # still serving, and still right
         self.assertEqual(self.d.req("GET", "/healthz")[:2], (200, {"status": "ok"}))
         st, body, _ = self.d.req("POST", "/v1/optimizers/v/step", {"grads": [0.0] * 20})
