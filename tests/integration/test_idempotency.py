@@ -81,6 +81,16 @@ class Idempotency(DaemonTest):
         self.assertEqual((st, body["error"]["code"]), (409, "stale_gradient"))
         self.assertEqual(self.params("s")["step"], 1)
 
+    def test_applied_push_replayed_even_when_now_stale(self):
+        # the retry of an applied push is its first outcome, not a new judgement
+        self.create("z", "sgd", hyper={"lr": 1.0}, max_staleness=0, tensors=[{"name": "w", "shape": [1]}])
+        st, first, _ = self.push([1], key="z-1", name="z", step=0)
+        self.assertEqual((st, first), (200, {"step": 1, "params": {"w": [-1]}}))
+        self.push([1], name="z", step=1)
+        st, again, _ = self.push([1], key="z-1", name="z", step=0)
+        self.assertEqual((st, again), (200, first))
+        self.assertEqual(self.params("z")["step"], 2)
+
     def test_bad_keys(self):
         self.assertError(self.push([1, 1], key="x" * 101), 400, "bad_request")
         self.assertEqual(self.params()["step"], 0)
