@@ -43,7 +43,22 @@ enum MHD_Result h_state_put(request *r) {
   instance_state_free(&s);
   if (!in) return reply_error(r, E_QUOTA, NULL);
   pthread_mutex_lock(&in->cfg_lock);
+  /* durable first: if the data dir refuses, nothing changes */
+  if (r->app->ps && (rc = persist_save(r->app->ps, in, &e)) < 0) {
+    pthread_mutex_unlock(&in->cfg_lock);
+    log_error("snapshot failed", "instance=%s error=\"%s\"", in->cfg.name, e.msg);
+    instance_unref(in);
+    return reply_error(r, rc, &e);
+  }
   if ((rc = registry_replace(r->app->reg, in, &old, &e)) < 0) {
+    /* lost a race for the quota: put the files back as they were */
+    derr e2 = {0};
+    instance *cur = registry_get(r->app->reg, r->name);
+    if (r->app->ps) {
+      if (cur) persist_save(r->app->ps, cur, &e2);
+      else persist_remove(r->app->ps, r->name, &e2);
+    }
+    if (cur) instance_unref(cur);
     pthread_mutex_unlock(&in->cfg_lock);
     instance_unref(in);
     return reply_error(r, rc, &e);
@@ -51,12 +66,6 @@ enum MHD_Result h_state_put(request *r) {
   if (old) {
     instance_close(old, E_CONFLICT, "the instance was replaced by an imported state");
     instance_unref(old);
-  }
-  if (r->app->ps && (rc = persist_save(r->app->ps, in, &e)) < 0) {
-    pthread_mutex_unlock(&in->cfg_lock);
-    log_error("snapshot failed", "instance=%s error=\"%s\"", in->cfg.name, e.msg);
-    instance_unref(in);
-    return reply_error(r, rc, &e);
   }
   pthread_mutex_unlock(&in->cfg_lock);
   log_info("state imported", "instance=%s step=%llu replaced=%s", in->cfg.name, (unsigned long long)in->step,
