@@ -2,7 +2,7 @@
 # deps.sh: installs the Debian packages descent needs, only those missing.
 # `deps.sh` is what `make run` needs; `deps.sh test` adds what the tests use
 # (chromium for the dashboard test, valgrind, clang for the fuzzers, nginx for
-# the many-daemons-behind-one-address test).
+# the many-daemons-behind-one-address test, Fashion-MNIST for the short demo).
 # Libraries are looked up with pkg-config, tools with command -v; apt-get runs
 # (through sudo when not root) only if something is missing, after an
 # `apt-get update` because a fresh machine's package lists are empty.
@@ -35,6 +35,7 @@ if [ "${1:-}" = test ]; then
   need_cmd valgrind valgrind
   need_cmd clang clang
   [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || missing="$missing nginx-light"
+  [ -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || missing="$missing dataset-fashion-mnist"
   [ -e /usr/lib/llvm-14/lib/clang/14.0.6/lib/linux/libclang_rt.fuzzer-x86_64.a ] || \
     dpkg -s libclang-rt-14-dev >/dev/null 2>&1 || missing="$missing libclang-rt-14-dev"
 fi
