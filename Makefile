@@ -5,7 +5,8 @@
 #   make test       install missing packages, build, run every test (unit, ASan+UBSan, integration)
 #   make check-asan unit and integration tests under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make bench      benchmarks (ratios measured side by side in one run)
-#   make fuzz       libFuzzer targets, each for a bounded time
+#   make fuzz       libFuzzer targets, each for a bounded time (tests/fuzz/README.md)
+#   make check-valgrind  every integration module with descentd under valgrind
 #   make demo       the seed's road trip on Fashion-MNIST
 #   V=1             show the commands
 
@@ -204,6 +205,8 @@ test: deps-test
 	$(Q)$(MAKE) --no-print-directory client-test
 	$(Q)$(MAKE) --no-print-directory integration
 	$(Q)$(MAKE) --no-print-directory check-asan
+	$(Q)$(MAKE) --no-print-directory fuzz-replay
+	$(Q)$(MAKE) --no-print-directory check-valgrind-subset
 
 # ---- fuzzing and valgrind (tests/fuzz/, check-valgrind) --------------------
 # Every decoder of untrusted bytes has a libFuzzer target tests/fuzz/fuzz_NAME.c
@@ -220,12 +223,14 @@ test: deps-test
 #   make check-valgrind every integration module once with descentd under
 #                       valgrind (non-sanitized $(B), DESCENT_QUICK=1): no leak,
 #                       no error.
-# `make test` runs fuzz-replay and check-valgrind-subset: valgrind slows the
-# daemon 20-50x, and the whole suite under it takes far longer than make
-# test's ~10-minute budget on 2 cores, so make test runs the modules in
-# VALGRIND_SUBSET (creation, pushes of every kind, state import/export and
-# snapshots: the paths that allocate and free the most) and
-# `make check-valgrind` runs them all.
+# `make test` runs fuzz-replay (~10 s once check-asan has built $(B)/asan) and
+# check-valgrind-subset, not the whole check-valgrind: every module under
+# valgrind takes 1.5 minutes on an idle 2-core machine and 4 when others
+# build beside it, on top of a make test that already uses most of its
+# ~10-minute budget.  VALGRIND_SUBSET (creation and every body kind, async
+# pushes from many workers, state export/import and replacement: the paths
+# that allocate and free the most) takes 20-50 s; `make check-valgrind` runs
+# every module (and is what to run after touching memory ownership).
 FUZZ_NAMES    := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_TARGETS  ?= $(FUZZ_NAMES)
 FUZZ_SECONDS  ?= 30
@@ -237,8 +242,9 @@ FUZZ_CFLAGS   := $(STD) -O1 -g -Wall -Wextra -Wno-unused-parameter -fno-omit-fra
 FUZZ_CORE_OBJ := $(SERVER_SRC:%.c=$(FUZZ_OUT)/cobj/%.o) $(SERVER_ASM:%.S=$(FUZZ_OUT)/cobj/%.o)
 FUZZ_BINS     := $(FUZZ_NAMES:%=$(FUZZ_OUT)/%)
 REPLAY_BINS   := $(FUZZ_NAMES:%=$(B)/fuzz-replay/%)
+VALGRIND_LOGS := $(abspath $(B))/valgrind
 VALGRIND      := valgrind --leak-check=full --errors-for-leak-kinds=definite,indirect \
-                 --error-exitcode=99 --num-callers=30
+                 --error-exitcode=99 --num-callers=30 --log-file=$(VALGRIND_LOGS)/%p.log
 VALGRIND_SUBSET ?= test_api_basics test_async test_state
 
 .PHONY: fuzz fuzz-build fuzz-replay fuzz-replay-bins check-valgrind check-valgrind-subset
@@ -293,12 +299,23 @@ $(REPLAY_BINS): $(B)/fuzz-replay/%: $(OBJ)/tests/fuzz/fuzz_%.o $(OBJ)/tests/fuzz
 	$(if $(Q),@echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS_ALL) $^ $(SERVER_LIBS) -o $@
 
-check-valgrind: $(DAEMON)
-	$(Q)DESCENT_BUILD=$(B) DESCENT_WRAPPER="$(VALGRIND)" python3 tests/integration/run.py --quick -j 2
+# valgrind writes to $(B)/valgrind/PID.log (the daemon's own log stays clean
+# for the tests that read it); a daemon with errors also exits 99, failing
+# its test, and every report with errors is printed at the end.
+define VALGRIND_RUN
+	@rm -rf $(VALGRIND_LOGS) && mkdir -p $(VALGRIND_LOGS)
+	$(Q)DESCENT_BUILD=$(B) DESCENT_WRAPPER="$(VALGRIND)" python3 tests/integration/run.py --quick -j 2 $(1); \
+	rc=$$?; bad=$$(grep -l 'ERROR SUMMARY: [1-9]' $(VALGRIND_LOGS)/*.log 2>/dev/null); \
+	for f in $$bad; do echo "== $$f"; cat $$f; done; \
+	echo "valgrind: $$(ls $(VALGRIND_LOGS) | wc -l) daemons, $$(echo $$bad | wc -w) with errors"; \
+	[ $$rc -eq 0 ] && [ -z "$$bad" ]
+endef
+
+check-valgrind: all
+	$(call VALGRIND_RUN,)
 
 check-valgrind-subset: $(DAEMON)
-	$(Q)DESCENT_BUILD=$(B) DESCENT_WRAPPER="$(VALGRIND)" python3 tests/integration/run.py --quick -j 2 \
-	  $(VALGRIND_SUBSET)
+	$(call VALGRIND_RUN,$(VALGRIND_SUBSET))
 
 -include $(shell find $(FUZZ_OUT)/cobj -name '*.d' 2>/dev/null)
 # ---- end of fuzzing and valgrind -------------------------------------------

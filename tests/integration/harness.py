@@ -10,6 +10,9 @@ the sanitizer run).  Each daemon is stopped by its pid.  DESCENT_QUICK=1
 (run.py --quick, the sanitizer run) asks tests to shorten their long loops:
 use quick(full, short), never skip an assertion.
 
+DESCENT_WRAPPER, if set, prefixes the daemon's command line (make
+check-valgrind sets it to a valgrind command).
+
 More helpers: d.token (sent as a bearer token when set), d.new_conn() (a
 fresh keep-alive connection), request(conn, ...) (one request on any
 connection), d.export(name), d.restart(), d.wait_log(text).
@@ -17,6 +20,7 @@ connection), d.export(name), d.restart(), d.wait_log(text).
 import http.client
 import json
 import os
+import shlex
 import shutil
 import signal
 import struct
@@ -31,6 +35,7 @@ DESCENTD = os.path.join(ROOT, BUILD, "bin", "descentd")
 DATA = os.path.join(ROOT, "tests", "data")
 SANITIZED = "asan" in BUILD
 QUICK = os.environ.get("DESCENT_QUICK") == "1"
+WRAPPER = shlex.split(os.environ.get("DESCENT_WRAPPER", ""))
 
 
 def quick(full, short):
@@ -71,7 +76,7 @@ class Daemon:
         self.start()
 
     def start(self):
-        cmd = [DESCENTD, "--listen", "127.0.0.1:0", "--data-dir", self.data_dir] + self.args
+        cmd = WRAPPER + [DESCENTD, "--listen", "127.0.0.1:0", "--data-dir", self.data_dir] + self.args
         env = dict(os.environ)
         env.update(self.env or {})
         self.log_path = os.path.join(tempfile.gettempdir(), "descentd-%d-%d.log" % (os.getpid(), time.monotonic_ns()))
