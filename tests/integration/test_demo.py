@@ -47,7 +47,7 @@ class Demo(unittest.TestCase):
             self.assertGreaterEqual(res["Adam, one worker in Python"]["test_acc"], 0.60)
             with open(os.path.join(out, "road-trip.md")) as f:
                 md = f.read()
-            self.assertEqual(md.count("\n| "), 11)  # header + 10 rows (the separator starts with "| ---")
+            self.assertEqual(md.count("\n| "), 12)  # header, separator and 10 rows
             with open(os.path.join(out, "road-trip.svg")) as f:
                 svg = f.read()
             self.assertTrue(svg.startswith("<svg") and svg.count("<path") >= 7)
