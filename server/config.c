@@ -7,6 +7,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "mem.h"
 
@@ -113,6 +114,11 @@ int config_load(config *cfg, int argc, char **argv, derr *e) {
     }
   }
   if (optind < argc) return derr_set(e, E_BAD_REQUEST, "unexpected argument '%s'", argv[optind]);
+  if (cfg->max_params == 0) { /* auto: half of the physical memory, in floats */
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+    double half = pages > 0 && page > 0 ? (double)pages * (double)page / 2 : 8.0 * (1 << 30);
+    cfg->max_params = (long)(half / sizeof(float));
+  }
   if (!!cfg->tls_cert != !!cfg->tls_key)
     return derr_set(e, E_BAD_REQUEST, "--tls-cert and --tls-key go together");
   return 0;

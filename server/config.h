@@ -45,8 +45,8 @@ typedef struct config {
   X("log-level", STR, log_level, "info", "LEVEL", "debug, info, warn or error")                \
   X("max-connections", INT, max_connections, "4096", "N", "simultaneous connections")          \
   X("max-instances", INT, max_instances, "1024", "N", "optimizer instances")                   \
-  X("max-params", INT, max_params, "2G", "N",                                                  \
-    "floats held over all instances, parameters plus optimizer state (memory quota)")         \
+  X("max-params", INT, max_params, "0", "N",                                                   \
+    "floats held over all instances, parameters plus optimizer state (memory quota; 0: as many as fill half the physical memory)") \
   X("connection-timeout", INT, connection_timeout, "60", "SECONDS",                            \
     "idle connections are closed after this long")                                             \
   X("print-routes", FLAG, print_routes, NULL, NULL, "print the route table and exit")          \
