@@ -191,7 +191,7 @@ run: deps
 unit: $(UNIT_BIN)
 	$(Q)cd tests && ../$(UNIT_BIN)
 
-integration: all
+integration: all $(DEMO_WORKER)
 	$(Q)DESCENT_BUILD=$(B) python3 tests/integration/run.py
 
 check-asan:

@@ -18,10 +18,10 @@ WORKER = os.path.join(ROOT, BUILD, "bin", "fmnist_worker")
 
 
 @unittest.skipUnless(os.path.exists(DATA), "dataset-fashion-mnist is not installed (make demo installs it)")
-@unittest.skipUnless(os.path.exists(WORKER), "fmnist_worker is not built")
 @unittest.skipIf(os.environ.get("DESCENT_QUICK") == "1", "the sanitizer run skips the demo (it runs in the plain build)")
 class Demo(unittest.TestCase):
     def test_quick_road_trip(self):
+        self.assertTrue(os.path.exists(WORKER), "build fmnist_worker first (make integration does)")
         out = tempfile.mkdtemp(prefix="descent-demo-")
         try:
             r = subprocess.run([sys.executable, os.path.join(ROOT, "client", "examples", "road_trip.py"), "--quick",
