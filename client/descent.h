@@ -82,6 +82,9 @@ DESCENT_API void descent_free(void *p);
  * the daemons in that order (the order is part of the layout: always list
  * them the same way).  `token` (may be NULL) is sent as a bearer token.
  * One libcurl easy handle per daemon, kept alive across calls, TCP_NODELAY.
+ * https:// daemons are verified against the system's CA certificates, or
+ * against the bundle named by the environment variable DESCENT_CA_FILE
+ * (e.g. the self-signed certificate of your own daemon).
  * With several daemons, each is contacted once (GET /v1/optimizers) so that
  * an unreachable daemon or a refused token is reported here.
  * Returns a new handle, or NULL with `err` filled. */

@@ -89,6 +89,11 @@ descent *descent_open(const char *url, const char *token, descent_error *err) {
     if (!comma) break;
     p = comma + 1;
   }
+  const char *ca = getenv("DESCENT_CA_FILE");
+  if (ca && *ca && !(d->ca_file = strdup(ca))) {
+    descent__fail(err, DESCENT_ENOMEM, NULL);
+    goto fail;
+  }
   if (token && *token) {
     size_t n = strlen(token) + 32;
     if (!(d->auth = malloc(n))) {
@@ -122,6 +127,7 @@ void descent_close(descent *d) {
   if (d->multi) curl_multi_cleanup(d->multi);
   free(d->shard);
   free(d->auth);
+  free(d->ca_file);
   free(d);
 }
 

@@ -32,6 +32,7 @@ struct descent {
   descent__shard *shard;
   CURLM *multi;       /* runs every request, one or a fan-out; owns the connection pool */
   char *auth;         /* "Authorization: Bearer TOKEN" or NULL */
+  char *ca_file;      /* $DESCENT_CA_FILE: the CA bundle to verify https daemons with, or NULL */
   long timeout_ms;    /* 0: none */
   long connect_ms;
   long settle_ms;

@@ -88,6 +88,28 @@ class TLS(unittest.TestCase):
         rc, out, err = self.curl("https://127.0.0.1:%d/healthz" % self.d.port)
         self.assertEqual(rc, 60, err)
 
+    def test_libdescent_with_ca_file(self):
+        """The C library (through the descent command) verifies the daemon with DESCENT_CA_FILE."""
+        cli = os.path.join(os.path.dirname(DESCENTD), "descent")
+        spec = json.dumps({"name": "tlsc", "algorithm": "sgd", "hyper": {"lr": 1},
+                           "tensors": [{"name": "w", "shape": [2], "values": [1, 2]}]})
+        env = dict(os.environ, DESCENT_URL=self.d.url, DESCENT_CA_FILE=self.cert)
+        run = lambda *a, **kw: subprocess.run([cli] + list(a), capture_output=True, text=True, timeout=60, **kw)
+        p = run("create", "-", "--json", input=spec, env=env)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
+            f.write("1 1\n")
+        try:
+            p = run("push", "tlsc", f.name, "--params", "--json", env=env)
+        finally:
+            os.unlink(f.name)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("[0,1]", p.stdout.replace(" ", ""))
+        # without the CA the library refuses the self-signed daemon: exit 3 (unreachable)
+        env.pop("DESCENT_CA_FILE")
+        p = run("list", env=env)
+        self.assertEqual(p.returncode, 3, p.stdout + p.stderr)
+
     def test_plain_http_to_the_tls_port_fails(self):
         s = socket.create_connection(("127.0.0.1", self.d.port), timeout=10)
         s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
