@@ -1,17 +1,25 @@
-/* bufpool: size-classed free lists of pre-touched buffers. */
+/* bufpool: size-classed free lists of pre-touched buffers.
+ *
+ * Each free list is a stack (the most recently returned buffer on top, still
+ * warm in cache); an idle buffer stores its link and the time it was
+ * returned in its own first bytes. */
 #include "bufpool.h"
 
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "mem.h"
 
 #define MIN_SHIFT 16 /* 64 KiB: below this, malloc is fine */
-#define NCLASS 48
+#define SUB 4        /* classes per power of two */
+#define NCLASS (40 * SUB)
 
 typedef struct node {
   struct node *next;
+  uint64_t idle_since; /* ms, monotonic */
+  int cls;
 } node;
 
 struct bufpool {
@@ -19,6 +27,17 @@ struct bufpool {
   size_t max_cached, idle, busy;
   node *free[NCLASS];
 };
+
+static uint64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* 2^k, 1.25 * 2^k, 1.5 * 2^k, 1.75 * 2^k for k = MIN_SHIFT, ... */
+static size_t class_size(int c) {
+  return ((size_t)1 << (MIN_SHIFT + c / SUB)) / SUB * (size_t)(SUB + c % SUB);
+}
 
 bufpool *bufpool_new(size_t max_cached) {
   bufpool *bp = mem_xcalloc(1, sizeof *bp);
@@ -29,13 +48,9 @@ bufpool *bufpool_new(size_t max_cached) {
 
 static int class_of(size_t bytes, size_t *cap) {
   int c = 0;
-  size_t size = (size_t)1 << MIN_SHIFT;
-  while (size < bytes && c < NCLASS - 1) {
-    size <<= 1;
-    c++;
-  }
-  *cap = size;
-  return size >= bytes ? c : -1;
+  while (class_size(c) < bytes && c < NCLASS - 1) c++;
+  *cap = class_size(c);
+  return *cap >= bytes ? c : -1;
 }
 
 void bufpool_free(bufpool *bp) {
@@ -43,7 +58,7 @@ void bufpool_free(bufpool *bp) {
   for (int c = 0; c < NCLASS; c++)
     for (node *n = bp->free[c]; n;) {
       node *next = n->next;
-      mem_free_big(n, (size_t)1 << (MIN_SHIFT + c));
+      mem_free_big(n, class_size(c));
       n = next;
     }
   pthread_mutex_destroy(&bp->lock);
@@ -89,6 +104,8 @@ void bufpool_put(bufpool *bp, void *p, size_t cap) {
   bp->busy -= cap;
   if (c >= 0 && ccap == cap && bp->idle + cap <= bp->max_cached) {
     node *n = p;
+    n->idle_since = now_ms();
+    n->cls = c;
     n->next = bp->free[c];
     bp->free[c] = n;
     bp->idle += cap;
@@ -96,6 +113,35 @@ void bufpool_put(bufpool *bp, void *p, size_t cap) {
   }
   pthread_mutex_unlock(&bp->lock);
   if (p) mem_free_big(p, cap);
+}
+
+size_t bufpool_trim(bufpool *bp, unsigned idle_ms) {
+  if (!bp) return 0;
+  uint64_t now = now_ms();
+  node *drop = NULL;
+  size_t freed = 0;
+  pthread_mutex_lock(&bp->lock);
+  for (int c = 0; c < NCLASS; c++)
+    for (node **at = &bp->free[c]; *at;) {
+      node *n = *at;
+      if (now - n->idle_since < idle_ms) {
+        at = &n->next;
+        continue;
+      }
+      *at = n->next;
+      n->next = drop;
+      drop = n;
+      bp->idle -= class_size(c);
+    }
+  pthread_mutex_unlock(&bp->lock);
+  while (drop) { /* unmapping takes time: outside the lock */
+    node *next = drop->next;
+    size_t size = class_size(drop->cls);
+    freed += size;
+    mem_free_big(drop, size);
+    drop = next;
+  }
+  return freed;
 }
 
 size_t bufpool_idle_bytes(const bufpool *bp) { return bp ? bp->idle : 0; }

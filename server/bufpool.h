@@ -6,7 +6,13 @@
  * buffer per request would fault its way through every step.  The pool keeps
  * released buffers in power-of-two size classes (64 KiB and up), already
  * touched, up to a byte budget; smaller requests go to malloc.  Thread-safe
- * (one mutex, held only to pop or push a list head).
+ * (one mutex, held only to pop or push a list head, or to unlink in a trim).
+ *
+ * Size classes are four per power of two (64, 80, 96, 112, 128 KiB, ...), so
+ * a buffer wastes less than a quarter of itself: a 40 MB gradient takes
+ * 40 MiB, not 64.  Idle buffers are kept for reuse while traffic flows and
+ * handed back to the system by bufpool_trim once unused for a while, so an
+ * idle daemon's resident memory falls back to its instances' own.
  */
 #ifndef DESCENT_BUFPOOL_H
 #define DESCENT_BUFPOOL_H
@@ -26,6 +32,11 @@ void *bufpool_get(bufpool *bp, size_t bytes, size_t *cap);
 
 /* Returns a buffer from bufpool_get (NULL is ignored). */
 void bufpool_put(bufpool *bp, void *p, size_t cap);
+
+/* Frees the idle buffers that have not been used for idle_ms or more (the
+ * daemon calls it from a timer on the loop thread; any thread may).
+ * Returns the bytes freed. */
+size_t bufpool_trim(bufpool *bp, unsigned idle_ms);
 
 /* Idle bytes held, and bytes handed out and not yet returned. */
 size_t bufpool_idle_bytes(const bufpool *bp);

@@ -179,14 +179,34 @@ static int reads_back(uint64_t c, int q, float x) {
   return f == x;
 }
 
+static const char digit_pairs[201] = "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+                                     "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+                                     "8081828384858687888990919293949596979899";
+
 static size_t put_u64(char *out, uint64_t v) {
-  char tmp[24];
-  size_t n = 0;
-  do {
-    tmp[n++] = (char)('0' + v % 10);
-    v /= 10;
-  } while (v);
-  for (size_t i = 0; i < n; i++) out[i] = tmp[n - 1 - i];
+  if (v >> 32) {
+    char tmp[24];
+    size_t n = 0;
+    do {
+      tmp[n++] = (char)('0' + v % 10);
+      v /= 10;
+    } while (v);
+    for (size_t i = 0; i < n; i++) out[i] = tmp[n - 1 - i];
+    return n;
+  }
+  /* the common case (at most 9 digits): two digits per division, back to front */
+  uint32_t u = (uint32_t)v;
+  size_t n = u < 10 ? 1 : u < 100 ? 2 : u < 1000 ? 3 : u < 10000 ? 4 : u < 100000 ? 5 : u < 1000000 ? 6
+           : u < 10000000 ? 7 : u < 100000000 ? 8 : u < 1000000000 ? 9 : 10;
+  char *p = out + n;
+  while (u >= 100) {
+    uint32_t r = u % 100;
+    u /= 100;
+    p -= 2;
+    memcpy(p, digit_pairs + 2 * r, 2);
+  }
+  if (u >= 10) memcpy(p - 2, digit_pairs + 2 * u, 2);
+  else p[-1] = (char)('0' + u);
   return n;
 }
 
@@ -282,7 +302,9 @@ size_t codec_float_print(float f, char *out) {
     int q = E - d + 1;
     double scaled = q <= 0 ? dx * pow10d_tab[-q] : dx / pow10d_tab[q];
     uint64_t c = (uint64_t)rint(scaled);
-    if (c == 0 || !reads_back(c, q, x)) break;
+    /* 9 significant digits always read back to the same float32 (and the
+     * nearest 9-digit decimal is never a float midpoint): no check needed */
+    if (d < 9 && (c == 0 || !reads_back(c, q, x))) break;
     best_c = c;
     best_q = q;
   }

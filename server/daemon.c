@@ -15,11 +15,16 @@
 #include "persist.h"
 
 #define DRAIN_MS 10000
+/* Pooled buffers unused this long go back to the system (checked every
+ * POOL_TRIM_MS): steady traffic keeps its buffers warm, an idle daemon
+ * shrinks to its instances' own memory. */
+#define POOL_IDLE_MS 5000
+#define POOL_TRIM_MS 1000
 
 typedef struct daemon_state {
   app a;
   uv_signal_t sigint, sigterm;
-  uv_timer_t snap_timer, drain_timer;
+  uv_timer_t snap_timer, drain_timer, pool_timer;
   uv_work_t snap_work;
   bool snap_busy, stopping, drained, handles;
   uint64_t drain_deadline;
@@ -62,6 +67,12 @@ static void on_snap_timer(uv_timer_t *t) {
   uv_queue_work(d->a.loop, &d->snap_work, snap_work, snap_done);
 }
 
+static void on_pool_timer(uv_timer_t *t) {
+  daemon_state *d = t->data;
+  size_t freed = bufpool_trim(d->a.pool, POOL_IDLE_MS);
+  if (freed) log_debug("idle buffers released", "bytes=%zu", freed);
+}
+
 /* ---- shutdown ---------------------------------------------------------------------- */
 
 static void finish(daemon_state *d) {
@@ -78,6 +89,7 @@ static void finish(daemon_state *d) {
   uv_close((uv_handle_t *)&d->sigterm, NULL);
   uv_close((uv_handle_t *)&d->snap_timer, NULL);
   uv_close((uv_handle_t *)&d->drain_timer, NULL);
+  uv_close((uv_handle_t *)&d->pool_timer, NULL);
   timers_close(d->a.tm);
 }
 
@@ -154,7 +166,8 @@ int daemon_run(const config *cfg) {
    * (signals are delivered only inside uv_run, after the server started) */
   uv_timer_init(&loop, &d->snap_timer);
   uv_timer_init(&loop, &d->drain_timer);
-  d->snap_timer.data = d->drain_timer.data = d;
+  uv_timer_init(&loop, &d->pool_timer);
+  d->snap_timer.data = d->drain_timer.data = d->pool_timer.data = d;
   d->handles = true;
   uv_signal_init(&loop, &d->sigint);
   uv_signal_init(&loop, &d->sigterm);
@@ -170,6 +183,7 @@ int daemon_run(const config *cfg) {
     if (!ms) ms = 1;
     uv_timer_start(&d->snap_timer, on_snap_timer, ms, ms);
   }
+  uv_timer_start(&d->pool_timer, on_pool_timer, POOL_TRIM_MS, POOL_TRIM_MS);
   uv_run(&loop, UV_RUN_DEFAULT);
   code = 0;
   log_info("stopped", "%s", "");
@@ -179,6 +193,7 @@ out:
     uv_close((uv_handle_t *)&d->sigterm, NULL);
     uv_close((uv_handle_t *)&d->snap_timer, NULL);
     uv_close((uv_handle_t *)&d->drain_timer, NULL);
+    uv_close((uv_handle_t *)&d->pool_timer, NULL);
   }
   if (a->http) http_server_stop(a->http);
   registry_free(a->reg);

@@ -1,10 +1,13 @@
 /* kpool: splits one big optimizer step across cores.
  *
  * A fixed set of helper threads; a step of at least KPOOL_MIN elements is cut
- * into equal slices (aligned to 16 floats) and the calling thread runs one of
- * them.  Only one split step runs at a time: if the helpers are busy with
- * another instance's step, the caller simply runs its step alone (never
- * waits for the pool).  Elementwise kernels make every split bit-identical.
+ * into chunks (8 per thread, aligned to 16 floats) that the calling thread
+ * and the helpers claim one at a time, so a helper whose core is busy with
+ * something else simply takes fewer chunks (or none: the caller then does
+ * them all, and never waits for a helper that has not started).  Only one
+ * split step runs at a time: if the helpers are busy with another
+ * instance's step, the caller runs its step alone (never waits for the
+ * pool).  Elementwise kernels make every split bit-identical.
  */
 #ifndef DESCENT_KPOOL_H
 #define DESCENT_KPOOL_H
@@ -18,7 +21,8 @@
 
 typedef struct kpool kpool;
 
-/* A pool using `threads` cores in all (threads - 1 helpers); 0: one per CPU. */
+/* A pool using `threads` cores in all (threads - 1 helpers); 0: one per CPU
+ * the process may run on (then one helper pinned to each of those CPUs). */
 kpool *kpool_new(int threads);
 void kpool_free(kpool *kp);
 int kpool_threads(const kpool *kp);

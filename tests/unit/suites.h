@@ -10,7 +10,9 @@
   X(rng)               \
   X(rsearch)          \
   X(codec_float)      \
-  X(codec_json)
+  X(codec_json)       \
+  X(kpool)            \
+  X(bufpool)
 
 #define TEST_SUITE_DECL(name) Suite *suite_##name(void);
 TEST_SUITES(TEST_SUITE_DECL)
