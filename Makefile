@@ -188,7 +188,7 @@ demo: demo-deps
 BENCH_DIR   := $(B)/bench
 BENCH_OUT   := $(BENCH_DIR)/results.tsv
 BENCH_SVG   ?= $(BENCH_DIR)/kernels.svg
-BENCH_BINS  := $(addprefix $(BENCH_DIR)/,bench_kernels bench_wire bench_json bench_service bench_shards bench_report)
+BENCH_BINS  := $(addprefix $(BENCH_DIR)/,bench_kernels bench_wire bench_json bench_service bench_report)
 TORCH_PY    ?= $(shell for p in python3 /usr/bin/python3; do $$p -c 'import torch' >/dev/null 2>&1 && { echo $$p; break; }; done)
 BENCH_QUICK ?= 0
 BQ           = $(filter 1,$(BENCH_QUICK))
@@ -204,6 +204,12 @@ $(BENCH_BINS): $(BENCH_DIR)/%: $(OBJ)/bench/%.o $(CORE_LIB)
 	$(if $(Q),@echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS_ALL) $^ $(SERVER_LIBS) $(CLIENT_LIBS) -o $@
 
+# The sharded step goes through libdescent.
+$(BENCH_DIR)/bench_shards: $(OBJ)/bench/bench_shards.o $(LIB_A)
+	@mkdir -p $(@D)
+	$(if $(Q),@echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS_ALL) $^ $(CLIENT_LIBS) -o $@
+
 define BENCH_KERNELS_RUN
 	$(Q)$(BENCH_DIR)/bench_kernels --out $(BENCH_OUT) --sweep $(BENCH_DIR)/sweep.dat $(BENCH_KARGS)
 	$(Q)$(if $(TORCH_PY),$(TORCH_PY) bench/bench_torch.py --out $(BENCH_OUT) --sweep $(BENCH_DIR)/torch_sweep.dat $(BENCH_TARGS),echo "torch: not installed (apt-get install python3-torch); column skipped")
@@ -217,13 +223,13 @@ bench-kernels: $(BENCH_DIR)/bench_kernels $(BENCH_DIR)/bench_report
 	$(BENCH_KERNELS_RUN)
 	$(Q)$(BENCH_DIR)/bench_report $(BENCH_OUT)
 
-bench: $(DAEMON) $(BENCH_BINS)
+bench: $(DAEMON) $(BENCH_BINS) $(BENCH_DIR)/bench_shards
 	@rm -f $(BENCH_OUT) $(BENCH_DIR)/torch_sweep.dat
 	$(BENCH_KERNELS_RUN)
 	$(Q)$(BENCH_DIR)/bench_wire --daemon $(DAEMON) --out $(BENCH_OUT)
 	$(Q)$(BENCH_DIR)/bench_json --out $(BENCH_OUT)
 	$(Q)$(BENCH_DIR)/bench_service --daemon $(DAEMON) --out $(BENCH_OUT) $(BENCH_SARGS)
-	$(Q)$(BENCH_DIR)/bench_shards --out $(BENCH_OUT)
+	$(Q)$(BENCH_DIR)/bench_shards --daemon $(DAEMON) --out $(BENCH_OUT)
 	$(Q)$(BENCH_DIR)/bench_report $(BENCH_OUT)
 
 # ---- set-up ----------------------------------------------------------------
