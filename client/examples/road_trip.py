@@ -290,17 +290,19 @@ def write_report(path, runs, quick, train_n, total):
         " the analytic one (%.0fx): 2 x 7850 loss evaluations per step, which is why the seed calls it too slow." %
         (num["numeric_seconds"] / max(num["analytic_seconds"], 1e-9)),
         "- **Gradient check** (the seed's tip): the analytic gradient against the numeric one (central differences,",
-        "  h = 1e-5), in float64, at the starting point: relative error ||a - n|| / max(||a||, ||n||) = %.2g; the worst of" %
-        num["gradient_check"],
-        "  the %d parameters whose gradient stands above rounding noise: %.2g. (Parameters fed only by always-black" %
-        (num["elements_checked"], num["gradient_check_elementwise"]),
-        "  pixels have a true gradient of 2e-4·W, about 1e-8, below what differences of a loss near 9 resolve even in",
-        "  float64; in float32 the check could not get below about 1e-3 for any parameter.)",
+        "  h = 1e-5), in float64, at the starting point: relative error ||a - n|| / max(||a||, ||n||) = %.2g, and %.2g for" %
+        (num["gradient_check"], num["gradient_check_elementwise"]),
+        "  the worst single parameter among the %d whose gradient is at least 1e-3 of the largest. Differences of a" %
+        num["elements_checked"],
+        "  loss near 9 carry about 1e-10 of rounding noise even in float64, so parameters fed only by always-black pixels",
+        "  (true gradient 2e-4·W, about 1e-8) cannot be checked one by one; in float32 that noise is about 1e-3 of a",
+        "  typical gradient, which is why the check is done in float64.",
         "- **Gradient descent to Adam** (Approaches 4-10): linear classifiers reach about 84% on Fashion-MNIST in its",
         "  authors' benchmark; the table's last column is torch.optim run directly with the same loss, hyperparameters and",
         "  budget (../shared/reference/road-trip.md); descent lands within about a point of it.",
         "",
-        "Reproduce: `make demo` (about 5 minutes here). `make demo DEMO_ARGS=--quick` is the shortened run the tests use.",
+        "Reproduce: `make demo` (about a minute here on an idle machine; several on a busy one).",
+        "`make demo DEMO_ARGS=--quick` is the shortened run the tests use.",
     ]
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
