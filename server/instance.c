@@ -363,14 +363,15 @@ static void apply_step(instance *in, float *g, double norm, double loss, bool em
 /* Scans a gradient: finite, and its norm.  No lock needed (reads g only). */
 static int scan_grad(const float *g, size_t n, double *norm, derr *e, const instance_cfg *c) {
   size_t where;
-  if (!optim_all_finite(g, n, &where)) {
+  double sumsq = 0;
+  if (!optim_scan(g, n, &sumsq, &where)) {
     for (size_t t = 0; t < c->ntensors; t++)
       if (where < c->tensors[t].offset + c->tensors[t].count)
         return derr_set(e, E_NOT_FINITE, "grads.%s[%zu]: NaN or infinite", c->tensors[t].name,
                         where - c->tensors[t].offset);
     return derr_set(e, E_NOT_FINITE, "grads[%zu]: NaN or infinite", where);
   }
-  *norm = sqrt(optim_sumsq(g, n));
+  *norm = sqrt(sumsq);
   return 0;
 }
 

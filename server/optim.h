@@ -165,6 +165,11 @@ float optim_clip_coef(double max_norm, double norm);
 /* 1 if every value is finite, else 0 and *where = the first bad index. */
 int optim_all_finite(const float *g, size_t n, size_t *where);
 
+/* Both in one pass over g: returns optim_all_finite's answer and, when all
+ * are finite, *sumsq = optim_sumsq(g, n) to the bit (the push path reads a
+ * gradient once before the step instead of twice). */
+int optim_scan(const float *g, size_t n, double *sumsq, size_t *where);
+
 /* The ISA the kernels dispatched to on this CPU: "avx512", "avx2" or "generic". */
 const char *optim_isa(void);
 

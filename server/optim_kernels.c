@@ -231,6 +231,28 @@ KCLONES int optim_all_finite(const float *g, size_t n, size_t *where) {
   return 0;
 }
 
+KCLONES int optim_scan(const float *g, size_t n, double *sumsq, size_t *where) {
+  double a[8] = {0};
+  uint32_t bad = 0;
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; j++) {
+      uint32_t u;
+      memcpy(&u, &g[i + j], sizeof u);
+      bad |= (u & 0x7f800000u) == 0x7f800000u;
+      a[j] += (double)g[i + j] * (double)g[i + j];
+    }
+  for (; i < n; i++) {
+    uint32_t u;
+    memcpy(&u, &g[i], sizeof u);
+    bad |= (u & 0x7f800000u) == 0x7f800000u;
+    a[i & 7] += (double)g[i] * (double)g[i];
+  }
+  if (bad) return optim_all_finite(g, n, where);
+  *sumsq = optim_sumsq_total(a);
+  return 1;
+}
+
 const char *optim_isa(void) {
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(DESCENT_NO_CLONES)
   __builtin_cpu_init();

@@ -326,6 +326,29 @@ START_TEST(norms_and_checks) {
 }
 END_TEST
 
+/* The push path's one-pass scan gives optim_sumsq's bits and optim_all_finite's index. */
+START_TEST(scan_is_finite_check_plus_norm) {
+  size_t n = 100003;
+  float *g = malloc(n * sizeof(float));
+  for (size_t i = 0; i < n; i++) g[i] = (float)((i * 2654435761u) % 100003) * 1e-3f - 50.0f + (float)i * 1e-9f;
+  for (size_t len = 0; len < 40; len++) {
+    double s = -1;
+    size_t where = 99;
+    ck_assert_int_eq(optim_scan(g + 3, len, &s, &where), 1);
+    ck_assert(s == optim_sumsq(g + 3, len));
+  }
+  double s = -1;
+  size_t where = 0;
+  ck_assert_int_eq(optim_scan(g, n, &s, &where), 1);
+  ck_assert(s == optim_sumsq(g, n));
+  g[77777] = INFINITY;
+  g[90000] = NAN;
+  ck_assert_int_eq(optim_scan(g, n, &s, &where), 0);
+  ck_assert_uint_eq(where, 77777);
+  free(g);
+}
+END_TEST
+
 /* Clipping multiplies the gradient first, exactly as clip_grad_norm_'s
  * p.grad.mul_(coef) before the step. */
 START_TEST(gscale_is_premultiply) {
@@ -361,6 +384,7 @@ Suite *suite_optim(void) {
   tcase_add_test(tc, lr_changes_between_steps);
   tcase_add_test(tc, gscale_is_premultiply);
   tcase_add_test(tc, norms_and_checks);
+  tcase_add_test(tc, scan_is_finite_check_plus_norm);
   suite_add_tcase(s, tc);
   tc = tcase_create("hyper");
   tcase_add_loop_test(tc, hyper_checks, 0, sizeof bad_hyper / sizeof *bad_hyper);
