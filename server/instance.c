@@ -867,6 +867,7 @@ int instance_export(instance *in, instance_state *out) {
   out->fresh = in->fresh;
   out->step = in->step;
   out->version = in->version;
+  out->created = in->created;
   out->incarnation = in->incarnation;
   if (in->rs) {
     out->best_loss = in->rs->best_loss;
@@ -911,6 +912,7 @@ instance *instance_from_state(const instance_state *s, const instance_env *env) 
   }
   in->step = s->step;
   in->version = s->version;
+  if (s->created > 0) in->created = s->created;
   if (in->rs) {
     in->rs->best_loss = s->best_loss;
     in->rs->next_id = s->next_id ? s->next_id : 1;

@@ -294,6 +294,7 @@ void instance_stats_copy(instance *in, struct instance_stats *out, uint64_t *ste
 typedef struct instance_state {
   instance_cfg cfg;
   uint64_t step, version, incarnation;
+  double created; /* unix seconds the instance was first created (0: now) */
   float *params;
   float *buf[OPTIM_NBUF];
   unsigned have, fresh;

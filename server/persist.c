@@ -76,6 +76,7 @@ static json_t *header_json(const instance_state *s) {
   json_t *h = spec_cfg_json(&s->cfg);
   json_object_set_new(h, "step", json_integer((json_int_t)s->step));
   json_object_set_new(h, "version", json_integer((json_int_t)s->version));
+  json_object_set_new(h, "created", jbuf_real(s->created));
   json_t *bufs = json_array();
   for (int b = 0; b < OPTIM_NBUF; b++)
     if ((s->have & (1u << b)) && !(s->fresh & (1u << b))) json_array_append_new(bufs, json_string(optim_buf_name(b)));
@@ -213,6 +214,8 @@ int persist_decode(const unsigned char *buf, size_t len, instance_state *s, derr
   }
   s->step = (uint64_t)json_integer_value(step);
   s->version = json_is_integer(ver) ? (uint64_t)json_integer_value(ver) : 0;
+  json_t *created = json_object_get(h, "created");
+  s->created = json_is_number(created) && json_number_value(created) > 0 ? json_number_value(created) : 0;
   size_t n = s->cfg.n, nb = 0;
   unsigned have = 0;
   json_t *bufs = json_object_get(h, "buffers");

@@ -520,6 +520,7 @@ void spec_state_write(jbuf *b, const instance_state *s) {
   json_t *o = spec_cfg_json(c);
   json_object_set_new(o, "format", json_string("descent-state/1"));
   json_object_set_new(o, "step", json_integer((json_int_t)s->step));
+  if (s->created > 0) json_object_set_new(o, "created", jbuf_real(s->created));
   size_t nt = c->ntensors, na = 0;
   jbuf_array *arrays = mem_xmalloc((nt * (OPTIM_NBUF + 1) + 1) * sizeof *arrays);
   json_t *params = json_object();
@@ -583,7 +584,7 @@ int spec_parse_state(const jdoc *d, const char *name, uint64_t max_floats, insta
   static const char *const keys[] = {
       "name", "algorithm", "hyper", "tensors", "mode", "max_staleness", "workers", "min_workers",
       "round_timeout_ms", "aggregate", "worker_lease_ms", "clip_grad_norm", "schedule", "format",
-      "step", "params", "buffers", "random_search", "size", NULL};
+      "step", "params", "buffers", "random_search", "size", "created", NULL};
   if ((rc = only_keys(root, keys, "", E_BAD_REQUEST, e)) < 0) return rc;
   json_t *fmt = json_object_get(root, "format");
   if (fmt && (!json_is_string(fmt) || strcmp(json_string_value(fmt), "descent-state/1")))
@@ -601,6 +602,13 @@ int spec_parse_state(const jdoc *d, const char *name, uint64_t max_floats, insta
     goto fail;
   }
   s->step = (uint64_t)step;
+  double created = 0;
+  if ((rc = get_double(root, "created", &created, "", e)) < 0) goto fail;
+  if (!(isfinite(created) && created >= 0)) {
+    rc = derr_set(e, E_BAD_VALUE, "created: a non-negative unix time");
+    goto fail;
+  }
+  s->created = created;
   size_t n = s->cfg.n;
   if (!(s->params = mem_alloc_floats(n))) {
     rc = derr_set(e, E_QUOTA, "not enough memory");
