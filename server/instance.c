@@ -582,25 +582,14 @@ int instance_push(instance *in, push *p, waiter *w, void (*suspend)(void *), voi
     derr_set(&w->err, E_MISSING_WORKER, "sync mode needs \"worker\" (or ?worker=) on every push");
     return PUSH_FAILED;
   }
-  /* Read-only checks on the gradient need no lock. */
-  if (in->cfg.mode == MODE_ASYNC && (rc = scan_grad(p->grad, in->cfg.n, &norm, &e, &in->cfg)) < 0) {
+  /* Read-only checks on the gradient need no lock: one pass for finiteness
+   * and the norm (a sync round recomputes the norm of the combined one). */
+  if ((rc = scan_grad(p->grad, in->cfg.n, &norm, &e, &in->cfg)) < 0) {
     pthread_mutex_lock(&in->lock);
     in->stats.pushes++;
     reject(in, w, rc, &e);
     pthread_mutex_unlock(&in->lock);
     return PUSH_FAILED;
-  }
-  if (in->cfg.mode == MODE_SYNC) {
-    size_t where;
-    if (!optim_all_finite(p->grad, in->cfg.n, &where)) {
-      double dummy;
-      rc = scan_grad(p->grad, in->cfg.n, &dummy, &e, &in->cfg);
-      pthread_mutex_lock(&in->lock);
-      in->stats.pushes++;
-      reject(in, w, rc, &e);
-      pthread_mutex_unlock(&in->lock);
-      return PUSH_FAILED;
-    }
   }
   if (!isnan(p->grad_norm)) norm = p->grad_norm;
 

@@ -214,7 +214,7 @@ static json_t *schedule_json(const schedule *s) {
 
 /* ---- run-time settings (create and PATCH share them) ------------------------------ */
 
-static int parse_runtime(json_t *root, instance_cfg *c, bool creating, derr *e) {
+static int parse_runtime(json_t *root, instance_cfg *c, derr *e) {
   int rc;
   int64_t iv;
   if ((rc = get_int(root, "max_staleness", 0, INT64_MAX / 2, &iv, "", e)) < 0) return rc;
@@ -243,7 +243,6 @@ static int parse_runtime(json_t *root, instance_cfg *c, bool creating, derr *e) 
     if (c->min_workers && c->min_workers < c->workers && !c->round_timeout_ms)
       return derr_set(e, E_BAD_VALUE, "min_workers: needs round_timeout_ms to close a late round");
   } else {
-    (void)creating;
     static const char *const sync_only[] = {"workers", "min_workers", "round_timeout_ms", "aggregate"};
     for (size_t i = 0; i < 4; i++)
       if (json_object_get(root, sync_only[i]))
@@ -428,7 +427,7 @@ static int parse_cfg(const jdoc *d, json_t *root, instance_cfg *c, float **param
   if (agg && strcmp(agg, "mean") && strcmp(agg, "sum"))
     return derr_set(e, E_BAD_VALUE, "aggregate: expected \"mean\" or \"sum\"");
   c->aggregate = agg && !strcmp(agg, "sum") ? AGG_SUM : AGG_MEAN;
-  if ((rc = parse_runtime(root, c, true, e)) < 0) return rc;
+  if ((rc = parse_runtime(root, c, e)) < 0) return rc;
   return parse_tensors(d, json_object_get(root, "tensors"), c, params, state_doc, max_floats, e);
 }
 
@@ -474,7 +473,7 @@ int spec_parse_patch(const jdoc *d, const instance_cfg *cur, instance_cfg *out, 
   if (rc < 0) return rc;
   instance_cfg_copy(out, cur);
   if ((rc = apply_hyper(out->alg, json_object_get(root, "hyper"), &out->hyper, e)) < 0 ||
-      (rc = parse_runtime(root, out, false, e)) < 0) {
+      (rc = parse_runtime(root, out, e)) < 0) {
     instance_cfg_free(out);
     return rc;
   }

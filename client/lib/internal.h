@@ -136,6 +136,10 @@ struct descent__layout {
  * changes the cache.  fresh: ignore the cache. */
 int descent__layout_get(descent *d, const char *name, bool fresh, const descent__layout **out, descent_error *err);
 
+/* The logical "tensors" array of a layout, as one daemon describes it
+ * ({"name", "shape", "offset", "count"[, "origin"]} each): a new reference. */
+json_t *descent__layout_tensors_json(const descent__layout *l);
+
 /* Reads the layout of `name` from every shard's description, checks it
  * against the split rule, caches it, and compares the shards' steps
  * (descent__settle): *step (may be NULL) = the agreed step.  descs (may be

@@ -508,3 +508,17 @@ out:
   json_decref(root);
   return rc;
 }
+
+json_t *descent__layout_tensors_json(const descent__layout *l) {
+  json_t *ts = json_array();
+  for (size_t i = 0; i < l->ntensors; i++) {
+    const descent_tensor *t = &l->tensors[i];
+    json_t *shape = json_array();
+    for (int j = 0; j < t->ndim; j++) json_array_append_new(shape, json_integer((json_int_t)t->shape[j]));
+    json_t *tj = json_pack("{s:s,s:o,s:I,s:I}", "name", t->name, "shape", shape, "offset", (json_int_t)t->offset,
+                           "count", (json_int_t)t->count);
+    if (l->origins[i]) json_object_set_new(tj, "origin", json_integer((json_int_t)l->origins[i]));
+    json_array_append_new(ts, tj);
+  }
+  return ts;
+}

@@ -48,16 +48,7 @@ static int describe_sharded(descent *d, const char *name, char **out, descent_er
   uint64_t step;
   int rc = descent__layout_read(d, name, &l, descs, &step, err);
   if (rc < 0) return rc;
-  json_t *o = json_copy(descs[0]), *ts = json_array(), *sh = json_array();
-  for (size_t i = 0; i < l->ntensors; i++) {
-    const descent_tensor *t = &l->tensors[i];
-    json_t *shape = json_array();
-    for (int j = 0; j < t->ndim; j++) json_array_append_new(shape, json_integer((json_int_t)t->shape[j]));
-    json_t *tj = json_pack("{s:s,s:o,s:I,s:I}", "name", t->name, "shape", shape, "offset", (json_int_t)t->offset,
-                           "count", (json_int_t)t->count);
-    if (l->origins[i]) json_object_set_new(tj, "origin", json_integer((json_int_t)l->origins[i]));
-    json_array_append_new(ts, tj);
-  }
+  json_t *o = json_copy(descs[0]), *ts = descent__layout_tensors_json(l), *sh = json_array();
   for (size_t k = 0; k < d->nshards; k++)
     json_array_append_new(sh, json_pack("{s:s,s:O,s:I,s:I}", "url", d->shard[k].base, "step",
                                         json_object_get(descs[k], "step"), "offset", (json_int_t)l->lo[k],

@@ -172,16 +172,7 @@ static int gather_section(sbuf *o, const descent *d, const descent__layout *l, c
 
 /* The "tensors" value of the gathered document, as the daemon writes it. */
 static int tensors_json(sbuf *o, const descent__layout *l) {
-  json_t *ts = json_array();
-  for (size_t i = 0; i < l->ntensors; i++) {
-    const descent_tensor *t = &l->tensors[i];
-    json_t *shape = json_array();
-    for (int j = 0; j < t->ndim; j++) json_array_append_new(shape, json_integer((json_int_t)t->shape[j]));
-    json_t *tj = json_pack("{s:s,s:o,s:I,s:I}", "name", t->name, "shape", shape, "offset", (json_int_t)t->offset,
-                           "count", (json_int_t)t->count);
-    if (l->origins[i]) json_object_set_new(tj, "origin", json_integer((json_int_t)l->origins[i]));
-    json_array_append_new(ts, tj);
-  }
+  json_t *ts = descent__layout_tensors_json(l);
   char *s = json_dumps(ts, JSON_COMPACT);
   json_decref(ts);
   if (!s) return -1;
