@@ -502,7 +502,7 @@ def rewrite_api():
 
 def errors_h():
     """[(status, code, message)] of server/errors.h's table."""
-    rows = re.findall(r'X\((E_\w+),\s*(\d{3}),\s*"(\w+)",\s*"((?:[^"\\]|\\.)*)"\)', read("server/errors.h"))
+    rows = re.findall(r'X\((E_\w+),\s*(\d{3}),\s*"(\w+)",\s*"((?:[^"\\]|\\.)*)"\)', read("server/base/errors.h"))
     return [(int(s), c, m) for _, s, c, m in rows]
 
 
