@@ -27,6 +27,7 @@ typedef struct daemon_state {
   uv_timer_t snap_timer, drain_timer, pool_timer;
   uv_work_t snap_work;
   bool snap_busy, stopping, drained, handles;
+  int exit_code; /* of a run that got as far as the loop */
   uint64_t drain_deadline;
   atomic_uint_fast64_t incarnations;
 } daemon_state;
@@ -49,7 +50,7 @@ static void raise_fd_limit(void) {
 
 static void snap_work(uv_work_t *w) {
   daemon_state *d = w->data;
-  int n = persist_snapshot_changed(d->a.ps, d->a.reg);
+  int n = persist_snapshot_changed(d->a.ps, d->a.reg, NULL, NULL);
   if (n) log_debug("snapshots written", "count=%d", n);
 }
 
@@ -75,16 +76,35 @@ static void on_pool_timer(uv_timer_t *t) {
 
 /* ---- shutdown ---------------------------------------------------------------------- */
 
+/* The last snapshots of a clean stop, retried for --final-snapshot-timeout
+ * seconds (a full disk may free up); each instance still unwritten is
+ * named in the log, and the exit status says so (DAEMON_EXIT_SNAPSHOT). */
+static void final_snapshots(daemon_state *d) {
+  uint64_t deadline = timers_now_ms() + (uint64_t)(d->a.cfg->final_snapshot_timeout * 1000);
+  size_t failed = 0;
+  int written = 0;
+  for (;;) {
+    bool last = timers_now_ms() >= deadline;
+    written += persist_snapshot_changed(d->a.ps, d->a.reg,
+                                        last ? "final snapshot failed" : "final snapshot failed, retrying", &failed);
+    if (!failed || last) break;
+    uv_sleep(200);
+  }
+  if (failed) {
+    log_error("final snapshots incomplete: exiting 74", "failed=%zu written=%d", failed, written);
+    d->exit_code = DAEMON_EXIT_SNAPSHOT;
+  } else {
+    log_info("final snapshots written", "count=%d", written);
+  }
+}
+
 static void finish(daemon_state *d) {
   if (d->drained) return;
   d->drained = true;
   uv_timer_stop(&d->drain_timer);
   http_server_stop(d->a.http);
   d->a.http = NULL;
-  if (d->a.ps) {
-    int n = persist_snapshot_changed(d->a.ps, d->a.reg);
-    log_info("final snapshots written", "count=%d", n);
-  }
+  if (d->a.ps) final_snapshots(d);
   uv_close((uv_handle_t *)&d->sigint, NULL);
   uv_close((uv_handle_t *)&d->sigterm, NULL);
   uv_close((uv_handle_t *)&d->snap_timer, NULL);
@@ -185,7 +205,7 @@ int daemon_run(const config *cfg) {
   }
   uv_timer_start(&d->pool_timer, on_pool_timer, POOL_TRIM_MS, POOL_TRIM_MS);
   uv_run(&loop, UV_RUN_DEFAULT);
-  code = 0;
+  code = d->exit_code;
   log_info("stopped", "%s", "");
 out:
   if (d->handles && !d->drained) { /* failed before the loop ran: close the handles */

@@ -19,7 +19,7 @@ enum MHD_Result h_ask(request *r) {
       return reply_error(r, E_BAD_REQUEST, &e);
     }
   }
-  const instance_cfg *c = &in->cfg;
+  const instance_layout *c = instance_layout_of(in);
   size_t cap;
   float *x = bufpool_get(r->app->pool, c->n * sizeof(float) + 1, &cap);
   if (!x) return reply_error(r, E_QUOTA, NULL);

@@ -40,7 +40,7 @@ static uint64_t ns_now(void) {
 /* ---- encoding parameters ------------------------------------------------------- */
 
 /* {"step":N,"params":{"W":[...],...}} into b. */
-static void params_json(jbuf *b, const instance_cfg *c, const float *v, uint64_t step) {
+static void params_json(jbuf *b, const instance_layout *c, const float *v, uint64_t step) {
   jbuf_printf(b, "{\"step\":%llu,\"params\":{", (unsigned long long)step);
   for (size_t i = 0; i < c->ntensors; i++) {
     const tensor *t = &c->tensors[i];
@@ -54,14 +54,14 @@ static void params_json(jbuf *b, const instance_cfg *c, const float *v, uint64_t
  * binary replies send the buffer itself. */
 static enum MHD_Result reply_params_buf(request *r, instance *in, float *buf, size_t cap, uint64_t step) {
   uint64_t t0 = ns_now();
-  size_t n = in->cfg.n;
+  size_t n = instance_layout_of(in)->n;
   if (r->accept_binary) {
     r->encode_ms = ms_since(t0);
     return reply_pooled_step(r, MHD_HTTP_OK, buf, n * sizeof(float), cap, "application/octet-stream", (int64_t)step);
   }
   jbuf b;
   jbuf_init(&b, r->app->pool, n * 11 + 256);
-  params_json(&b, &in->cfg, buf, step);
+  params_json(&b, instance_layout_of(in), buf, step);
   bufpool_put(r->app->pool, buf, cap);
   r->encode_ms = ms_since(t0);
   return reply_jbuf(r, MHD_HTTP_OK, &b, "application/json");
@@ -86,7 +86,7 @@ static enum MHD_Result reply_params_snap(request *r, instance *in, psnap *s) {
   }
   jbuf b;
   jbuf_init(&b, r->app->pool, s->n * 11 + 256);
-  params_json(&b, &in->cfg, s->v, s->step);
+  params_json(&b, instance_layout_of(in), s->v, s->step);
   r->encode_ms = ms_since(t0);
   return reply_jbuf(r, MHD_HTTP_OK, &b, "application/json");
 }
@@ -118,7 +118,7 @@ static enum MHD_Result push_reply(request *r) {
   r->apply_ms = w->apply_ms;
   if (!r->want_params) return reply_step_only(r, w->step);
   if (w->snap) return reply_params_snap(r, in, w->snap);
-  if (in->cfg.mode == MODE_ASYNC && r->grad && !w->replayed) {
+  if (instance_layout_of(in)->mode == MODE_ASYNC && r->grad && !w->replayed) {
     float *g = r->grad;
     size_t cap = r->grad_cap;
     r->grad = NULL; /* the reply takes the buffer */
@@ -129,7 +129,7 @@ static enum MHD_Result push_reply(request *r) {
    * budget): the current parameters, labelled with their own step, never
    * with the first reply's, so the worker's next push names the right step */
   size_t cap;
-  float *buf = bufpool_get(r->app->pool, in->cfg.n * sizeof(float) + 1, &cap);
+  float *buf = bufpool_get(r->app->pool, instance_layout_of(in)->n * sizeof(float) + 1, &cap);
   if (!buf) return reply_error(r, E_QUOTA, NULL);
   uint64_t now = instance_read(in, buf);
   return reply_params_buf(r, in, buf, cap, now);
@@ -202,7 +202,7 @@ enum MHD_Result h_step(request *r) {
     derr_set(&e, E_BAD_NAME, "?worker: names match [A-Za-z0-9][A-Za-z0-9._-]{0,63}");
     return reply_error(r, E_BAD_NAME, &e);
   }
-  size_t n = in->cfg.n;
+  size_t n = instance_layout_of(in)->n;
   if (r->content == CT_BINARY) {
     if (r->len != n * sizeof(float)) {
       derr_set(&e, E_BAD_LENGTH, "binary body: expected %zu bytes (%zu float32), got %zu", n * sizeof(float), n,
@@ -223,7 +223,7 @@ enum MHD_Result h_step(request *r) {
     r->cap = 0;
   } else {
     if (handlers_json_body(r, &ret) < 0) return ret;
-    int rc = codec_push_json(&r->doc, &in->cfg, r->app->pool, &p, &seq, &r->grad, &r->grad_cap, &e);
+    int rc = codec_push_json(&r->doc, instance_layout_of(in), r->app->pool, &p, &seq, &r->grad, &r->grad_cap, &e);
     if (rc < 0) return reply_error(r, rc, &e);
   }
   p.grad = r->grad;
@@ -263,7 +263,7 @@ static enum MHD_Result params_now(request *r) {
   instance *in = r->in;
   if (r->w.code) return reply_error(r, r->w.code, &r->w.err);
   size_t cap;
-  float *buf = bufpool_get(r->app->pool, in->cfg.n * sizeof(float) + 1, &cap);
+  float *buf = bufpool_get(r->app->pool, instance_layout_of(in)->n * sizeof(float) + 1, &cap);
   if (!buf) return reply_error(r, E_QUOTA, NULL);
   uint64_t step = instance_read(in, buf);
   return reply_params_buf(r, in, buf, cap, step);

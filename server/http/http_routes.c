@@ -20,6 +20,7 @@ static const route routes[] = {
     {"GET", "/v1/optimizers/{name}/params", h_params, 0},
     {"GET", "/v1/optimizers/{name}/state", h_state_get, 0},
     {"PUT", "/v1/optimizers/{name}/state", h_state_put, R_WRITE | R_JSON},
+    {"POST", "/v1/optimizers/{name}/snapshot", h_snapshot, R_WRITE},
     {"POST", "/v1/optimizers/{name}/ask", h_ask, R_WRITE | R_JSON | R_BODY_OPT},
     {"POST", "/v1/optimizers/{name}/tell", h_tell, R_WRITE | R_JSON},
     {"GET", "/v1/optimizers/{name}/workers", h_workers, 0},

@@ -113,10 +113,10 @@ void metrics_write(app *a, jbuf *b) {
     s[i].nw = instance_workers_copy(all[i], &s[i].w, &s[i].step);
   }
 #define EACH for (size_t i = 0; i < n; i++)
-#define L(i) s[i].in->cfg.name
+#define L(i) instance_name(s[i].in)
   head(b, "descent_instance_info", "gauge", "One series per instance, with its algorithm and mode.");
   EACH jbuf_printf(b, "descent_instance_info{instance=\"%s\",algorithm=\"%s\",mode=\"%s\"} 1\n", L(i),
-                   optim_alg_name(s[i].in->cfg.alg), s[i].in->cfg.mode == MODE_SYNC ? "sync" : "async");
+                   optim_alg_name(instance_layout_of(s[i].in)->alg), instance_layout_of(s[i].in)->mode == MODE_SYNC ? "sync" : "async");
   head(b, "descent_steps_total", "counter", "Optimizer steps applied.");
   EACH jbuf_printf(b, "descent_steps_total{instance=\"%s\"} %llu\n", L(i), (unsigned long long)s[i].st.steps);
   head(b, "descent_step", "gauge", "The instance's current step.");
@@ -130,7 +130,8 @@ void metrics_write(app *a, jbuf *b) {
   head(b, "descent_step_apply_seconds", "histogram", "Time to apply one optimizer step (under the instance lock).");
   EACH {
     uint64_t cum = 0;
-    for (int k = 0; k < 16; k++) {
+    /* the last bucket holds the steps slower than every bound: only +Inf counts it */
+    for (int k = 0; k < INSTANCE_LATENCY_BUCKETS - 1; k++) {
       cum += s[i].st.latency_buckets[k];
       jbuf_printf(b, "descent_step_apply_seconds_bucket{instance=\"%s\",le=\"%.6g\"} %llu\n", L(i),
                   (double)(1u << k) * 1e-6, (unsigned long long)cum);
@@ -167,7 +168,7 @@ void metrics_write(app *a, jbuf *b) {
     val(b, s[i].lr);
   }
   head(b, "descent_parameters", "gauge", "Parameters held by the instance.");
-  EACH jbuf_printf(b, "descent_parameters{instance=\"%s\"} %zu\n", L(i), s[i].in->cfg.n);
+  EACH jbuf_printf(b, "descent_parameters{instance=\"%s\"} %zu\n", L(i), instance_layout_of(s[i].in)->n);
   head(b, "descent_workers", "gauge", "Workers seen, by lease state.");
   EACH {
     size_t live = 0;
