@@ -224,8 +224,12 @@ static int parse_runtime(json_t *root, instance_cfg *c, derr *e) {
   if (rc) c->workers = (uint32_t)iv;
   if ((rc = get_int(root, "min_workers", 1, 100000, &iv, "", e)) < 0) return rc;
   if (rc) c->min_workers = (uint32_t)iv;
-  if ((rc = get_int(root, "round_timeout_ms", 0, INT64_MAX / 2, &iv, "", e)) < 0) return rc;
+  if ((rc = get_int(root, "round_timeout_ms", 1, SPEC_ROUND_TIMEOUT_MAX_MS, &iv, "", e)) < 0) return rc;
   if (rc) c->round_timeout_ms = (uint64_t)iv;
+  /* no sync push waits without a bound: a round has a deadline even when
+   * none was asked for (older snapshots said null) */
+  if (c->mode == MODE_SYNC && (!c->round_timeout_ms || json_is_null(json_object_get(root, "round_timeout_ms"))))
+    c->round_timeout_ms = SPEC_ROUND_TIMEOUT_DEFAULT_MS;
   if ((rc = get_int(root, "worker_lease_ms", 0, INT64_MAX / 2, &iv, "", e)) < 0) return rc;
   if (rc) c->worker_lease_ms = (uint64_t)iv;
   double clip = c->clip_grad_norm;
@@ -240,8 +244,6 @@ static int parse_runtime(json_t *root, instance_cfg *c, derr *e) {
     if (c->workers < 1) return derr_set(e, E_BAD_REQUEST, "workers: sync mode needs \"workers\": N");
     if (c->min_workers > c->workers)
       return derr_set(e, E_BAD_VALUE, "min_workers: must be at most workers (%u)", c->workers);
-    if (c->min_workers && c->min_workers < c->workers && !c->round_timeout_ms)
-      return derr_set(e, E_BAD_VALUE, "min_workers: needs round_timeout_ms to close a late round");
   } else {
     static const char *const sync_only[] = {"workers", "min_workers", "round_timeout_ms", "aggregate"};
     for (size_t i = 0; i < 4; i++)
