@@ -1,4 +1,7 @@
-/* daemon: wiring the modules together around the libuv loop. */
+/* daemon: wiring the modules together around the libuv loop: start-up,
+ * periodic snapshots (on a libuv pool thread), idle-buffer trimming and the
+ * graceful shutdown.  Runs on the main thread, which is the loop thread;
+ * only snap_work runs elsewhere (a pool thread).  See daemon.h. */
 #include "daemon.h"
 
 #include <signal.h>
@@ -12,6 +15,7 @@
 #include "app.h"
 #include "http_server.h"
 #include "log.h"
+#include "mem.h"
 #include "persist.h"
 
 #define DRAIN_MS 10000
@@ -146,9 +150,64 @@ static void on_signal(uv_signal_t *s, int signum) {
 
 /* ---- run ----------------------------------------------------------------------------- */
 
+/* The modules every request needs, and the instances of the data dir.
+ * Returns 0, or -1 after printing why (the caller cleans up). */
+static int start_modules(daemon_state *d, uv_loop_t *loop) {
+  app *a = &d->a;
+  const config *cfg = a->cfg;
+  derr e = {0};
+  a->pool = bufpool_new((size_t)1 << 30);
+  a->tm = timers_new(loop);
+  a->kp = kpool_new((int)cfg->threads);
+  a->reg = registry_new((size_t)cfg->max_instances, (uint64_t)cfg->max_params);
+  a->env = (instance_env){a->pool, a->tm, a->kp, &d->incarnations};
+  if (cfg->token_file && !(a->au = auth_load(cfg->token_file, &e))) {
+    fprintf(stderr, "descentd: %s\n", e.msg);
+    return -1;
+  }
+  if (cfg->data_dir) {
+    if (!(a->ps = persist_open(cfg->data_dir, &e))) {
+      fprintf(stderr, "descentd: %s\n", e.msg);
+      return -1;
+    }
+    int n = persist_load_all(a->ps, a->reg, &a->env);
+    log_info("data dir ready", "dir=%s instances=%d", cfg->data_dir, n);
+  }
+  return 0;
+}
+
+/* The loop's handles (signals, timers), then the HTTP server.  Handles
+ * first: once "listening on" is printed, SIGTERM must be graceful (signals
+ * are delivered only inside uv_run, after the server started). */
+static int start_serving(daemon_state *d, uv_loop_t *loop) {
+  app *a = &d->a;
+  const config *cfg = a->cfg;
+  derr e = {0};
+  uv_timer_init(loop, &d->snap_timer);
+  uv_timer_init(loop, &d->drain_timer);
+  uv_timer_init(loop, &d->pool_timer);
+  d->snap_timer.data = d->drain_timer.data = d->pool_timer.data = d;
+  d->handles = true;
+  uv_signal_init(loop, &d->sigint);
+  uv_signal_init(loop, &d->sigterm);
+  d->sigint.data = d->sigterm.data = d;
+  uv_signal_start(&d->sigint, on_signal, SIGINT);
+  uv_signal_start(&d->sigterm, on_signal, SIGTERM);
+  if (!(a->http = http_server_start(a, &e))) {
+    fprintf(stderr, "descentd: %s\n", e.msg);
+    return -1;
+  }
+  if (a->ps && cfg->snapshot_interval > 0) {
+    uint64_t ms = (uint64_t)(cfg->snapshot_interval * 1000);
+    if (!ms) ms = 1;
+    uv_timer_start(&d->snap_timer, on_snap_timer, ms, ms);
+  }
+  uv_timer_start(&d->pool_timer, on_pool_timer, POOL_TRIM_MS, POOL_TRIM_MS);
+  return 0;
+}
+
 int daemon_run(const config *cfg) {
-  daemon_state *d = calloc(1, sizeof *d);
-  if (!d) return 1;
+  daemon_state *d = mem_xcalloc(1, sizeof *d);
   int code = 1;
   uv_loop_t loop;
   uv_loop_init(&loop);
@@ -164,46 +223,7 @@ int daemon_run(const config *cfg) {
   log_set_level(lvl);
   signal(SIGPIPE, SIG_IGN);
   raise_fd_limit();
-  derr e = {0};
-  a->pool = bufpool_new((size_t)1 << 30);
-  a->tm = timers_new(&loop);
-  a->kp = kpool_new((int)cfg->threads);
-  a->reg = registry_new((size_t)cfg->max_instances, (uint64_t)cfg->max_params);
-  a->env = (instance_env){a->pool, a->tm, a->kp, &d->incarnations};
-  if (cfg->token_file && !(a->au = auth_load(cfg->token_file, &e))) {
-    fprintf(stderr, "descentd: %s\n", e.msg);
-    goto out;
-  }
-  if (cfg->data_dir) {
-    if (!(a->ps = persist_open(cfg->data_dir, &e))) {
-      fprintf(stderr, "descentd: %s\n", e.msg);
-      goto out;
-    }
-    int n = persist_load_all(a->ps, a->reg, &a->env);
-    log_info("data dir ready", "dir=%s instances=%d", cfg->data_dir, n);
-  }
-  /* handles first: once "listening on" is printed, SIGTERM must be graceful
-   * (signals are delivered only inside uv_run, after the server started) */
-  uv_timer_init(&loop, &d->snap_timer);
-  uv_timer_init(&loop, &d->drain_timer);
-  uv_timer_init(&loop, &d->pool_timer);
-  d->snap_timer.data = d->drain_timer.data = d->pool_timer.data = d;
-  d->handles = true;
-  uv_signal_init(&loop, &d->sigint);
-  uv_signal_init(&loop, &d->sigterm);
-  d->sigint.data = d->sigterm.data = d;
-  uv_signal_start(&d->sigint, on_signal, SIGINT);
-  uv_signal_start(&d->sigterm, on_signal, SIGTERM);
-  if (!(a->http = http_server_start(a, &e))) {
-    fprintf(stderr, "descentd: %s\n", e.msg);
-    goto out;
-  }
-  if (a->ps && cfg->snapshot_interval > 0) {
-    uint64_t ms = (uint64_t)(cfg->snapshot_interval * 1000);
-    if (!ms) ms = 1;
-    uv_timer_start(&d->snap_timer, on_snap_timer, ms, ms);
-  }
-  uv_timer_start(&d->pool_timer, on_pool_timer, POOL_TRIM_MS, POOL_TRIM_MS);
+  if (start_modules(d, &loop) < 0 || start_serving(d, &loop) < 0) goto out;
   uv_run(&loop, UV_RUN_DEFAULT);
   code = d->exit_code;
   log_info("stopped", "%s", "");
