@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "codec_half.h"
 #include "http_reply.h"
 #include "http_routes.h"
 #include "log.h"
@@ -244,6 +245,8 @@ static enum MHD_Result begin(request *r, const char *url) {
     return early_error(r, E_BAD_REQUEST, "Content-Type and Content-Length may each be given once");
   const char *accept = http_header(r, MHD_HTTP_HEADER_ACCEPT);
   r->accept_binary = accept && strstr(accept, "application/octet-stream") != NULL;
+  if (r->accept_binary && (r->accept_dtype = codec_half_dtype(strstr(accept, "application/octet-stream"))) < 0)
+    return early_error(r, E_MEDIA_TYPE, "Accept: dtype must be float32, bfloat16 or float16");
   const char *cl = http_header(r, MHD_HTTP_HEADER_CONTENT_LENGTH);
   const char *te = http_header(r, MHD_HTTP_HEADER_TRANSFER_ENCODING);
   unsigned long long len = cl ? strtoull(cl, NULL, 10) : 0;
@@ -264,6 +267,8 @@ static enum MHD_Result begin(request *r, const char *url) {
                              ? "application/json or application/octet-stream"
                              : "application/json (curl: -H 'Content-Type: application/json')");
     if (r->content == CT_NONE) r->content = CT_JSON;
+    if (r->content == CT_BINARY && (r->dtype = codec_half_dtype(http_header(r, MHD_HTTP_HEADER_CONTENT_TYPE))) < 0)
+      return early_error(r, E_MEDIA_TYPE, "Content-Type: dtype must be float32, bfloat16 or float16");
     size_t want = len ? (size_t)len : 64u << 10;
     r->body = bufpool_get(a->pool, want, &r->cap);
     if (!r->body) return early_error(r, E_QUOTA, "not enough memory for a %llu-byte body", len);

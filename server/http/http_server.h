@@ -44,6 +44,8 @@ struct request {
   int content;                 /* enum content_kind */
   unsigned status;             /* the status queued */
   bool accept_binary;
+  int dtype;        /* enum wire_dtype of a binary body (codec_half.h) */
+  int accept_dtype; /* enum wire_dtype binary replies are sent in */
   atomic_int refs;
   int state;
   /* body */
