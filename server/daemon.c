@@ -151,7 +151,8 @@ static void on_signal(uv_signal_t *s, int signum) {
 /* ---- run ----------------------------------------------------------------------------- */
 
 /* The modules every request needs, and the instances of the data dir.
- * Returns 0, or -1 after printing why (the caller cleans up). */
+ * Returns 0, or a negative error code after printing why (the caller
+ * cleans up). */
 static int start_modules(daemon_state *d, uv_loop_t *loop) {
   app *a = &d->a;
   const config *cfg = a->cfg;
@@ -163,12 +164,12 @@ static int start_modules(daemon_state *d, uv_loop_t *loop) {
   a->env = (instance_env){a->pool, a->tm, a->kp, &d->incarnations};
   if (cfg->token_file && !(a->au = auth_load(cfg->token_file, &e))) {
     fprintf(stderr, "descentd: %s\n", e.msg);
-    return -1;
+    return -e.code;
   }
   if (cfg->data_dir) {
     if (!(a->ps = persist_open(cfg->data_dir, &e))) {
       fprintf(stderr, "descentd: %s\n", e.msg);
-      return -1;
+      return -e.code;
     }
     int n = persist_load_all(a->ps, a->reg, &a->env);
     log_info("data dir ready", "dir=%s instances=%d", cfg->data_dir, n);
@@ -176,7 +177,8 @@ static int start_modules(daemon_state *d, uv_loop_t *loop) {
   return 0;
 }
 
-/* The loop's handles (signals, timers), then the HTTP server.  Handles
+/* The loop's handles (signals, timers), then the HTTP server (0, or a
+ * negative error code after printing why).  Handles
  * first: once "listening on" is printed, SIGTERM must be graceful (signals
  * are delivered only inside uv_run, after the server started). */
 static int start_serving(daemon_state *d, uv_loop_t *loop) {
@@ -195,7 +197,7 @@ static int start_serving(daemon_state *d, uv_loop_t *loop) {
   uv_signal_start(&d->sigterm, on_signal, SIGTERM);
   if (!(a->http = http_server_start(a, &e))) {
     fprintf(stderr, "descentd: %s\n", e.msg);
-    return -1;
+    return -e.code;
   }
   if (a->ps && cfg->snapshot_interval > 0) {
     uint64_t ms = (uint64_t)(cfg->snapshot_interval * 1000);

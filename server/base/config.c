@@ -31,22 +31,22 @@ static int parse_long(const char *s, long *out) {
   char *end;
   errno = 0;
   double v = strtod(s, &end);
-  if (end == s || errno) return -1;
+  if (end == s || errno) return -E_BAD_REQUEST;
   double mul = 1;
   if (*end) {
     switch (toupper((unsigned char)*end)) {
     case 'K': mul = 1024.0; break;
     case 'M': mul = 1024.0 * 1024; break;
     case 'G': mul = 1024.0 * 1024 * 1024; break;
-    default: return -1;
+    default: return -E_BAD_REQUEST;
     }
     end++;
     if (*end == 'i' || *end == 'B') end++;
     if (*end == 'B') end++;
-    if (*end) return -1;
+    if (*end) return -E_BAD_REQUEST;
   }
   v *= mul;
-  if (!(v >= 0 && v < 9.2e18) || v != floor(v)) return -1;
+  if (!(v >= 0 && v < 9.2e18) || v != floor(v)) return -E_BAD_REQUEST;
   *out = (long)v;
   return 0;
 }

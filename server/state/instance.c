@@ -85,7 +85,7 @@ int instance__alloc_buffers(instance *in, unsigned need) {
   for (int b = 0; b < OPTIM_NBUF; b++) {
     if (!(need & (1u << b)) || (in->have & (1u << b))) continue;
     float *a = mem_alloc_floats(in->cfg.n);
-    if (!a) return -1;
+    if (!a) return -E_QUOTA;
     float init = optim_buf_initial(in->cfg.alg, &in->cfg.hyper, b);
     if (init != 0)
       for (size_t i = 0; i < in->cfg.n; i++) a[i] = init;

@@ -99,7 +99,8 @@ uint64_t instance__mono_ns(void);
 
 /* ---- buffers (instance.c) ---- */
 /* Allocates the buffers in `need` not yet held (under the lock, or before
- * publication).  -1 if memory cannot be had (those allocated stay). */
+ * publication).  0, or -E_QUOTA if memory cannot be had (those allocated
+ * stay). */
 int instance__alloc_buffers(instance *in, unsigned need);
 /* A new instance with cfg's configuration and zeroed parameters, no buffers. */
 instance *instance__alloc(const instance_cfg *cfg, const instance_env *env);

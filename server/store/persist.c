@@ -456,17 +456,17 @@ int persist_remove(persist *p, const char *name, derr *e) {
 
 static int read_all(int dirfd, const char *name, unsigned char **out, size_t *len) {
   int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return -1;
+  if (fd < 0) return -E_IO;
   struct stat st;
   if (fstat(fd, &st) < 0 || st.st_size < 0) {
     close(fd);
-    return -1;
+    return -E_IO;
   }
   size_t n = (size_t)st.st_size;
   unsigned char *b = mem_alloc_big(n ? n : 1);
   if (!b) {
     close(fd);
-    return -1;
+    return -E_IO;
   }
   size_t got = 0;
   while (got < n) {
