@@ -447,6 +447,7 @@ static const char *const create_keys[] = {
 
 int spec_parse_create(const jdoc *d, uint64_t max_floats, instance_cfg *cfg, float **params, derr *e) {
   *params = NULL;
+  memset(cfg, 0, sizeof *cfg); /* every failure below frees it */
   json_t *root = d->root;
   int rc;
   if (!json_is_object(root)) return derr_set(e, E_BAD_REQUEST, "the body must be a JSON object");
