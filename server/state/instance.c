@@ -79,6 +79,11 @@ uint64_t instance_cfg_footprint(const instance_cfg *c) {
   return k * (uint64_t)c->n;
 }
 
+instance_layout instance_cfg_layout(const instance_cfg *c) {
+  return (instance_layout){
+      .name = c->name, .alg = c->alg, .mode = c->mode, .n = c->n, .ntensors = c->ntensors, .tensors = c->tensors};
+}
+
 /* ---- lifetime --------------------------------------------------------------- */
 
 int instance__alloc_buffers(instance *in, unsigned need) {
@@ -102,12 +107,7 @@ instance *instance__alloc(const instance_cfg *cfg, const instance_env *env) {
   pthread_mutex_init(&in->change_lock, NULL);
   atomic_init(&in->refs, 1);
   instance_cfg_copy(&in->cfg, cfg);
-  in->layout = (instance_layout){.name = in->cfg.name,
-                                 .alg = in->cfg.alg,
-                                 .mode = in->cfg.mode,
-                                 .n = in->cfg.n,
-                                 .ntensors = in->cfg.ntensors,
-                                 .tensors = in->cfg.tensors};
+  in->layout = instance_cfg_layout(&in->cfg);
   in->pool = env->pool;
   in->tm = env->tm;
   in->kp = env->kp;

@@ -215,6 +215,9 @@ typedef struct instance_layout {
   const tensor *tensors;
 } instance_layout;
 
+/* The layout of a configuration (pointers into c, valid while c is). */
+instance_layout instance_cfg_layout(const instance_cfg *c);
+
 /* The instance is private to server/state/ (instance_internal.h). */
 typedef struct instance instance;
 
