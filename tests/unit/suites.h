@@ -12,6 +12,7 @@
   X(codec_float)      \
   X(codec_json)       \
   X(kpool)            \
+  X(state_push)       \
   X(bufpool)
 
 #define TEST_SUITE_DECL(name) Suite *suite_##name(void);
