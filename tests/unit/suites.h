@@ -13,6 +13,7 @@
   X(codec_json)       \
   X(kpool)            \
   X(state_push)       \
+  X(state_rounds)     \
   X(bufpool)
 
 #define TEST_SUITE_DECL(name) Suite *suite_##name(void);
