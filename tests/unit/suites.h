@@ -14,6 +14,7 @@
   X(kpool)            \
   X(state_push)       \
   X(state_rounds)     \
+  X(state_waiters)    \
   X(bufpool)
 
 #define TEST_SUITE_DECL(name) Suite *suite_##name(void);
