@@ -15,6 +15,7 @@
   X(state_push)       \
   X(state_rounds)     \
   X(state_waiters)    \
+  X(registry)         \
   X(bufpool)
 
 #define TEST_SUITE_DECL(name) Suite *suite_##name(void);
