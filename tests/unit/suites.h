@@ -16,6 +16,7 @@
   X(state_rounds)     \
   X(state_waiters)    \
   X(registry)         \
+  X(persist)          \
   X(bufpool)
 
 #define TEST_SUITE_DECL(name) Suite *suite_##name(void);
