@@ -17,6 +17,7 @@
   X(state_waiters)    \
   X(registry)         \
   X(persist)          \
+  X(spec)             \
   X(bufpool)
 
 #define TEST_SUITE_DECL(name) Suite *suite_##name(void);
