@@ -284,9 +284,11 @@ START_TEST(patch_changes_only_run_time_settings) {
   ck_assert(cur.hyper.lr == 0.1 && cur.hyper.momentum == 0);
   ck_assert_int_eq(cur.max_staleness, -1);
   ck_assert(cur.clip_grad_norm == 2);
-  instance_cfg_free(&out);
-  ck_assert_int_eq(patch("{\"max_staleness\": null}", &cur, &out, &e), 0);
-  ck_assert_int_eq(out.max_staleness, -1);
+  instance_cfg next; /* null switches a limit off again */
+  ck_assert_int_eq(patch("{\"max_staleness\": null, \"schedule\": null}", &out, &next, &e), 0);
+  ck_assert_int_eq(next.max_staleness, -1);
+  ck_assert_int_eq(next.sched.kind, SCHED_NONE);
+  instance_cfg_free(&next);
   instance_cfg_free(&out);
   ck_assert_int_eq(patch("{}", &cur, &out, &e), 0); /* nothing: the same */
   ck_assert(out.hyper.lr == 0.1 && out.clip_grad_norm == 2);

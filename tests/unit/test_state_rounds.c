@@ -229,11 +229,14 @@ START_TEST(backup_workers_close_at_the_deadline) {
   twaiter ta, tb, tc;
   tw_init(&ta), tw_init(&tb), tw_init(&tc);
   ck_assert_uint_eq(timers_armed(F.tm), 0);
+  uint64_t before = timers_now_ms(); /* the deadline is at least 20 ms after this */
   ck_assert_int_eq(tw_push(in, &tb, fix_push("b", 0, b)), PUSH_WAITING);
   ck_assert_uint_eq(timers_armed(F.tm), 1); /* the round's deadline */
   ck_assert_int_eq(tw_push(in, &ta, fix_push("a", 0, a)), PUSH_WAITING);
   ck_assert_uint_eq(timers_armed(F.tm), 1);
-  ck_assert(fix_drive(&F, both_woken, &(two){&ta, &tb}, 5000));
+  ck_assert(fix_drive(&F, both_woken, &(two){&ta, &tb}, 2000));
+  /* waiting members are alive: their leases run from the reply, not the push */
+  ck_assert_uint_ge(worker(in, "a").last_seen_ms, before + 20);
   const float p1[4] = {-2, -4, -8, -16}; /* the mean of the two that came */
   ck_params(in, p1, 4, 1);
   ck_assert_int_eq(ta.w.code, 0);
@@ -270,9 +273,12 @@ START_TEST(deadline_with_too_few_fails_all_with_504) {
   float a[4] = {1, 1, 1, 1};
   twaiter ta;
   tw_init(&ta);
+  uint64_t before = timers_now_ms();
   ck_assert_int_eq(tw_push(in, &ta, fix_push("a", 0, a)), PUSH_WAITING);
-  ck_assert(fix_drive(&F, tw_woken, &ta, 5000));
+  ck_assert(fix_drive(&F, tw_woken, &ta, 2000));
   ck_outcome_err(&ta, E_TIMEOUT, "the round for step 0 closed with 1 of 3 workers");
+  /* it was waiting, so alive: its lease runs from this reply, not from its push */
+  ck_assert_uint_ge(worker(in, "a").last_seen_ms, before + 10);
   ck_assert_uint_eq(ta.w.step, 0);
   ck_assert_ptr_null(ta.w.snap);
   ck_params(in, init, 4, 0);
@@ -306,7 +312,7 @@ START_TEST(deadline_without_min_workers_needs_all) {
   twaiter ta;
   tw_init(&ta);
   ck_assert_int_eq(tw_push(in, &ta, fix_push("a", 0, a)), PUSH_WAITING);
-  ck_assert(fix_drive(&F, tw_woken, &ta, 5000));
+  ck_assert(fix_drive(&F, tw_woken, &ta, 2000));
   ck_outcome_err(&ta, E_TIMEOUT, "the round for step 0 closed with 1 of 2 workers");
   tw_cleanup(&ta);
   instance_unref(in);
@@ -353,7 +359,7 @@ START_TEST(silent_member_is_dropped_when_its_lease_ends) {
   tw_init(&ta);
   ck_assert_int_eq(tw_push(in, &ta, fix_push("a", 1, a2)), PUSH_WAITING);
   ck_assert_uint_eq(timers_armed(F.tm), 1); /* b's lease */
-  ck_assert(fix_drive(&F, tw_woken, &ta, 5000));
+  ck_assert(fix_drive(&F, tw_woken, &ta, 2000));
   ck_assert_int_eq(ta.w.code, 0);
   ck_assert_uint_eq(ta.w.step, 2);
   const float p2[4] = {-4, -5, -7, -11}; /* a's gradient alone: b is no longer expected */
@@ -437,7 +443,7 @@ START_TEST(keyed_retry_shares_a_failure_then_starts_afresh) {
   p.key = "k:one";
   ck_assert_int_eq(tw_push(in, &ta, p), PUSH_WAITING);
   ck_assert_int_eq(tw_push(in, &tr, p), PUSH_WAITING);
-  ck_assert(fix_drive(&F, both_woken, &(two){&ta, &tr}, 5000));
+  ck_assert(fix_drive(&F, both_woken, &(two){&ta, &tr}, 2000));
   ck_outcome_err(&ta, E_TIMEOUT, "the round for step 0 closed with 1 of 2 workers");
   ck_outcome_err(&tr, E_TIMEOUT, "the round for step 0 closed with 1 of 2 workers");
   /* a failed round forgets the key: the next retry is a new push */

@@ -114,7 +114,7 @@ START_TEST(timeout_from_a_timers_deadline) {
   ck_assert(timers_arm(F.tm, &pt.t, timers_now_ms() + 5));
   ck_assert(!timers_arm(F.tm, &pt.t, timers_now_ms() + 5)); /* already armed */
   ck_assert_uint_eq(timers_armed(F.tm), 1);
-  ck_assert(fix_drive(&F, fired, &pt, 5000));
+  ck_assert(fix_drive(&F, fired, &pt, 2000));
   ck_assert_int_eq(pt.fired, 1);
   ck_assert_int_eq(pt.took_it, 1);
   ck_assert_int_eq(tw_wakes(&t), 0); /* the instance did not complete it */
@@ -142,7 +142,7 @@ START_TEST(late_timeout_finds_the_waiter_already_woken) {
   push_ones(in, 2); /* woken first */
   ck_assert_int_eq(tw_wakes(&t), 1);
   ck_assert_uint_eq(t.w.step, 1);
-  ck_assert(fix_drive(&F, fired, &pt, 5000)); /* the late timeout: nothing to take */
+  ck_assert(fix_drive(&F, fired, &pt, 2000)); /* the late timeout: nothing to take */
   ck_assert_int_eq(pt.took_it, 0);
   ck_assert_int_eq(tw_wakes(&t), 1);
   tw_cleanup(&t);
