@@ -18,6 +18,7 @@
   X(registry)         \
   X(persist)          \
   X(spec)             \
+  X(bugs)             \
   X(bufpool)
 
 #define TEST_SUITE_DECL(name) Suite *suite_##name(void);

@@ -10,8 +10,12 @@
 #include <string.h>
 
 #include "instance.h"
+#include "mem.h"
 #include "statefix.h"
+#include "optim.h"
+#include "schedule.h"
 #include "suites.h"
+#include "testutil.h"
 
 static fix F;
 static void setup(void) { fix_init(&F); }
@@ -394,6 +398,148 @@ START_TEST(idempotency_window_is_the_last_IDEM_LEN_keys) {
 }
 END_TEST
 
+START_TEST(history_keeps_the_last_HISTORY_LEN_steps) {
+  instance *in = fix_instance(&F, &(fix_spec){.n = 1});
+  float g[1];
+  twaiter t;
+  tw_init(&t);
+  for (int i = 1; i <= HISTORY_LEN + 1; i++) {
+    g[0] = 1;
+    push p = fix_push(NULL, -1, g);
+    p.loss = (double)i;
+    ck_assert_int_eq(tw_push(in, &t, p), PUSH_DONE);
+  }
+  history_entry *h;
+  ck_assert_uint_eq(instance_history_copy(in, &h), HISTORY_LEN);
+  ck_assert_uint_eq(h[0].step, 2); /* step 1 fell out */
+  ck_assert(h[0].loss == 2.0);
+  ck_assert_uint_eq(h[HISTORY_LEN - 1].step, HISTORY_LEN + 1);
+  ck_assert(h[HISTORY_LEN - 1].loss == (double)(HISTORY_LEN + 1));
+  for (size_t i = 1; i < HISTORY_LEN; i++) CHECK(h[i].step == h[i - 1].step + 1, "history[%zu] out of order", i);
+  free(h);
+  struct instance_stats st;
+  uint64_t step, sum = 0;
+  instance_stats_copy(in, &st, &step);
+  for (size_t k = 0; k < sizeof st.latency_buckets / sizeof st.latency_buckets[0]; k++) sum += st.latency_buckets[k];
+  ck_assert_uint_eq(sum, HISTORY_LEN + 1); /* every step in one latency bucket */
+  tw_cleanup(&t);
+  instance_unref(in);
+}
+END_TEST
+
+START_TEST(schedule_sets_each_steps_lr) {
+  instance_state s;
+  fix_state(&s, &(fix_spec){.n = 1, .step = 1});
+  s.cfg.sched = (schedule){.kind = SCHED_STEP, .step_size = 2, .gamma = 0.5};
+  instance *in = instance_from_state(&s, &F.env);
+  instance_state_free(&s);
+  ck_assert_ptr_nonnull(in);
+  ck_assert(instance_lr(in) == 1.0); /* step 2 runs at lr(1) = 1 * 0.5^floor(1/2) */
+  float g[1];
+  twaiter t;
+  tw_init(&t);
+  const double lrs[4] = {1.0, 0.5, 0.5, 0.25}; /* the lr of steps 2..5 */
+  for (int i = 0; i < 4; i++) {
+    g[0] = 1;
+    ck_assert_int_eq(tw_push(in, &t, fix_push(NULL, -1, g)), PUSH_DONE);
+  }
+  history_entry *h;
+  ck_assert_uint_eq(instance_history_copy(in, &h), 4);
+  for (int i = 0; i < 4; i++) ck_assert(h[i].lr == lrs[i]);
+  free(h);
+  float v[1];
+  ck_assert_uint_eq(fix_read(in, v), 5);
+  ck_assert(v[0] == -2.25f);
+  ck_assert(instance_lr(in) == 0.25); /* lr(5) for step 6 */
+  instance_info info;
+  instance_info_get(in, &info);
+  ck_assert(info.lr == 0.25);
+  tw_cleanup(&t);
+  instance_unref(in);
+}
+END_TEST
+
+START_TEST(reconfigure_adds_momentum_mid_run) {
+  instance *in = fix_instance(&F, &(fix_spec){.n = 2});
+  float g[2];
+  twaiter t;
+  tw_init(&t);
+  for (int i = 0; i < 2; i++) {
+    g[0] = 1, g[1] = 4;
+    ck_assert_int_eq(tw_push(in, &t, fix_push(NULL, -1, g)), PUSH_DONE);
+  }
+  instance_state s;
+  ck_assert_int_eq(instance_export(in, &s), 0);
+  ck_assert_uint_eq(s.have, 0); /* plain sgd holds no buffer */
+  instance_state_free(&s);
+  instance_cfg c;
+  instance_cfg_get(in, &c);
+  c.hyper.momentum = 0.5;
+  derr e = {0};
+  ck_assert_int_eq(instance_reconfigure(in, &c, &e), 0);
+  instance_cfg_free(&c);
+  ck_assert_int_eq(instance_export(in, &s), 0);
+  ck_assert_uint_eq(s.have, 1u << OPTIM_BUF_MOMENTUM);
+  ck_assert_uint_eq(s.fresh, 1u << OPTIM_BUF_MOMENTUM); /* no history yet */
+  instance_state_free(&s);
+  /* torch: the first step with momentum clones the gradient into the buffer */
+  g[0] = 2, g[1] = 8;
+  ck_assert_int_eq(tw_push(in, &t, fix_push(NULL, -1, g)), PUSH_DONE);
+  g[0] = 2, g[1] = 8;
+  ck_assert_int_eq(tw_push(in, &t, fix_push(NULL, -1, g)), PUSH_DONE); /* buf = 0.5 buf + g */
+  const float want[2] = {-2 - 2 - 3, -8 - 8 - 12};
+  ck_params(in, want, 2, 4);
+  ck_assert_int_eq(instance_export(in, &s), 0);
+  ck_assert_uint_eq(s.fresh, 0);
+  ck_assert(s.buf[OPTIM_BUF_MOMENTUM][0] == 3.0f && s.buf[OPTIM_BUF_MOMENTUM][1] == 12.0f);
+  ck_assert_uint_eq(s.step, 4);
+  instance_state_free(&s);
+  tw_cleanup(&t);
+  instance_unref(in);
+}
+END_TEST
+
+/* Replies' parameters are kept within a 64 MiB budget per instance: with
+ * 16 MiB of parameters, the four newest keys keep theirs. */
+START_TEST(replay_beyond_the_snapshot_budget_keeps_the_step_only) {
+  const size_t n = (size_t)4 << 20; /* 16 MiB of float32 */
+  instance *in = fix_instance(&F, &(fix_spec){.n = n});
+  float *g = mem_alloc_floats(n);
+  ck_assert_ptr_nonnull(g);
+  twaiter t;
+  char k[8];
+  for (int i = 1; i <= 5; i++) {
+    for (size_t j = 0; j < n; j++) g[j] = 1;
+    snprintf(k, sizeof k, "k%d", i);
+    push p = fix_push(NULL, -1, g);
+    p.key = k;
+    tw_init(&t);
+    ck_assert_int_eq(tw_push(in, &t, p), PUSH_DONE);
+    ck_assert_uint_eq(t.w.step, (uint64_t)i);
+    tw_cleanup(&t);
+  }
+  for (int i = 1; i <= 5; i++) {
+    snprintf(k, sizeof k, "k%d", i);
+    push p = fix_push(NULL, -1, g);
+    p.key = k;
+    tw_init(&t);
+    ck_assert_int_eq(tw_push(in, &t, p), PUSH_DONE);
+    ck_assert(t.w.replayed);
+    ck_assert_uint_eq(t.w.step, (uint64_t)i); /* the first outcome's step, always */
+    if (i == 1) {
+      ck_assert_ptr_null(t.w.snap); /* its parameters made room for newer ones */
+    } else {
+      ck_assert_ptr_nonnull(t.w.snap);
+      ck_assert_uint_eq(t.w.snap->step, (uint64_t)i);
+      ck_assert(t.w.snap->v[0] == -(float)i && t.w.snap->v[n - 1] == -(float)i);
+    }
+    tw_cleanup(&t);
+  }
+  mem_free_floats(g, n);
+  instance_unref(in);
+}
+END_TEST
+
 Suite *suite_state_push(void) {
   Suite *s = suite_create("state_push");
   TCase *tc = tcase_create("apply");
@@ -404,6 +550,9 @@ Suite *suite_state_push(void) {
   tcase_add_test(tc, random_search_takes_no_gradient);
   tcase_add_test(tc, closed_instance_refuses_pushes);
   tcase_add_test(tc, shutdown_leaves_async_pushes_working);
+  tcase_add_test(tc, history_keeps_the_last_HISTORY_LEN_steps);
+  tcase_add_test(tc, schedule_sets_each_steps_lr);
+  tcase_add_test(tc, reconfigure_adds_momentum_mid_run);
   suite_add_tcase(s, tc);
   tc = tcase_create("staleness");
   tcase_add_checked_fixture(tc, setup, teardown);
@@ -415,6 +564,7 @@ Suite *suite_state_push(void) {
   tcase_add_test(tc, retry_gets_the_first_outcome);
   tcase_add_test(tc, refused_keyed_push_is_judged_afresh);
   tcase_add_test(tc, idempotency_window_is_the_last_IDEM_LEN_keys);
+  tcase_add_test(tc, replay_beyond_the_snapshot_budget_keeps_the_step_only);
   suite_add_tcase(s, tc);
   return s;
 }
