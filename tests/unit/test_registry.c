@@ -170,7 +170,7 @@ START_TEST(float_quota_counts_parameters_and_state) {
   registry *r = registry_new(100, 500);
   derr e = {0};
   instance *x[3];
-  char name[8];
+  char name[24];
   for (int i = 0; i < 3; i++) {
     snprintf(name, sizeof name, "x%d", i);
     x[i] = mk(name, 150, MODE_ASYNC);

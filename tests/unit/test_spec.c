@@ -402,8 +402,10 @@ START_TEST(cfg_json_round_trips) {
   ck_assert(back.sched.step_size == 5 && back.sched.gamma == 0.25);
   free(text), free(again);
   instance_cfg_free(&c), instance_cfg_free(&back);
-  ck_assert_int_eq(spec_parse_cfg_json(json_integer(1), &back, &e), -E_BAD_REQUEST);
+  json_t *one = json_integer(1);
+  ck_assert_int_eq(spec_parse_cfg_json(one, &back, &e), -E_BAD_REQUEST);
   ck_assert_str_eq(e.msg, "expected an object");
+  json_decref(one);
 }
 END_TEST
 
@@ -456,6 +458,7 @@ START_TEST(state_document_round_trips) {
   char *again = state_text(&t);
   ck_assert_str_eq(again, text);
   free(again);
+  instance_state_free(&t);
   /* the same document imported under its own name only */
   d = parse(text);
   ck_assert_int_eq(spec_parse_state(&d, "other", UINT64_MAX, &t, &e), -E_BAD_REQUEST);

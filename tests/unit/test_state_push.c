@@ -507,7 +507,7 @@ START_TEST(replay_beyond_the_snapshot_budget_keeps_the_step_only) {
   float *g = mem_alloc_floats(n);
   ck_assert_ptr_nonnull(g);
   twaiter t;
-  char k[8];
+  char k[24];
   for (int i = 1; i <= 5; i++) {
     for (size_t j = 0; j < n; j++) g[j] = 1;
     snprintf(k, sizeof k, "k%d", i);
