@@ -564,6 +564,10 @@ Suite *suite_state_push(void) {
   tcase_add_test(tc, retry_gets_the_first_outcome);
   tcase_add_test(tc, refused_keyed_push_is_judged_afresh);
   tcase_add_test(tc, idempotency_window_is_the_last_IDEM_LEN_keys);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("budget"); /* 10 pushes of 16 MiB: slow under the sanitizers */
+  tcase_add_checked_fixture(tc, setup, teardown);
+  tcase_set_timeout(tc, 60);
   tcase_add_test(tc, replay_beyond_the_snapshot_budget_keeps_the_step_only);
   suite_add_tcase(s, tc);
   return s;
