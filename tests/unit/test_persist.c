@@ -612,6 +612,40 @@ START_TEST(load_all_sets_damaged_files_aside) {
 }
 END_TEST
 
+START_TEST(load_all_over_the_quota_keeps_the_good_file) {
+  mkdir_tmp();
+  instance_state good;
+  rich_state(&good, "good"); /* 8 floats: params, 3 adam buffers, the sync scratch: 40 */
+  derr e = {0};
+  persist *p = persist_open(dir, &e);
+  ck_assert_ptr_nonnull(p);
+  ck_assert_int_eq(persist_save_state(p, &good, &e), 0);
+  registry *r = registry_new(10, 39);
+  capture_log();
+  int loaded = persist_load_all(p, r, &F.env);
+  char *log = release_log();
+  ck_assert_int_eq(loaded, 0);
+  ck_assert_uint_eq(registry_count(r), 0);
+  ck_assert_uint_eq(registry_floats(r), 0);
+  char ls[512];
+  listing(ls, sizeof ls);
+  ck_assert_str_eq(ls, "good.snap"); /* a limit is no damage: not set aside */
+  ck_assert_msg(strstr(log, "msg=\"snapshot not loaded\" file=good.snap reason=\"this instance needs 40 floats "
+                            "(parameters and state) but only 39 of the 39 allowed are free (--max-params)\"") != NULL,
+                "log: %s", log);
+  registry_free(r);
+  r = registry_new(10, 40); /* with room, the same file loads */
+  capture_log();
+  ck_assert_int_eq(persist_load_all(p, r, &F.env), 1);
+  release_log();
+  ck_assert_uint_eq(registry_floats(r), 40);
+  registry_free(r);
+  persist_close(p);
+  instance_state_free(&good);
+  rm_tmp();
+}
+END_TEST
+
 START_TEST(snapshot_changed_writes_only_changed_instances) {
   mkdir_tmp();
   derr e = {0};
@@ -664,6 +698,7 @@ Suite *suite_persist(void) {
   tcase_add_test(tc, saves_keep_prev_and_never_go_back);
   tcase_add_test(tc, one_daemon_per_data_dir);
   tcase_add_test(tc, load_all_sets_damaged_files_aside);
+  tcase_add_test(tc, load_all_over_the_quota_keeps_the_good_file);
   tcase_add_test(tc, snapshot_changed_writes_only_changed_instances);
   suite_add_tcase(s, tc);
   return s;

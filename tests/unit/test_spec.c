@@ -546,6 +546,39 @@ START_TEST(state_document_accepted_forms) {
 }
 END_TEST
 
+START_TEST(random_search_state_document) {
+  jdoc d = parse("{\"algorithm\": \"random_search\", \"hyper\": {\"scale\": 0.5, \"center\": \"best\", \"seed\": 7},"
+                 " \"tensors\": [{\"name\": \"x\", \"shape\": [2]}], \"step\": 4, \"params\": {\"x\": [0.5, -1]},"
+                 " \"random_search\": {\"best_loss\": 0.25, \"next_candidate\": 6, \"tells\": 4, \"best_candidate\": 3}}");
+  instance_state s;
+  derr e = {0};
+  ck_assert_int_eq(spec_parse_state(&d, "rs", UINT64_MAX, &s, &e), 0);
+  jdoc_free(&d);
+  ck_assert_int_eq(s.cfg.alg, OPTIM_RANDOM_SEARCH);
+  ck_assert(s.cfg.hyper.scale == 0.5);
+  ck_assert_int_eq(s.cfg.hyper.center, OPTIM_CENTER_BEST);
+  ck_assert_uint_eq(s.cfg.hyper.seed, 7);
+  ck_assert(s.best_loss == 0.25);
+  ck_assert_uint_eq(s.next_id, 6);
+  ck_assert_uint_eq(s.tells, 4);
+  ck_assert_uint_eq(s.best_id, 3);
+  char *text = state_text(&s);
+  d = parse(text);
+  instance_state t;
+  ck_assert_int_eq(spec_parse_state(&d, "rs", UINT64_MAX, &t, &e), 0);
+  jdoc_free(&d);
+  char *again = state_text(&t);
+  ck_assert_str_eq(again, text);
+  free(text), free(again);
+  instance_state_free(&s), instance_state_free(&t);
+  d = parse("{\"algorithm\": \"random_search\", \"tensors\": [{\"name\": \"x\", \"shape\": [1]}], \"step\": 0,"
+            " \"params\": {\"x\": [0]}, \"random_search\": {\"next_candidate\": 0}}");
+  ck_assert_int_eq(spec_parse_state(&d, "rs", UINT64_MAX, &s, &e), -E_BAD_VALUE);
+  ck_assert_str_eq(e.msg, "random_search.next_candidate: must be between 1 and 4611686018427387903");
+  jdoc_free(&d);
+}
+END_TEST
+
 Suite *suite_spec(void) {
   Suite *s = suite_create("spec");
   TCase *tc = tcase_create("create");
@@ -565,6 +598,7 @@ Suite *suite_spec(void) {
   tcase_add_test(tc, state_document_round_trips);
   tcase_add_test(tc, state_documents_refused);
   tcase_add_test(tc, state_document_accepted_forms);
+  tcase_add_test(tc, random_search_state_document);
   suite_add_tcase(s, tc);
   return s;
 }
