@@ -150,3 +150,14 @@ void ck_floats_bits(const float *got, const float *want, size_t n, const char *w
 }
 
 uint64_t fix_read(instance *in, float *out) { return instance_read(in, out); }
+
+int fix_reconfigure(instance *in, const instance_cfg *c, derr *e) {
+#ifdef INSTANCE_LATENCY_BUCKETS
+  instance_change_lock(in);
+  int rc = instance_reconfigure(in, c, e);
+  instance_change_unlock(in);
+  return rc;
+#else
+  return instance_reconfigure(in, c, e);
+#endif
+}

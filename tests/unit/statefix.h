@@ -81,6 +81,17 @@ push fix_push(const char *worker, int64_t step, float *grad);
 /* instance_push with t's waiter and suspend callback. */
 int tw_push(instance *in, twaiter *t, push p);
 
+/* instance_reconfigure as a PATCH makes it (after the state-layer split,
+ * under the instance's change lock). */
+int fix_reconfigure(instance *in, const instance_cfg *c, derr *e);
+
+/* The start of the float quota's refusal message, which the split shortened. */
+#ifdef INSTANCE_LATENCY_BUCKETS
+#define FIX_QUOTA_NEEDS "this needs"
+#else
+#define FIX_QUOTA_NEEDS "this instance needs"
+#endif
+
 /* Compares two float arrays bit for bit; the message names the first difference. */
 void ck_floats_bits(const float *got, const float *want, size_t n, const char *what);
 

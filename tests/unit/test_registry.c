@@ -1,7 +1,15 @@
 /* test_registry: the name -> instance table and its quotas: add, get,
  * exists, the instance and float limits with their exact messages, replace
  * (returning the old instance), remove, list order by name, and the counts
- * after each.  Refused operations change nothing.  Public API only. */
+ * after each.  Refused operations change nothing.  Public API only.
+ *
+ * This is the registry API before the state-layer split (registry_add
+ * charging the quota itself); test_registry_charge.c has the suite for the
+ * API after it (main 310790c), selected by INSTANCE_LATENCY_BUCKETS.  Once
+ * merged, delete this file. */
+#include "instance.h"
+
+#ifndef INSTANCE_LATENCY_BUCKETS
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -308,3 +316,4 @@ Suite *suite_registry(void) {
   suite_add_tcase(s, tc);
   return s;
 }
+#endif

@@ -153,8 +153,15 @@ static const struct refused {
     {0, "{" SGD ", " T1 ", \"mode\": \"fast\"}", E_BAD_VALUE, "mode: expected \"async\" or \"sync\""},
     {0, "{" SYNC "}", E_BAD_REQUEST, "workers: sync mode needs \"workers\": N"},
     {0, "{" SYNC ", \"workers\": 2, \"min_workers\": 3}", E_BAD_VALUE, "min_workers: must be at most workers (2)"},
+#ifndef SPEC_ROUND_TIMEOUT_DEFAULT_MS /* since main c0df64e every sync round has a deadline */
     {0, "{" SYNC ", \"workers\": 3, \"min_workers\": 2}", E_BAD_VALUE,
      "min_workers: needs round_timeout_ms to close a late round"},
+#else
+    {0, "{" SYNC ", \"workers\": 3, \"round_timeout_ms\": 0}", E_BAD_VALUE,
+     "round_timeout_ms: must be between 1 and 86400000"},
+    {0, "{" SYNC ", \"workers\": 3, \"round_timeout_ms\": 86400001}", E_BAD_VALUE,
+     "round_timeout_ms: must be between 1 and 86400000"},
+#endif
     {0, "{" SYNC ", \"workers\": 3, \"max_staleness\": 3}", E_BAD_VALUE,
      "max_staleness: only for \"mode\": \"async\" (sync rounds refuse any stale gradient)"},
     {0, "{" SYNC ", \"workers\": 3, \"aggregate\": \"median\"}", E_BAD_VALUE, "aggregate: expected \"mean\" or \"sum\""},
@@ -248,6 +255,27 @@ START_TEST(long_bad_names_are_cut_in_the_message) {
 }
 END_TEST
 
+#ifdef SPEC_ROUND_TIMEOUT_DEFAULT_MS
+START_TEST(sync_rounds_get_the_default_deadline) {
+  instance_cfg c;
+  float *p;
+  create_ok("{" SYNC ", \"workers\": 3, \"min_workers\": 2}", &c, &p);
+  ck_assert_uint_eq(c.round_timeout_ms, SPEC_ROUND_TIMEOUT_DEFAULT_MS);
+  ck_assert_uint_eq(c.min_workers, 2);
+  mem_free_floats(p, c.n);
+  instance_cfg_free(&c);
+  create_ok("{" SYNC ", \"workers\": 3, \"round_timeout_ms\": null}", &c, &p);
+  ck_assert_uint_eq(c.round_timeout_ms, SPEC_ROUND_TIMEOUT_DEFAULT_MS);
+  mem_free_floats(p, c.n);
+  instance_cfg_free(&c);
+  create_ok("{" SGD ", " T1 "}", &c, &p); /* async: no rounds, no deadline */
+  ck_assert_uint_eq(c.round_timeout_ms, 0);
+  mem_free_floats(p, c.n);
+  instance_cfg_free(&c);
+}
+END_TEST
+#endif
+
 /* ---- patch -------------------------------------------------------------------- */
 
 static int patch(const char *text, const instance_cfg *cur, instance_cfg *out, derr *e) {
@@ -326,7 +354,9 @@ START_TEST(patch_refused) {
       {0, "{\"hyper\": {\"eps\": 1}}", E_UNKNOWN_HYPER, "hyper.eps: sgd has no hyperparameter of that name"},
       {0, "{\"workers\": 2}", E_BAD_VALUE, "workers: only for \"mode\": \"sync\""},
       {1, "{\"min_workers\": 9}", E_BAD_VALUE, "min_workers: must be at most workers (3)"},
+#ifndef SPEC_ROUND_TIMEOUT_DEFAULT_MS
       {1, "{\"min_workers\": 2}", E_BAD_VALUE, "min_workers: needs round_timeout_ms to close a late round"},
+#endif
       {1, "{\"max_staleness\": 1}", E_BAD_VALUE,
        "max_staleness: only for \"mode\": \"async\" (sync rounds refuse any stale gradient)"},
   };
@@ -587,6 +617,9 @@ Suite *suite_spec(void) {
   tcase_add_test(tc, create_sync_momentum_alias);
   tcase_add_loop_test(tc, create_refused, 0, (int)(sizeof refused / sizeof *refused));
   tcase_add_test(tc, long_bad_names_are_cut_in_the_message);
+#ifdef SPEC_ROUND_TIMEOUT_DEFAULT_MS
+  tcase_add_test(tc, sync_rounds_get_the_default_deadline);
+#endif
   suite_add_tcase(s, tc);
   tc = tcase_create("patch");
   tcase_add_test(tc, patch_changes_only_run_time_settings);

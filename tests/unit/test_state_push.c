@@ -337,7 +337,7 @@ START_TEST(refused_keyed_push_is_judged_afresh) {
   instance_cfg_get(in, &c);
   c.max_staleness = -1;
   derr e = {0};
-  ck_assert_int_eq(instance_reconfigure(in, &c, &e), 0);
+  ck_assert_int_eq(fix_reconfigure(in, &c, &e), 0);
   instance_cfg_free(&c);
   ck_assert_int_eq(tw_push(in, &t, p), PUSH_DONE);
   ck_assert(!t.w.replayed);
@@ -476,7 +476,7 @@ START_TEST(reconfigure_adds_momentum_mid_run) {
   instance_cfg_get(in, &c);
   c.hyper.momentum = 0.5;
   derr e = {0};
-  ck_assert_int_eq(instance_reconfigure(in, &c, &e), 0);
+  ck_assert_int_eq(fix_reconfigure(in, &c, &e), 0);
   instance_cfg_free(&c);
   ck_assert_int_eq(instance_export(in, &s), 0);
   ck_assert_uint_eq(s.have, 1u << OPTIM_BUF_MOMENTUM);

@@ -471,7 +471,7 @@ START_TEST(fewer_workers_by_reconfigure_close_the_round) {
   instance_cfg_get(in, &c);
   c.workers = 2;
   derr e = {0};
-  ck_assert_int_eq(instance_reconfigure(in, &c, &e), 0);
+  ck_assert_int_eq(fix_reconfigure(in, &c, &e), 0);
   instance_cfg_free(&c);
   ck_assert_int_eq(tw_wakes(&ta), 1);
   ck_assert_int_eq(tw_wakes(&tb), 1);
