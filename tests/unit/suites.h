@@ -13,7 +13,14 @@
   X(codec_json)       \
   X(kpool)            \
   X(bufpool)          \
-  X(codec_half)
+  X(codec_half)       \
+  X(state_push)       \
+  X(state_rounds)     \
+  X(state_waiters)    \
+  X(registry)         \
+  X(persist)          \
+  X(spec)             \
+  X(bugs)
 
 #define TEST_SUITE_DECL(name) Suite *suite_##name(void);
 TEST_SUITES(TEST_SUITE_DECL)
