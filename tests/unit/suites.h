@@ -19,8 +19,7 @@
   X(state_waiters)    \
   X(registry)         \
   X(persist)          \
-  X(spec)             \
-  X(bugs)
+  X(spec)
 
 #define TEST_SUITE_DECL(name) Suite *suite_##name(void);
 TEST_SUITES(TEST_SUITE_DECL)

@@ -599,10 +599,29 @@ START_TEST(random_search_state_document) {
 }
 END_TEST
 
+/* A refused create frees nothing it did not make: h_create passes an
+ * uninitialised stack configuration (once a crash: POST without "name"). */
+START_TEST(create_without_name_leaves_an_uninitialised_cfg_alone) {
+  static const char body[] = "{\"algorithm\": \"sgd\", \"tensors\": [{\"name\": \"w\", \"shape\": [2]}]}";
+  jdoc d;
+  derr e = {0};
+  ck_assert_int_eq(jdoc_parse(&d, NULL, body, strlen(body), &e), 0);
+  instance_cfg cfg;
+  memset(&cfg, 0x5a, sizeof cfg); /* what an uninitialised stack variable may hold */
+  float *params;
+  int rc = spec_parse_create(&d, UINT64_MAX, &cfg, &params, &e);
+  ck_assert_int_eq(rc, -E_BAD_REQUEST);
+  ck_assert_str_eq(e.msg, "name: required");
+  ck_assert_ptr_null(params);
+  jdoc_free(&d);
+}
+END_TEST
+
 Suite *suite_spec(void) {
   Suite *s = suite_create("spec");
   TCase *tc = tcase_create("create");
   tcase_add_test(tc, names);
+  tcase_add_test(tc, create_without_name_leaves_an_uninitialised_cfg_alone);
   tcase_add_test(tc, create_async_adam_read_field_by_field);
   tcase_add_test(tc, create_sync_momentum_alias);
   tcase_add_loop_test(tc, create_refused, 0, (int)(sizeof refused / sizeof *refused));
