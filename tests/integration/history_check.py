@@ -182,6 +182,25 @@ class _Prefix:
         return self.unions[-1] if self.unions else 0
 
 
+def cut(events, t):
+    """The history as it stood at time t: the restarts whose kill came before,
+    the reads completed by then, the push attempts begun by then (those
+    completed later as unknown outcomes).  A cut of a valid history is valid."""
+    out = []
+    for e in events:
+        if e["op"] == "restart":
+            if e["kill"] <= t:
+                out.append(e)
+        elif e["op"] == "read":
+            if e["end"] <= t:
+                out.append(e)
+        elif e["start"] <= t:
+            if e["ok"] is not None and (e["end"] is None or e["end"] > t):
+                e = dict(e, ok=None, end=None, step=None, values=None)
+            out.append(e)
+    return out
+
+
 def check(events, window=None, max_report=20):
     """The violations of a history (see the module docstring); [] when valid.
     window: seconds before a kill -9 within which acknowledged pushes may be

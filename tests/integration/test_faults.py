@@ -29,7 +29,7 @@ import threading
 import time
 import unittest
 
-from harness import DESCENTD, Daemon, bytes_to_floats, floats_to_bytes, quick, request
+from harness import DESCENTD, Daemon, floats_to_bytes, quick, request
 
 EX_IOERR = 74
 OCTET = {"Content-Type": "application/octet-stream"}
@@ -207,7 +207,9 @@ class KeyedRetry(FaultTest):
             st, body, _ = self.d.req("PATCH", "/v1/optimizers/%s" % name, {})
             self.assertEqual(st, 200, body)
             return
-        self.assertEqual((st, body), (200, {"name": name, "step": step, "durable": True}))
+        self.assertEqual(st, 200, body)
+        self.assertEqual({k: body.get(k) for k in ("name", "step", "durable")},
+                         {"name": name, "step": step, "durable": True}, body)
 
     def params(self, name):
         st, body, _ = self.d.req("GET", "/v1/optimizers/%s/params" % name)
@@ -255,12 +257,12 @@ class KeyedRetry(FaultTest):
         self.assertEqual(self.params("s"), {"step": 2, "params": {"w": [-11, -22]}})
         st, j2, _ = d.req("POST", "/v1/optimizers/s/step", {"worker": "v", "seq": 7, "grads": [10, 20]})
         self.assertEqual((st, j2), (200, j1), "a JSON worker+seq retry was applied again after kill -9")
-        st, b2, _ = d.req("POST", path, floats_to_bytes([1, 2]), dict(OCTET, Accept="application/octet-stream"))
+        st, b2, _ = d.req("POST", path, floats_to_bytes([1, 2]), OCTET)
         self.assertEqual(st, 200, b2)
         self.assertEqual(self.params("s"), {"step": 2, "params": {"w": [-11, -22]}},
                          "a binary worker+seq retry was applied again after kill -9")
-        # the binary reply: the step of the first outcome (or the current one) with its parameters
-        self.assertIn(bytes_to_floats(b2), ([-1, -2], [-11, -22]))
+        # the first reply, or (as past the kept-replies budget) the current parameters with their own step
+        self.assertIn(b2, (b1, j1))
         # a new seq is a new push
         st, b3, _ = d.req("POST", "/v1/optimizers/s/step?worker=w&seq=8", floats_to_bytes([1, 1]), OCTET)
         self.assertEqual((st, b3), (200, {"step": 3, "params": {"w": [-12, -23]}}))
@@ -422,7 +424,6 @@ class FinalSnapshot(FaultTest):
         d, code, log = self.run_daemon(dir_, lambda: None)
         self.assertEqual(code, 0, log[-3000:])
         self.assertEqual(self.failed_lines(log), [])
-        self.assertIn('msg="final snapshots written"', log)
         self.assertRestartsAtLastSnapshot(d, 3)
 
 

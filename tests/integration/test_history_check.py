@@ -81,6 +81,13 @@ class Checker(unittest.TestCase):
     def test_valid_history_passes(self):
         self.assertEqual(hc.check(self.valid(), window=0.5), [])
 
+    def test_cuts_of_a_valid_history_are_valid(self):
+        ev = self.valid()
+        for k in range(24):
+            t = 0.05 + 0.1 * k
+            self.assertEqual(hc.check(hc.cut(ev, t), window=0.5), [], t)
+        self.assertEqual(len(hc.cut(ev, 5.0)), len(ev))
+
     def test_encoding_is_exact(self):
         ids = list(range(0, 12 * N, 7))
         m, problem = hc.decode(hc.values_of(ids, N))
@@ -349,9 +356,8 @@ class ConcurrentHistory(unittest.TestCase):
             self.fail("no read came after an acknowledged push")
         p = earlier[-1]
         i = p["id"]
-        at = next(k for k, x in enumerate(self.events) if x is e)
-        # checked on the history up to that read (a prefix of a valid history is valid), for speed
-        prefix = [x for x in self.events[:at] if x["gen"] == g and x["start"] <= e["end"]]
+        # checked on the history as it stood when that read ended (a cut of a valid history is valid), for speed
+        prefix = hc.cut([x for x in self.events if x is not e], e["end"])
         self.assertEqual(hc.check(prefix + [e], window=WINDOW), [])
         for delta in (-1, 1):  # push i taken out of the read, or added to it again
             victim = dict(e, values=bytes_to_floats(e["values"]), step=e["step"] + min(delta, 0))
