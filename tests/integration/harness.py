@@ -59,24 +59,27 @@ _record_lock = threading.Lock()
 _record_file = None
 
 
-def record_reply(method, path, status, headers, data, req_headers=None):
-    """Appends one reply to DESCENT_OPENAPI_RECORD (no-op when unset).  headers
-    are the reply's, lower-cased.  Binary bodies are kept as their length."""
-    global _record_file
-    if not RECORD_DIR:
-        return
+def reply_record(method, path, status, headers, data, req_headers=None):
+    """The record of one reply that openapi_check.py checks: headers are the
+    reply's, lower-cased; binary bodies are kept as their length."""
     rec = {"method": method, "path": path, "status": status,
            "headers": {k: v for k, v in headers.items() if k in RECORD_HEADERS},
            "accept": next((v for k, v in (req_headers or {}).items() if k.lower() == "accept"), None),
            "body_len": len(data)}
-    if headers.get("content-type", "").startswith("application/octet-stream"):
-        pass
-    else:
+    if not headers.get("content-type", "").startswith("application/octet-stream"):
         try:
             rec["body"] = data.decode("utf-8")
         except UnicodeDecodeError:
             rec["body_latin1"] = data.decode("latin-1")
-    line = json.dumps(rec) + "\n"
+    return rec
+
+
+def record_reply(method, path, status, headers, data, req_headers=None):
+    """Appends one reply to DESCENT_OPENAPI_RECORD/MODULE-PID.jsonl (no-op when unset)."""
+    global _record_file
+    if not RECORD_DIR:
+        return
+    line = json.dumps(reply_record(method, path, status, headers, data, req_headers)) + "\n"
     with _record_lock:
         if _record_file is None:
             os.makedirs(RECORD_DIR, exist_ok=True)

@@ -36,6 +36,7 @@ import sys
 
 import yaml
 from jsonschema import Draft202012Validator
+from jsonschema.exceptions import best_match
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 DOC = os.path.join(ROOT, "proto", "openapi.yaml")
@@ -215,6 +216,7 @@ class Checker:
         out = []
         errs = sorted(self.validator(schema).iter_errors(instance), key=lambda e: list(e.absolute_path))
         for e in errs[:3]:
+            e = best_match([e])  # into oneOf/anyOf: the branch that came closest
             at = "/".join(map(str, e.absolute_path)) or "(top)"
             group = "%s %d: %s at %s fails %s" % (where, status, what,
                                                   re.sub(r"(^|/)\d+(?=/|$)", r"\1*", at),
