@@ -29,6 +29,7 @@ curl in test_docs/test_readme/test_tls, Chromium, nginx in test_nginx, and
 test_tls's and test_auth's own http.client calls); test_openapi.py sends the
 error cases those cover through d.req() instead.
 """
+import atexit
 import http.client
 import json
 import os
@@ -86,6 +87,7 @@ def record_reply(method, path, status, headers, data, req_headers=None):
             mod = os.path.basename(sys.argv[-1]) if len(sys.argv) > 1 else "main"
             mod = "".join(ch for ch in mod if ch.isalnum() or ch in "_.-")[:60] or "main"
             _record_file = open(os.path.join(RECORD_DIR, "%s-%d.jsonl" % (mod, os.getpid())), "a")
+            atexit.register(_record_file.close)
         _record_file.write(line)
         _record_file.flush()
 

@@ -35,12 +35,28 @@ import re
 import sys
 
 import yaml
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import best_match
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 DOC = os.path.join(ROOT, "proto", "openapi.yaml")
 METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
+_ITEMS = Draft202012Validator.VALIDATORS["items"]
+
+
+def _items(validator, items, instance, schema):
+    """2020-12 `items`, with `items: {type: number}` (every float array of the
+    replies, up to millions of values) checked in one Python loop: the same
+    verdict, the errors from the validator itself for each offending value."""
+    if items == {"type": "number"} and "prefixItems" not in schema and isinstance(instance, list):
+        for i, x in enumerate(instance):
+            if type(x) not in (int, float):
+                yield from validator.descend(x, items, path=i)
+        return
+    yield from _ITEMS(validator, items, instance, schema)
+
+
+Validator = validators.extend(Draft202012Validator, {"items": _items})
 
 
 def load_doc(path=DOC):
@@ -96,8 +112,8 @@ class Checker:
             root = {"$schema": "https://json-schema.org/draft/2020-12/schema",
                     "$defs": {"target": schema}, "components": self.components,
                     "$ref": "#/$defs/target"}
-            Draft202012Validator.check_schema(root)
-            v = self._validators[key] = (Draft202012Validator(root), schema)
+            Validator.check_schema(root)
+            v = self._validators[key] = (Validator(root), schema)
         return v[0]
 
     def response_set(self, method, raw_path):

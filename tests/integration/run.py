@@ -79,12 +79,14 @@ def main(argv):
     print("integration: %d modules, %d failed, %.1fs%s" % (len(names), len(failed), time.time() - t0,
                                                           " (quick)" if quick else ""))
     if record:
-        # the checker needs jsonschema and PyYAML (Debian: python3-jsonschema, python3-yaml),
-        # which the python3 running this script may lack (a pyenv interpreter)
+        # the checker needs jsonschema and PyYAML: Debian's python3 has them (python3-jsonschema,
+        # python3-yaml; deps.sh test), the python3 running this script may not (a pyenv one)
         py = sys.executable
-        probe = [py, "-c", "import jsonschema, yaml"]
-        if subprocess.run(probe, capture_output=True).returncode != 0 and os.path.exists("/usr/bin/python3"):
-            py = "/usr/bin/python3"
+        for cand in ("/usr/bin/python3", sys.executable):
+            if os.path.exists(cand) and subprocess.run([cand, "-c", "import jsonschema, yaml"],
+                                                       capture_output=True).returncode == 0:
+                py = cand
+                break
         t1 = time.time()
         cmd = [py, os.path.join(HERE, "openapi_check.py"), record]
         if every:
