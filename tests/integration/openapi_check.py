@@ -19,7 +19,8 @@ daemon does), then the operation, then the response by status, and:
   - a JSON body must validate against the response's schema with a JSON Schema
     2020-12 validator (jsonschema's Draft202012Validator; the document's own
     `#/components/...` $refs resolve inside it); text bodies are checked as
-    strings; a Float32Vector body must be a whole number of float32s;
+    strings; a Float32Vector (HalfVector) body must be a whole number of
+    4-byte (2-byte) values;
   - an error reply's code must be one of its response's `x-descent-codes`;
   - documented headers present must match their schema; `required` ones
     must be present.
@@ -168,12 +169,12 @@ class Checker:
                 problems.append("%s %d: no Content-Type (documented: %s)" % (where, status, ", ".join(content)))
         else:
             base, full = norm_media(ct)
-            media = None
-            for k in content:
-                kb, kf = norm_media(k)
-                if kf == full or (kb == base and kb == kf):
-                    media = k
-                    break
+            # a key with parameters must match them all; a key without matches any parameters,
+            # unless the response also lists that type with parameters (then they are significant)
+            media = next((k for k in content if norm_media(k)[1] == full), None)
+            if media is None and (full == base or not any(norm_media(k)[0] == base != norm_media(k)[1]
+                                                          for k in content)):
+                media = next((k for k in content if norm_media(k) == (base, base)), None)
             if media is None:
                 problems.append("%s %d: Content-Type %r is not documented (documented: %s)"
                                 % (where, status, ct, ", ".join(content)))
@@ -194,8 +195,10 @@ class Checker:
                     if schema is not None and body_text is not None:
                         problems += self.validate(where, status, raw_schema, body_text)
                 elif base == "application/octet-stream":
-                    if raw_schema == {"$ref": "#/components/schemas/Float32Vector"} and rec.get("body_len", 0) % 4:
-                        problems.append("%s %d: a float32 body of %d bytes" % (where, status, rec["body_len"]))
+                    size = {"Float32Vector": (4, "float32"), "HalfVector": (2, "16-bit")}.get(
+                        (raw_schema or {}).get("$ref", "").rsplit("/", 1)[-1])
+                    if size and rec.get("body_len", 0) % size[0]:
+                        problems.append("%s %d: a %s body of %d bytes" % (where, status, size[1], rec["body_len"]))
             elif rec.get("body_len", 0):
                 problems.append("%s %d: a HEAD reply with a %d-byte body" % (where, status, rec["body_len"]))
         codes = resp.get("x-descent-codes")

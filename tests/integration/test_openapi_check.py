@@ -99,6 +99,11 @@ class Checks(unittest.TestCase):
         self.bad(rec("POST", "/v1/optimizers/m/step", 200, b"\0" * 6, {"content-type": "application/octet-stream"}),
                  "a float32 body of 6 bytes")
         self.bad(rec("HEAD", "/v1/optimizers/m", 200, DESC), "HEAD reply with a")
+        half = {"content-type": "application/octet-stream; dtype=bfloat16"}
+        self.ok(rec("GET", "/v1/optimizers/m/params", 200, b"\0" * 6, half))
+        self.bad(rec("GET", "/v1/optimizers/m/params", 200, b"\0" * 5, half), "a 16-bit body of 5 bytes")
+        self.bad(rec("GET", "/v1/optimizers/m/params", 200, b"\0" * 6,
+                     {"content-type": "application/octet-stream; dtype=float8"}), "not documented")
 
     def test_error_codes(self):
         self.bad(rec("GET", "/v1/optimizers/m", 404, err("bad_json")), "error code 'bad_json' is not one of")
