@@ -191,3 +191,4 @@ print-%:
 	@echo '$*=$($*)'
 
 -include $(shell find $(B)/obj -name '*.d' 2>/dev/null)
+-include mk/openapi.mk

@@ -16,7 +16,20 @@ check-valgrind sets it to a valgrind command).
 More helpers: d.token (sent as a bearer token when set), d.new_conn() (a
 fresh keep-alive connection), request(conn, ...) (one request on any
 connection), d.export(name), d.restart(), d.wait_log(text).
+
+DESCENT_OPENAPI_RECORD, if set (run.py sets it), is a directory: every reply
+that d.req() and request() receive is appended there as one JSON line
+(method, path, status, headers, body) to MODULE-PID.jsonl, and after every
+module has run, openapi_check.py validates each line against
+proto/openapi.yaml.  Not recorded, knowingly: the raw-socket exchanges
+(raw_request/parse_response in test_hostile, test_connections, test_auth,
+test_sync's fan-in), which send malformed HTTP on purpose and may be answered
+by libmicrohttpd itself, and the other clients (the CLI, the Python client,
+curl in test_docs/test_readme/test_tls, Chromium, nginx in test_nginx, and
+test_tls's and test_auth's own http.client calls); test_openapi.py sends the
+error cases those cover through d.req() instead.
 """
+import atexit
 import http.client
 import json
 import os
@@ -25,7 +38,9 @@ import shutil
 import signal
 import struct
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 import unittest
 
@@ -36,6 +51,45 @@ DATA = os.path.join(ROOT, "tests", "data")
 SANITIZED = "asan" in BUILD
 QUICK = os.environ.get("DESCENT_QUICK") == "1"
 WRAPPER = shlex.split(os.environ.get("DESCENT_WRAPPER", ""))
+
+
+RECORD_DIR = os.environ.get("DESCENT_OPENAPI_RECORD")
+RECORD_HEADERS = ("content-type", "allow", "www-authenticate", "descent-step", "descent-candidate", "server-timing",
+                  "content-length")
+_record_lock = threading.Lock()
+_record_file = None
+
+
+def reply_record(method, path, status, headers, data, req_headers=None):
+    """The record of one reply that openapi_check.py checks: headers are the
+    reply's, lower-cased; binary bodies are kept as their length."""
+    rec = {"method": method, "path": path, "status": status,
+           "headers": {k: v for k, v in headers.items() if k in RECORD_HEADERS},
+           "accept": next((v for k, v in (req_headers or {}).items() if k.lower() == "accept"), None),
+           "body_len": len(data)}
+    if not headers.get("content-type", "").startswith("application/octet-stream"):
+        try:
+            rec["body"] = data.decode("utf-8")
+        except UnicodeDecodeError:
+            rec["body_latin1"] = data.decode("latin-1")
+    return rec
+
+
+def record_reply(method, path, status, headers, data, req_headers=None):
+    """Appends one reply to DESCENT_OPENAPI_RECORD/MODULE-PID.jsonl (no-op when unset)."""
+    global _record_file
+    if not RECORD_DIR:
+        return
+    line = json.dumps(reply_record(method, path, status, headers, data, req_headers)) + "\n"
+    with _record_lock:
+        if _record_file is None:
+            os.makedirs(RECORD_DIR, exist_ok=True)
+            mod = os.path.basename(sys.argv[-1]) if len(sys.argv) > 1 else "main"
+            mod = "".join(ch for ch in mod if ch.isalnum() or ch in "_.-")[:60] or "main"
+            _record_file = open(os.path.join(RECORD_DIR, "%s-%d.jsonl" % (mod, os.getpid())), "a")
+            atexit.register(_record_file.close)
+        _record_file.write(line)
+        _record_file.flush()
 
 
 def quick(full, short):
@@ -54,6 +108,7 @@ def request(conn, method, path, body=None, headers=None, raw=False):
     resp = conn.getresponse()
     data = resp.read()
     h = {k.lower(): v for k, v in resp.getheaders()}
+    record_reply(method, path, resp.status, h, data, hdrs)
     if h.get("connection", "").lower() == "close":
         conn.close()
     if raw or not data:
@@ -161,6 +216,7 @@ class Daemon:
             self.conn.close()
             self.conn = None
         h = {k.lower(): v for k, v in resp.getheaders()}
+        record_reply(method, path, resp.status, h, data, hdrs)
         if raw or not data:
             return resp.status, data, h
         if h.get("content-type", "").startswith("application/json"):

@@ -2,7 +2,9 @@
 # deps.sh: installs the Debian packages descent needs, only those missing.
 # `deps.sh` is what `make run` needs; `deps.sh test` adds what the tests use
 # (chromium for the dashboard test, valgrind, clang for the fuzzers, nginx for
-# the many-daemons-behind-one-address test, Fashion-MNIST for the short demo).
+# the many-daemons-behind-one-address test, Fashion-MNIST for the short demo,
+# jsonschema and PyYAML for holding replies against proto/openapi.yaml, node
+# and npm for `make check-openapi`).
 # Libraries are looked up with pkg-config, tools with command -v; apt-get runs
 # (through sudo when not root) only if something is missing, after an
 # `apt-get update` because a fresh machine's package lists are empty.
@@ -16,6 +18,9 @@ need_pc() { # pkg-config name, Debian package
 }
 need_cmd() { # command, Debian package
   command -v "$1" >/dev/null 2>&1 || missing="$missing $2"
+}
+need_py() { # module Debian's python3 imports, Debian package
+  [ -x /usr/bin/python3 ] && /usr/bin/python3 -c "import $1" >/dev/null 2>&1 || missing="$missing $2"
 }
 
 need_cmd pkg-config pkg-config
@@ -34,6 +39,10 @@ if [ "${1:-}" = test ]; then
   need_cmd chromium chromium
   need_cmd valgrind valgrind
   need_cmd clang clang
+  need_py jsonschema python3-jsonschema
+  need_py yaml python3-yaml
+  need_cmd node nodejs
+  need_cmd npm npm
   [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || missing="$missing nginx-light"
   [ -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || missing="$missing dataset-fashion-mnist"
   [ -e /usr/lib/llvm-14/lib/clang/14.0.6/lib/linux/libclang_rt.fuzzer-x86_64.a ] || \
