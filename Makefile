@@ -8,6 +8,7 @@
 #                   ASan+UBSan, ThreadSanitizer, fuzz corpora, a valgrind subset)
 #   make check-asan unit and integration tests under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make check-tsan the daemon under ThreadSanitizer, against the concurrent integration modules
+#   make check-openapi  proto/openapi.yaml against the OpenAPI 3.1 schema           mk/openapi.mk
 #   make bench      benchmarks (ratios measured side by side in one run)      mk/bench.mk
 #   make fuzz       libFuzzer targets, each for a bounded time                 mk/fuzz.mk
 #   make check-valgrind  every integration module with descentd under valgrind mk/fuzz.mk
@@ -133,7 +134,7 @@ $(CLIENT_TEST_BIN): $(call objs,$(CLIENT_TEST_SRC)) $(LIB_A)
 	$(call link,$^,$(CLIENT_LIBS) $(TEST_LIBS) -lpthread)
 $(UNIT_BIN): $(call objs,$(UNIT_SRC)) $(CORE_LIB) $(LIB_A)
 	$(call link,$^,$(SERVER_LIBS) $(CLIENT_LIBS) $(TEST_LIBS))
-include mk/demo.mk mk/bench.mk mk/fuzz.mk
+include mk/demo.mk mk/bench.mk mk/fuzz.mk mk/openapi.mk
 
 # ---- set-up ----------------------------------------------------------------
 deps:
@@ -175,7 +176,7 @@ check-tsan:
 	  python3 tests/integration/run.py --quick $(TSAN_MODULES)
 
 test: deps-test
-	$(Q)$(MAKE) --no-print-directory all $(UNIT_BIN) check-layers
+	$(Q)$(MAKE) --no-print-directory all $(UNIT_BIN) check-layers check-openapi
 	$(Q)$(MAKE) --no-print-directory unit
 	$(Q)$(MAKE) --no-print-directory client-test
 	$(Q)$(MAKE) --no-print-directory integration
@@ -191,4 +192,3 @@ print-%:
 	@echo '$*=$($*)'
 
 -include $(shell find $(B)/obj -name '*.d' 2>/dev/null)
--include mk/openapi.mk

@@ -10,13 +10,11 @@
 # The replies themselves are held against the document by the integration
 # suite (tests/integration/openapi_check.py, run by run.py) and the document's
 # schemas and examples by tests/integration/test_openapi_doc.py.
-# This file joins `make test` through the prerequisite below (the Makefile
-# includes it at its end: -include mk/openapi.mk).
+# `make test` runs check-openapi after the build.
 OPENAPI_LINT_SRC := tests/tools/openapi-lint
 OPENAPI_LINT_DIR := $(B)/npm/openapi-lint
 
 .PHONY: check-openapi
-test: check-openapi
 
 $(OPENAPI_LINT_DIR)/.installed: $(OPENAPI_LINT_SRC)/package.json $(OPENAPI_LINT_SRC)/package-lock.json
 	@mkdir -p $(@D)
