@@ -35,7 +35,8 @@ typedef struct config {
     "address to listen on; port 0 picks a free port (printed on stdout)")                      \
   X("data-dir", STR, data_dir, NULL, "DIR", "directory for snapshots; none: nothing persists") \
   X("snapshot-interval", NUM, snapshot_interval, "30", "SECONDS",                               \
-    "how often changed instances are snapshotted")                                              \
+    "how often changed instances are snapshotted; 0: no periodic snapshots (configuration "   \
+    "changes, POST .../snapshot and a clean stop still write one)")                           \
   X("token-file", STR, token_file, NULL, "FILE",                                               \
     "bearer tokens, one per line (ro:TOKEN = read-only); none: no auth")                      \
   X("tls-cert", STR, tls_cert, NULL, "FILE", "PEM certificate: serve HTTPS")                   \
