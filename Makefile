@@ -1,13 +1,15 @@
 # descent: one non-recursive Makefile.
 #
 #   make            build the daemon, the client library and the CLI into build/
-#   make run        install missing Debian packages, build, start descentd (data in ./var)
+#   make run        install missing Debian packages, build, start descentd (data in ./var);
+#                   LISTEN=HOST:PORT picks the address (else DESCENT_LISTEN, else 127.0.0.1:8080)
 #   make test       install missing packages, build, run every test (unit, ASan+UBSan, integration)
 #   make check-asan unit and integration tests under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make bench      benchmarks (ratios measured side by side in one run)
 #   make fuzz       libFuzzer targets, each for a bounded time (tests/fuzz/README.md)
 #   make check-valgrind  every integration module with descentd under valgrind
-#   make demo       the seed's road trip on Fashion-MNIST
+#   make demo       the seed's road trip on Fashion-MNIST (report in build/demo/;
+#                   DEMO_REPORT=docs rewrites the committed docs/road-trip.*)
 #   V=1             show the commands
 
 B        ?= build
@@ -170,10 +172,12 @@ demo-deps: deps
 	  SUDO=$$( [ "$$(id -u)" -ne 0 ] && echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq dataset-fashion-mnist; }
 
-# DEMO_ARGS=--quick runs a shortened road trip (the test does that).
+# DEMO_ARGS=--quick runs a shortened road trip (the test does that).  The
+# report goes to $(B)/demo; DEMO_REPORT=docs writes the committed one instead.
+DEMO_REPORT ?= $(B)/demo
 demo: demo-deps
 	$(Q)$(MAKE) --no-print-directory $(DAEMON) $(DEMO_WORKER)
-	$(Q)DESCENT_BUILD=$(B) python3 client/examples/road_trip.py $(DEMO_ARGS)
+	$(Q)DESCENT_BUILD=$(B) python3 client/examples/road_trip.py --out $(DEMO_REPORT) $(DEMO_ARGS)
 
 # ---- benchmarks (bench/, docs/benchmarks.md) -------------------------------
 #   make bench          builds into $(B) (-O2; the kernels -O3) and runs every
@@ -239,10 +243,11 @@ deps:
 deps-test:
 	$(Q)tests/tools/deps.sh test
 
+LISTEN ?=
 run: deps
 	$(Q)$(MAKE) --no-print-directory all
 	@mkdir -p var
-	exec $(DAEMON) --data-dir ./var
+	exec $(DAEMON) --data-dir ./var$(if $(LISTEN), --listen $(LISTEN))
 
 # ---- tests -----------------------------------------------------------------
 unit: $(UNIT_BIN)
