@@ -4,8 +4,9 @@
       operation documented there is served (unless marked `x-descent-planned: true`);
       the YAML is read by a small standard-library reader (no PyYAML), every $ref
       resolves, and every error reply uses the Error schema;
-  (b) docs/api.md's curl walkthrough runs as written against a fresh daemon and
-      prints the replies shown (the rule is at the end of docs/api.md);
+  (b) docs/api.md's curl walkthrough runs as written against a daemon on which the
+      README's quick start ran first, and prints the replies shown, line for line as
+      the daemon prints them (the rule is at the end of docs/api.md);
   (c) docs/operations.md's options table is exactly `descentd --help-markdown`;
   (d) proto/errors.md and openapi.yaml's ErrorCode list exactly server/errors.h's codes;
   (e) proto/init.md's reference generator reproduces tests/unit/test_rng.c's golden
@@ -430,6 +431,14 @@ def text_matches(doc, real):
     return None
 
 
+_CLOCK = re.compile(r'"(%s)":-?[0-9][0-9.eE+-]*' % "|".join(sorted(VOLATILE)))
+
+
+def layout(text):
+    """The lines of text, clock readings blanked: what must match character for character."""
+    return [_CLOCK.sub(r'"\1":#', l.rstrip()) for l in text.strip("\n").split("\n")] if text.strip() else []
+
+
 def compare(reply, out):
     if reply is None:
         return None if not out.strip() else "printed %r but no reply is documented" % out[:200]
@@ -447,6 +456,13 @@ def compare(reply, out):
         why = same(a, b, "$" if len(doc) == 1 else "[%d]" % k)
         if why:
             return why
+    # shown as the daemon prints it: the same lines, the same spacing (compact JSON, one reply a line)
+    d, r = layout(body), layout(out)
+    if len(d) != len(r):
+        return "%d lines, documented %d (show the replies as printed: compact, one a line)" % (len(r), len(d))
+    for k, (a, b) in enumerate(zip(d, r)):
+        if a != b:
+            return "line %d is printed as %r, documented as %r" % (k + 1, b, a)
     return None
 
 
@@ -483,7 +499,7 @@ def rewrite_api():
             continue
         info, body, no, nlines = reply
         if info == "json":
-            new = "\n".join(pretty(v) for v in json_values(out))
+            new = out.strip("\n")  # as printed
         else:
             if text_matches(body, out) is None:
                 continue
@@ -665,6 +681,14 @@ class AgainstDaemon(unittest.TestCase):
         self.assertIsNotNone(shutil.which("curl"), "the walkthrough needs curl")
         steps = walkthrough(read("docs/api.md"))
         self.assertGreater(len(steps), 10)
+        # a reader who followed the README first has its `demo`: the page must not clash with it
+        readme = [b for lang, b in re.findall(r"```(\w*)\n(.*?)```", read("README.md"), re.S)
+                  if lang == "sh" and "curl" in b]
+        self.assertEqual(len(readme), 1)
+        p = subprocess.run(["bash", "-euo", "pipefail", "-c", readme[0].replace(DOC_URL, self.d.url)],
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(self.d.req("GET", "/v1/optimizers/demo")[0], 200)
         work = tempfile.mkdtemp(prefix="descent-docs-")
         try:
             outs, p = run_walkthrough(steps, self.d.url, work)
@@ -683,6 +707,9 @@ class AgainstDaemon(unittest.TestCase):
                           % (no, why, body, shown, p.stderr[-2000:]))
         self.assertEqual(len(outs), len(steps), "the walkthrough stopped early:\n%s" % p.stderr[-2000:])
         self.assertEqual(p.returncode, 0, p.stderr[-2000:])
+        # the page cleaned up after itself and left the README's instance alone
+        names = [o["name"] for o in self.d.req("GET", "/v1/optimizers")[1]["optimizers"]]
+        self.assertEqual(names, ["demo"])
 
     def test_init_md_matches_the_daemon(self):
         ns = {}
