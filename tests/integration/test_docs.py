@@ -11,10 +11,18 @@
   (d) proto/errors.md and openapi.yaml's ErrorCode list exactly server/errors.h's codes;
   (e) proto/init.md's reference generator reproduces tests/unit/test_rng.c's golden
       values, the daemon's seeded inits and random search candidates, bit for bit;
-  (f) proto/snapshot.md's reference reader reads a snapshot the daemon wrote.
+  (f) proto/snapshot.md's reference reader reads a snapshot the daemon wrote;
+  (g) docs/cli.md's examples of the `descent` command run as written (build/bin on PATH) and
+      print what is shown (the blocks that `descent save` join in once the daemon serves
+      POST .../snapshot);
+  (h) no file of the repository points to ../shared (documents a clone does not have), and every
+      file that speaks of the seed document says in a sentence what it is;
+  (i) `make demo` writes its report under build/, and the README says what kill -9 keeps and how
+      to choose the port (`make run LISTEN=`, DESCENT_LISTEN), which work as it says.
 
-`python3 tests/integration/test_docs.py --rewrite-api` rewrites the replies shown in
-docs/api.md from a fresh run (for a deliberate change of behaviour; review the diff).
+`python3 tests/integration/test_docs.py --rewrite-api` (or `--rewrite-cli`) rewrites the replies
+shown in docs/api.md (docs/cli.md) from a fresh run (for a deliberate change of behaviour; review
+the diff).
 """
 import json
 import os
@@ -369,13 +377,13 @@ def walkthrough(text):
 MARK = "@@descent-doc-block@@"
 
 
-def run_walkthrough(steps, url, cwd, timeout=120):
+def run_walkthrough(steps, url, cwd, timeout=120, env=None):
     script = ["set -eo pipefail"]
     for (_, body, _, _), _ in steps:
         script.append(body.replace(DOC_URL, url))
         script.append("printf '\\n%s\\n' '" + MARK + "'")
     p = subprocess.run(["bash", "-c", "\n".join(script)], cwd=cwd, capture_output=True, text=True,
-                       timeout=timeout)
+                       timeout=timeout, env=env)
     parts = p.stdout.split("\n" + MARK + "\n")
     return parts[:len(steps)], p
 
@@ -479,15 +487,45 @@ def pretty(v, ind=0):
     return "[\n" + ",\n".join(pad + pretty(x, ind + 2) for x in v) + "\n" + " " * ind + "]"
 
 
-def rewrite_api():
-    """Replaces each reply block of docs/api.md with the output of a fresh run."""
-    path = os.path.join(ROOT, "docs", "api.md")
-    text = read("docs/api.md")
+CLI_BIN = os.path.join(os.path.dirname(DESCENTD))
+
+
+def cli_env():
+    """docs/cli.md's environment: build/bin first on PATH, no DESCENT_* settings of our own."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DESCENT_") or k == "DESCENT_BUILD"}
+    env["PATH"] = CLI_BIN + os.pathsep + env.get("PATH", "")
+    return env
+
+
+def snapshot_served(d):
+    """Does d serve POST /v1/optimizers/NAME/snapshot (`descent save`)?  Until it does, the blocks
+    of docs/cli.md that save are left out (and their replies not compared)."""
+    d.req("POST", "/v1/optimizers", {"name": "probe-snapshot", "algorithm": "sgd",
+                                     "tensors": [{"name": "w", "shape": [1]}]})
+    st, _, _ = d.req("POST", "/v1/optimizers/probe-snapshot/snapshot")
+    d.req("DELETE", "/v1/optimizers/probe-snapshot")
+    return st != 404
+
+
+def without_save(steps):
+    return [(((info, ":", no, n), None) if "descent save" in body else ((info, body, no, n), reply))
+            for (info, body, no, n), reply in steps]
+
+
+def rewrite_api(rel="docs/api.md"):
+    """Replaces each reply block of a walkthrough page with the output of a fresh run."""
+    path = os.path.join(ROOT, rel)
+    text = read(rel)
     steps = walkthrough(text)
     d = Daemon()
     work = tempfile.mkdtemp(prefix="descent-docs-")
     try:
-        outs, p = run_walkthrough(steps, d.url, work)
+        env = None
+        if rel == "docs/cli.md":
+            env = cli_env()
+            if not snapshot_served(d):
+                steps = without_save(steps)
+        outs, p = run_walkthrough(steps, d.url, work, env=env)
     finally:
         d.stop(expect_clean=False)
         d.cleanup()
@@ -711,6 +749,26 @@ class AgainstDaemon(unittest.TestCase):
         names = [o["name"] for o in self.d.req("GET", "/v1/optimizers")[1]["optimizers"]]
         self.assertEqual(names, ["demo"])
 
+    def test_cli_md_walkthrough(self):
+        steps = walkthrough(read("docs/cli.md"))
+        self.assertGreater(len(steps), 15)
+        self.assertTrue(any("descent save" in b for (_, b, _, _), _ in steps))
+        if not snapshot_served(self.d):
+            steps = without_save(steps)
+        work = tempfile.mkdtemp(prefix="descent-cli-docs-")
+        try:
+            outs, p = run_walkthrough(steps, self.d.url, work, env=cli_env())
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        for ((_, body, no, _), reply), out in zip(steps, outs):
+            why = compare(reply, out)
+            if why:
+                self.fail("docs/cli.md line %d: %s\n--- command\n%s\n--- output\n%s\n--- stderr\n%s"
+                          % (no, why, body, out, p.stderr[-2000:]))
+        self.assertEqual(len(outs), len(steps), "the examples stopped early:\n%s" % p.stderr[-2000:])
+        self.assertEqual(p.returncode, 0, p.stderr[-2000:])
+        self.assertEqual(self.d.req("GET", "/v1/optimizers")[1]["optimizers"], [])
+
     def test_init_md_matches_the_daemon(self):
         ns = {}
         exec(compile(python_blocks("proto/init.md"), "proto/init.md", "exec"), ns)
@@ -780,4 +838,6 @@ class AgainstDaemon(unittest.TestCase):
 if __name__ == "__main__":
     if sys.argv[1:] == ["--rewrite-api"]:
         sys.exit(rewrite_api())
+    if sys.argv[1:] == ["--rewrite-cli"]:
+        sys.exit(rewrite_api("docs/cli.md"))
     unittest.main()
