@@ -8,7 +8,8 @@
 #   make bench      benchmarks (ratios measured side by side in one run)
 #   make fuzz       libFuzzer targets, each for a bounded time (tests/fuzz/README.md)
 #   make check-valgrind  every integration module with descentd under valgrind
-#   make demo       the seed's road trip on Fashion-MNIST (report in build/demo/;
+#   make demo       the road trip of the seed document (neuralnets' optimizers tutorial that
+#                   descent grew from, not in this repository) on Fashion-MNIST (report in build/demo/;
 #                   DEMO_REPORT=docs rewrites the committed docs/road-trip.*)
 #   V=1             show the commands
 

@@ -111,7 +111,7 @@ DESCENT_API const char *descent_shard_url(const descent *d, size_t k);
 
 /* ---- instances --------------------------------------------------------------- */
 
-/* Creates an instance from the JSON text of the contract's create body
+/* Creates an instance from the JSON text of the API's create body (proto/openapi.yaml)
  * ({"name", "algorithm", "hyper", "tensors", "mode", ...}).  When `desc` is
  * not NULL it receives the description (new JSON text).
  * Sharded: the spec is split by proto/sharding.md's rule and created on

@@ -265,7 +265,7 @@ def main():
     with open(os.path.join(out_dir, "road-trip.json"), "w") as f:
         json.dump({"quick": q, "train_images": train_n, "seconds": total, "runs": runs}, f, indent=1)
     svg_plot(runs, os.path.join(out_dir, "road-trip.svg"),
-             "The seed's road trip through descent: training loss against steps")
+             "The optimizers' road trip through descent: training loss against steps")
     write_report(os.path.join(out_dir, "road-trip.md"), runs, q, train_n, total)
     print("road trip: done in %.0f s; report in %s" % (total, os.path.join(out_dir, "road-trip.md")), flush=True)
 

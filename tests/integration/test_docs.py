@@ -705,6 +705,40 @@ class Documents(unittest.TestCase):
         self.assertGreaterEqual(checked, 7)
 
 
+SEED_MENTION = re.compile(r"\bseed's\b|\bseed document\b|\bthe seed (said|saw|calls|does)\b|\"the seed\"")
+
+
+def tracked_text_files():
+    out = subprocess.run(["git", "-C", ROOT, "ls-files", "-z"], capture_output=True, check=True).stdout
+    for rel in out.decode().split("\0"):
+        if not rel:
+            continue
+        try:
+            with open(os.path.join(ROOT, rel), encoding="utf-8") as f:
+                yield rel, f.read()
+        except (UnicodeDecodeError, IsADirectoryError, FileNotFoundError):
+            continue
+
+
+@unittest.skipIf(shutil.which("git") is None or not os.path.exists(os.path.join(ROOT, ".git")),
+                 "not a git checkout")
+class StandAlone(unittest.TestCase):
+    """Every file stands on its own in a clone: no ../shared paths (the project's private
+    documents), and wherever the seed document is mentioned, a sentence says what it is."""
+
+    def test_no_shared_paths(self):
+        bad = [rel for rel, text in tracked_text_files()
+               if re.search(r"\.\./shared\b|\bshared/(seed|reference|CONTRACT|STYLE)", text)
+               and rel != "tests/integration/test_docs.py"]  # this file names the pattern it looks for
+        self.assertEqual(bad, [], "files pointing to ../shared, which a clone does not have")
+
+    def test_seed_is_said_where_mentioned(self):
+        bad = [rel for rel, text in tracked_text_files()
+               if SEED_MENTION.search(text) and "neuralnets" not in text]
+        self.assertEqual(bad, [], "files that speak of the seed document without saying what it is "
+                                  "(the tutorial by neuralnets descent grew from)")
+
+
 class AgainstDaemon(unittest.TestCase):
     def setUp(self):
         self.d = Daemon()
