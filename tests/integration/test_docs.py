@@ -34,7 +34,7 @@ import sys
 import tempfile
 import unittest
 
-from harness import DESCENTD, ROOT, Daemon
+from harness import BUILD, DESCENTD, ROOT, Daemon
 
 DOC_URL = "http://127.0.0.1:8080"
 VOLATILE = {"created", "time", "last_push", "idle_ms"}  # clock readings: compared as numbers only
@@ -737,6 +737,99 @@ class StandAlone(unittest.TestCase):
                if SEED_MENTION.search(text) and "neuralnets" not in text]
         self.assertEqual(bad, [], "files that speak of the seed document without saying what it is "
                                   "(the tutorial by neuralnets descent grew from)")
+
+
+def make_dry(*args):
+    """The commands `make -n ARGS` would run (nothing is built or installed)."""
+    p = subprocess.run(["make", "-n", "--no-print-directory", "-C", ROOT, "B=" + BUILD] + list(args),
+                       capture_output=True, text=True, timeout=120)
+    if p.returncode:
+        raise AssertionError("make -n %s: %s" % (" ".join(args), p.stderr))
+    return p.stdout.splitlines()
+
+
+class MakeTargets(unittest.TestCase):
+    def test_demo_writes_under_build(self):
+        """`make demo` leaves the committed docs/road-trip.* alone unless asked (DEMO_REPORT=docs)."""
+        def road_trip(*args):
+            cmds = [l for l in make_dry("demo", *args) if "road_trip.py" in l]
+            self.assertEqual(len(cmds), 1, cmds)
+            return cmds[0].split()
+
+        cmd = road_trip()
+        self.assertIn("--out", cmd)
+        out = cmd[cmd.index("--out") + 1]
+        self.assertEqual(os.path.normpath(out), os.path.normpath(os.path.join(BUILD, "demo")))
+        cmd = road_trip("DEMO_REPORT=docs")
+        self.assertEqual(cmd[cmd.index("--out") + 1], "docs")
+        # and road_trip.py run by hand (no --out) writes into the build directory too
+        sys.path.insert(0, os.path.join(ROOT, "client", "examples"))
+        try:
+            import road_trip as rt
+        finally:
+            sys.path.pop(0)
+        self.assertEqual(rt.default_out_dir(), os.path.join(ROOT, BUILD, "demo"))
+        self.assertIn("make demo DEMO_REPORT=docs", read("docs/road-trip.md"))
+
+    def test_run_listen(self):
+        """`make run LISTEN=HOST:PORT` and DESCENT_LISTEN choose the address, as the README says."""
+        text = read("README.md")
+        self.assertIn("make run LISTEN=127.0.0.1:9000", text)
+        self.assertIn("DESCENT_LISTEN", text)
+        cmds = [l for l in make_dry("run", "LISTEN=127.0.0.1:0") if "descentd" in l and l.startswith("exec ")]
+        self.assertEqual(len(cmds), 1, cmds)
+        argv = cmds[0].split()[1:]
+        self.assertEqual(argv[argv.index("--listen") + 1], "127.0.0.1:0")
+        self.assertNotIn("--listen", [l for l in make_dry("run") if l.startswith("exec ")][0].split())
+        work = tempfile.mkdtemp(prefix="descent-run-")
+        try:
+            for args, env in ((argv[1:], {}), ([a for a in argv[1:] if a not in ("--listen", "127.0.0.1:0")],
+                                               {"DESCENT_LISTEN": "127.0.0.1:0"})):
+                os.makedirs(os.path.join(work, "var"), exist_ok=True)
+                p = subprocess.Popen([DESCENTD] + args, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                     text=True, env=dict(os.environ, **env))
+                try:
+                    line = p.stdout.readline()
+                    self.assertRegex(line, r"^listening on http://127\.0\.0\.1:\d+$")
+                    self.assertNotIn(":8080", line)
+                finally:
+                    p.terminate()
+                    self.assertEqual(p.wait(timeout=60), 0)
+                    p.stdout.close()
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+class ReadmeDurability(unittest.TestCase):
+    """The README says precisely what a kill -9 keeps; the daemon does what it says."""
+
+    def test_what_kill_9_keeps(self):
+        text = read("README.md")
+        self.assertNotIn("survives restarts and\n`kill -9` from its snapshots", text)
+        for phrase in ("last snapshot", "--snapshot-interval", "durable before their reply", "descent save",
+                       "--snapshot-interval 0"):
+            self.assertIn(phrase, text)
+        d = Daemon("--snapshot-interval", "3600")
+        try:
+            spec = {"name": "demo", "algorithm": "adam", "hyper": {"lr": 0.1},
+                    "tensors": [{"name": "w", "shape": [2], "values": [1, -1]}]}
+            self.assertEqual(d.req("POST", "/v1/optimizers", spec)[0], 201)
+            for k in range(20):
+                self.assertEqual(d.req("POST", "/v1/optimizers/demo/step", {"grads": {"w": [0.5, -0.5]}})[0], 200)
+            d.kill9()
+            d.restart()
+            st, body, _ = d.req("GET", "/v1/optimizers/demo/params")
+            self.assertEqual((st, body["step"], body["params"]["w"]), (200, 0, [1, -1]))  # back at its last snapshot
+            for k in range(3):
+                d.req("POST", "/v1/optimizers/demo/step", {"grads": {"w": [0.5, -0.5]}})
+            self.assertEqual(d.req("PATCH", "/v1/optimizers/demo", {"hyper": {"lr": 0.01}})[0], 200)
+            d.kill9()
+            d.restart()
+            st, body, _ = d.req("GET", "/v1/optimizers/demo")
+            self.assertEqual((body["hyper"]["lr"], body["step"]), (0.01, 3))   # a change is durable, with its step
+        finally:
+            d.stop(expect_clean=False)
+            d.cleanup()
 
 
 class AgainstDaemon(unittest.TestCase):
