@@ -739,10 +739,10 @@ class StandAlone(unittest.TestCase):
                                   "(the tutorial by neuralnets descent grew from)")
 
 
-def make_dry(*args):
+def make_dry(*args, env=None):
     """The commands `make -n ARGS` would run (nothing is built or installed)."""
     p = subprocess.run(["make", "-n", "--no-print-directory", "-C", ROOT, "B=" + BUILD] + list(args),
-                       capture_output=True, text=True, timeout=120)
+                       capture_output=True, text=True, timeout=120, env=env)
     if p.returncode:
         raise AssertionError("make -n %s: %s" % (" ".join(args), p.stderr))
     return p.stdout.splitlines()
@@ -776,21 +776,20 @@ class MakeTargets(unittest.TestCase):
         text = read("README.md")
         self.assertIn("make run LISTEN=127.0.0.1:9000", text)
         self.assertIn("DESCENT_LISTEN", text)
-        cmds = [l for l in make_dry("run", "LISTEN=127.0.0.1:0") if "descentd" in l and l.startswith("exec ")]
-        self.assertEqual(len(cmds), 1, cmds)
-        argv = cmds[0].split()[1:]
-        self.assertEqual(argv[argv.index("--listen") + 1], "127.0.0.1:0")
-        self.assertNotIn("--listen", [l for l in make_dry("run") if l.startswith("exec ")][0].split())
+        base = {k: v for k, v in os.environ.items() if k not in ("LISTEN", "DESCENT_LISTEN")}
         work = tempfile.mkdtemp(prefix="descent-run-")
         try:
-            for args, env in ((argv[1:], {}), ([a for a in argv[1:] if a not in ("--listen", "127.0.0.1:0")],
-                                               {"DESCENT_LISTEN": "127.0.0.1:0"})):
+            # make run LISTEN=..., and DESCENT_LISTEN in the environment of `make run`
+            for args, env in ((["LISTEN=127.0.0.1:0"], base), ([], dict(base, DESCENT_LISTEN="127.0.0.1:0"))):
+                cmds = [l for l in make_dry("run", *args, env=env) if l.startswith("exec ") and "descentd" in l]
+                self.assertEqual(len(cmds), 1, cmds)
+                argv = cmds[0].split()[1:]
                 os.makedirs(os.path.join(work, "var"), exist_ok=True)
-                p = subprocess.Popen([DESCENTD] + args, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                     text=True, env=dict(os.environ, **env))
+                p = subprocess.Popen([DESCENTD] + argv[1:], cwd=work, stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, text=True, env=env)
                 try:
                     line = p.stdout.readline()
-                    self.assertRegex(line, r"^listening on http://127\.0\.0\.1:\d+$")
+                    self.assertRegex(line, r"^listening on http://127\.0\.0\.1:\d+$", (args, argv))
                     self.assertNotIn(":8080", line)
                 finally:
                     p.terminate()
