@@ -2,8 +2,8 @@
 # orchestration of benchmarks, fuzzing, valgrind and the demo lives in mk/*.mk.
 #
 #   make            build the daemon, the client library and the CLI into build/
-#   make run        install missing Debian packages, build, start descentd (data in ./var;
-#                   LISTEN=HOST:PORT picks the address, default 127.0.0.1:8080)
+#   make run        install missing Debian packages, build, start descentd (data in ./var);
+#                   LISTEN=HOST:PORT picks the address (else DESCENT_LISTEN, else 127.0.0.1:8080)
 #   make test       install missing packages, build, run every test (unit, client, integration,
 #                   ASan+UBSan, ThreadSanitizer, fuzz corpora, a valgrind subset)
 #   make check-asan unit and integration tests under AddressSanitizer + UndefinedBehaviorSanitizer
@@ -12,7 +12,9 @@
 #   make bench      benchmarks (ratios measured side by side in one run)      mk/bench.mk
 #   make fuzz       libFuzzer targets, each for a bounded time                 mk/fuzz.mk
 #   make check-valgrind  every integration module with descentd under valgrind mk/fuzz.mk
-#   make demo       the road trip on Fashion-MNIST                             mk/demo.mk
+#   make demo       the road trip on Fashion-MNIST (report in build/demo/;     mk/demo.mk
+#                   DEMO_REPORT=docs rewrites the committed docs/road-trip.*)
+#   make install    PREFIX (/usr/local) and DESTDIR, as Debian packaging wants  mk/install.mk
 #   V=1             show the commands
 
 B        ?= build
@@ -134,7 +136,7 @@ $(CLIENT_TEST_BIN): $(call objs,$(CLIENT_TEST_SRC)) $(LIB_A)
 	$(call link,$^,$(CLIENT_LIBS) $(TEST_LIBS) -lpthread)
 $(UNIT_BIN): $(call objs,$(UNIT_SRC)) $(CORE_LIB) $(LIB_A)
 	$(call link,$^,$(SERVER_LIBS) $(CLIENT_LIBS) $(TEST_LIBS))
-include mk/demo.mk mk/bench.mk mk/fuzz.mk mk/openapi.mk
+include mk/demo.mk mk/bench.mk mk/fuzz.mk mk/openapi.mk mk/install.mk
 
 # ---- set-up ----------------------------------------------------------------
 deps:

@@ -111,7 +111,7 @@ DESCENT_API const char *descent_shard_url(const descent *d, size_t k);
 
 /* ---- instances --------------------------------------------------------------- */
 
-/* Creates an instance from the JSON text of the contract's create body
+/* Creates an instance from the JSON text of the API's create body (proto/openapi.yaml)
  * ({"name", "algorithm", "hyper", "tensors", "mode", ...}).  When `desc` is
  * not NULL it receives the description (new JSON text).
  * Sharded: the spec is split by proto/sharding.md's rule and created on
@@ -251,12 +251,25 @@ DESCENT_API int descent_tell(descent *d, const char *name, uint64_t candidate, d
 DESCENT_API int descent_state_export(descent *d, const char *name, char **json, size_t *len,
                                      descent_error *err);
 
-/* Imports a state document (creating or replacing the instance).  Sharded:
+/* Imports a state document (creating or replacing the instance) under
+ * `name`, whatever name the document was exported from (as Redis RESTORE
+ * key does): its top-level "name" is replaced in a copy, the rest is sent
+ * byte for byte.  Sharded:
  * the document (from any handle, sharded or not) is split by the rule and
  * every shard replaced with its part, all at the document's step: this is
  * how shards that disagree are brought back in line (proto/sharding.md). */
 DESCENT_API int descent_state_import(descent *d, const char *name, const char *json, size_t len,
                                      descent_error *err);
+
+/* Asks for an on-demand snapshot (POST /v1/optimizers/NAME/snapshot) and
+ * returns once it is durable (written and fsynced): a checkpoint to come
+ * back to after a crash, as Redis SAVE.  *step (may be NULL) receives the
+ * step the snapshot holds.  A daemon without a data dir refuses it
+ * (DESCENT_EREFUSED, code "no_data_dir"); a write failure is
+ * DESCENT_ESERVER ("io_error").  Sharded: every shard is snapshotted at
+ * once; shards that wrote different steps give DESCENT_ESHARDS (each shard's
+ * snapshot was still written). */
+DESCENT_API int descent_snapshot(descent *d, const char *name, uint64_t *step, descent_error *err);
 
 /* ---- tools for worker authors ----------------------------------------------- */
 

@@ -1,6 +1,8 @@
 # mk/demo.mk: the road trip demo (Fashion-MNIST through descent), included by the Makefile.
 #   make demo                   the full road trip; its report goes to $(B)/demo/
+#   DEMO_REPORT=docs            writes the committed report (docs/road-trip.*) instead
 #   DEMO_ARGS=--quick           a shortened run (the test does that)
+DEMO_REPORT ?= $(B)/demo
 DEMO_WORKER := $(B)/bin/fmnist_worker
 DEMO_OBJ    := $(OBJ)/client/examples/fmnist.o $(OBJ)/client/examples/fmnist_worker.o
 $(OBJ)/client/examples/%.o: OPT := -O2 -g -O3
@@ -17,4 +19,4 @@ demo-deps: deps
 
 demo: demo-deps
 	$(Q)$(MAKE) --no-print-directory $(DAEMON) $(DEMO_WORKER)
-	$(Q)DESCENT_BUILD=$(B) python3 client/examples/road_trip.py $(DEMO_ARGS)
+	$(Q)DESCENT_BUILD=$(B) python3 client/examples/road_trip.py --out $(DEMO_REPORT) $(DEMO_ARGS)

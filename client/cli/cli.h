@@ -18,7 +18,8 @@ enum {
   EXIT_USAGE = 1,       /* bad arguments or local input (a file, a number) */
   EXIT_REFUSED = 2,     /* the daemon refused the request (4xx), or the library did before sending */
   EXIT_UNREACHABLE = 3, /* no answer: connection, timeout, 5xx, unreadable reply */
-  EXIT_SHARDS = 4       /* the shards of a sharded instance disagree (step or layout) */
+  EXIT_SHARDS = 4,      /* the shards of a sharded instance disagree (step or layout) */
+  EXIT_WAIT_TIMEOUT = 5 /* pull --wait-for-step: the step was not reached within --timeout-ms */
 };
 
 /* Everything the command line said. */

@@ -85,6 +85,18 @@ static int read_floats(const cli *c, const char *path, float **v, size_t *n) {
   return rc;
 }
 
+/* A gradient of the wrong length, told in values (exit 2, as the daemon's
+ * refusal): err keeps the daemon's status when it answered. */
+static int bad_length(const cli *c, const char *name, size_t want, size_t got, descent_error *err) {
+  int status = !strcmp(err->code, "bad_length") ? err->status : 0;
+  *err = (descent_error){.status = status};
+  snprintf(err->code, sizeof err->code, "bad_length");
+  snprintf(err->message, sizeof err->message,
+           "expected %zu values, got %zu (a gradient of '%s' has every tensor's values in creation order)", want, got,
+           name);
+  return cli_fail(c, DESCENT_EREFUSED, err);
+}
+
 /* ---- create, list, show, delete ------------------------------------------------------ */
 
 static void print_created(json_t *o) {
@@ -233,7 +245,7 @@ static int cmd_push(cli *c) {
   if (want) {
     if ((rc = descent_info_get(c->d, name, &info, &err)) < 0) goto fail;
     if (info.size != n) {
-      rc = cli_usage(c, "the gradient has %zu values, '%s' has %zu parameters", n, name, info.size);
+      rc = bad_length(c, name, info.size, n, &err);
       goto out;
     }
     if (!(p = malloc(n * sizeof *p + 1))) {
@@ -248,7 +260,16 @@ static int cmd_push(cli *c) {
   o.idempotency_key = c->key;
   o.seq = c->seq;
   uint64_t step = 0;
-  if ((rc = descent_push(c->d, name, g, n, &o, p, &step, &err)) < 0) goto fail;
+  if ((rc = descent_push(c->d, name, g, n, &o, p, &step, &err)) < 0) {
+    /* the daemon counts bytes of float32; the user typed values */
+    descent_info_free(&info);
+    if (!strcmp(err.code, "bad_length") && descent_info_get(c->d, name, &info, &(descent_error){0}) == 0 &&
+        info.size != n) {
+      rc = bad_length(c, name, info.size, n, &err);
+      goto out;
+    }
+    goto fail;
+  }
   if (want) {
     if (!c->output && !c->binary && !c->json) printf("%s: ", name);
     rc = write_params(c, &info, p, step, true);
@@ -284,10 +305,32 @@ static int cmd_pull(cli *c) {
     rc = cli_fail(c, rc, &err);
   } else {
     rc = write_params(c, &info, p, step, true);
+    if (rc == EXIT_OK && c->wait_for_step >= 0 && step < (uint64_t)c->wait_for_step) {
+      /* the long-poll timed out: the parameters printed are older than asked for */
+      descent_error e = {0};
+      snprintf(e.code, sizeof e.code, "wait_timeout");
+      snprintf(e.message, sizeof e.message, "'%s' is at step %llu, not yet %lld, after --timeout-ms %ld", name,
+               (unsigned long long)step, (long long)c->wait_for_step, c->timeout_ms);
+      cli_fail(c, 0, &e);
+      rc = EXIT_WAIT_TIMEOUT;
+    }
   }
   free(p);
   descent_info_free(&info);
   return rc;
+}
+
+/* ---- save ----------------------------------------------------------------------------- */
+
+static int cmd_save(cli *c) {
+  const char *name = c->args[0];
+  descent_error err = {0};
+  uint64_t step = 0;
+  int rc = descent_snapshot(c->d, name, &step, &err);
+  if (rc < 0) return cli_fail(c, rc, &err);
+  if (c->json) printf("{\"name\":\"%s\",\"step\":%llu,\"durable\":true}\n", name, (unsigned long long)step);
+  else printf("saved %s at step %llu\n", name, (unsigned long long)step);
+  return EXIT_OK;
 }
 
 /* ---- set ------------------------------------------------------------------------------ */
@@ -485,7 +528,7 @@ const cli_cmd cli_commands[] = {
      "Prints the step and each tensor's values; --json prints {\"step\", \"params\": {tensor: [...]}};\n"
      "--output FILE writes the values alone (text: one number a line, readable by push; or float32\n"
      "with --binary).  --wait-for-step N long-polls until the instance reaches step N or --timeout-ms\n"
-     "passes (then the current, older parameters are printed: check the step).",
+     "passes (then the current, older parameters are still printed, and the exit code is 5).",
      "bWTo", 1, 1},
     {"set", cmd_set, "NAME KEY=VALUE...", "change hyperparameters or run-time settings",
      "e.g. `descent set m lr=0.0005 betas=[0.9,0.99]` or `descent set m clip_grad_norm=1`.  VALUE is\n"
@@ -497,11 +540,18 @@ const cli_cmd cli_commands[] = {
      "The document of GET /v1/optimizers/NAME/state, to stdout or --output.  Sharded: gathered into\n"
      "the one document a single daemon would write; refused (exit 4) unless every shard is at one step.",
      "o", 1, 1},
-    {"import", cmd_import, "NAME [FILE|-]", "create or replace an instance from an exported state",
-     "Reads a state document (from export) from FILE or stdin and PUTs it.  Sharded: the document is\n"
+    {"import", cmd_import, "NAME [FILE|-]", "create or replace instance NAME from an exported state",
+     "Reads a state document (from export) from FILE or stdin and PUTs it as NAME, whatever instance it\n"
+     "was exported from (as Redis RESTORE key): `descent export m | descent import m-copy` copies m.\n"
+     "An instance NAME that exists is replaced.  Sharded: the document is\n"
      "split over the shards, which all take its step: this is how shards that disagree are brought\n"
      "back in line (proto/sharding.md).",
      "", 1, 2},
+    {"save", cmd_save, "NAME", "snapshot an instance now, durably",
+     "Asks the daemon for a snapshot of NAME (POST /v1/optimizers/NAME/snapshot) and returns once it is\n"
+     "written and fsynced: after a crash or kill -9 the daemon restarts from it (or a later one).  Prints\n"
+     "the step it holds.  Refused (exit 2, no_data_dir) by a daemon started without --data-dir.",
+     "", 1, 1},
     {"delete", cmd_delete, "NAME", "delete an instance and its snapshot", "Deletes it on every daemon in --url.",
      "", 1, 1},
     {"ask", cmd_ask, "NAME", "random search: ask for a candidate",

@@ -84,6 +84,8 @@ static void main_help(FILE *f, const char *prog) {
           "environment:\n"
           "  DESCENT_URL                the default --url\n"
           "  DESCENT_TOKEN              the default --token\n"
+          "  DESCENT_CA_FILE            a PEM file of CA certificates to verify https:// daemons with, instead\n"
+          "                             of the system's (e.g. the self-signed certificate of your own daemon)\n"
           "\n"
           "exit codes:\n"
           "  0  done\n"
@@ -92,6 +94,8 @@ static void main_help(FILE *f, const char *prog) {
           "     or the client refused the same kind of request before sending it\n"
           "  3  unreachable: no connection, a timeout, a 5xx answer, or a reply that cannot be read\n"
           "  4  the shards of a sharded instance disagree (different steps or layouts)\n"
+          "  5  pull --wait-for-step: the step was not reached within --timeout-ms (the current,\n"
+          "     older parameters are still printed)\n"
           "\n"
           "Errors go to stderr as `descent: COMMAND: CODE (STATUS): MESSAGE`, or with --json as\n"
           "{\"error\": {\"status\", \"code\", \"message\"}}.\n",
@@ -106,7 +110,7 @@ static void cmd_help(FILE *f, const char *prog, const cli_cmd *c) {
   }
   fprintf(f, "\noptions of every command:\n");
   print_options(f, "", true);
-  fprintf(f, "\nexit codes: 0 done, 1 usage, 2 refused, 3 unreachable, 4 shards disagree (see %s --help)\n", prog);
+  fprintf(f, "\nexit codes: 0 done, 1 usage, 2 refused, 3 unreachable, 4 shards disagree, 5 wait timed out (see %s --help)\n", prog);
 }
 
 /* ---- errors ----------------------------------------------------------------------- */

@@ -1,4 +1,7 @@
-/* fmnist: the seed's linear classifier on Fashion-MNIST, for the demo workers.
+/* fmnist: the seed's linear classifier on Fashion-MNIST, for the demo workers
+ * (the seed: neuralnets' tutorial "Optimizers: a deep dive into the evolution
+ * of optimization algorithms in deep learning", which descent grew from; not
+ * part of this repository).
  *
  * Reads Debian's dataset-fashion-mnist (gzipped IDX files) into float32
  * inputs scaled to [0, 1] with a constant 1 appended (the bias folded into

@@ -1,4 +1,6 @@
-/* fmnist_worker: a training worker for the seed's road trip, written against
+/* fmnist_worker: a training worker for the seed's road trip (the seed:
+ * neuralnets' optimizers tutorial that descent grew from, not part of this
+ * repository), written against
  * libdescent (the binary format): it computes the seed's SVM loss and
  * gradient on its share of each mini-batch and pushes it; the daemon holds
  * the optimizer.  Modes:

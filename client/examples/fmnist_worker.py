@@ -2,7 +2,8 @@
 """fmnist_worker.py: the Python twin of fmnist_worker.c — a road-trip worker
 written with the standard library and client/python/descent_client.py only.
 
-It trains the seed's linear classifier (multiclass SVM loss, bias folded into
+It trains the seed's (neuralnets' optimizers tutorial that descent grew from, not part of
+this repository) linear classifier (multiclass SVM loss, bias folded into
 W, 10 x 785, pixels scaled to [0, 1], lambda = 1e-4) exactly like the C
 worker's `train` mode: the same seeded batch order, its share of every batch
 of 256, one push per step in sync mode, so it can stand in for any of the C

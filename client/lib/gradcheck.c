@@ -1,4 +1,5 @@
-/* gradcheck: the seed's tools for worker authors: a numeric gradient by
+/* gradcheck: the seed's tools for worker authors (the seed: neuralnets'
+ * optimizers tutorial that descent grew from, not part of this repository): a numeric gradient by
  * central differences (Approach 2), the gradient check that compares it
  * with an analytic one (the seed's tip), and the global gradient norm
  * computed exactly as the daemon computes it for clip_grad_norm.

@@ -358,3 +358,42 @@ int descent_info_get(descent *d, const char *name, descent_info *info, descent_e
   json_decref(o);
   return rc;
 }
+
+/* ---- on-demand snapshot ---------------------------------------------------------- */
+
+int descent_snapshot(descent *d, const char *name, uint64_t *step, descent_error *err) {
+  if (!d) return descent__fail(err, DESCENT_EINVAL, "snapshot: NULL handle");
+  int rc = descent__check_name(name, err);
+  if (rc < 0) return rc;
+  size_t s = d->nshards;
+  int64_t steps[DESCENT__MAX_SHARDS];
+  descent__req *r = descent__reqs_new(s);
+  if (!r) return descent__fail(err, DESCENT_ENOMEM, NULL);
+  for (size_t k = 0; k < s; k++) {
+    descent__req_init(&r[k], k, "POST");
+    snprintf(r[k].path, sizeof r[k].path, "/v1/optimizers/%s/snapshot", name);
+  }
+  if ((rc = descent__perform(d, r, s, err)) < 0) goto out;
+  for (size_t k = 0; k < s && rc == 0; k++) {
+    if ((rc = descent__req_result(d, &r[k], err, NULL)) < 0) break;
+    json_t *o = r[k].text ? json_loads(r[k].text, 0, NULL) : NULL;
+    json_t *st = json_object_get(o, "step");
+    if (!json_is_integer(st) || !json_is_true(json_object_get(o, "durable"))) {
+      rc = descent__fail(err, DESCENT_EPROTO, "the snapshot reply is not {\"name\", \"step\", \"durable\": true}");
+      descent__prefix_shard(err, d, k);
+    } else {
+      steps[k] = json_integer_value(st);
+    }
+    json_decref(o);
+  }
+  if (rc < 0) goto out;
+  for (size_t k = 1; k < s; k++)
+    if (steps[k] != steps[0]) {
+      rc = descent__mismatch(d, name, steps, err);
+      goto out;
+    }
+  if (step) *step = (uint64_t)steps[0];
+out:
+  descent__reqs_free(r, s);
+  return rc;
+}

@@ -371,15 +371,11 @@ static int import_split(descent *d, const char *name, const char *doc, size_t le
     if (v) json_object_set_new(cfg, keys[i], v);
   }
   const char *fmt = json_string_value(json_object_get(cfg, "format"));
-  const char *dn = json_string_value(json_object_get(cfg, "name"));
   if (fmt && strcmp(fmt, "descent-state/1")) {
     rc = descent__fail(err, DESCENT_EINVAL, "import: format \"%.60s\": expected \"descent-state/1\"", fmt);
     goto out;
   }
-  if (dn && strcmp(dn, name)) {
-    rc = descent__fail(err, DESCENT_EINVAL, "import: the document is for '%.64s', not '%s'", dn, name);
-    goto out;
-  }
+  /* imported under `name` whatever the document's own "name" says: it is left out of every part */
   if ((rc = descent__check_shardable(cfg, err)) < 0) goto out;
   ts = small(&top, "tensors");
   nt = json_array_size(ts);
@@ -512,6 +508,27 @@ out:
   return rc;
 }
 
+/* One daemon: a document whose top-level "name" is not `name` is copied
+ * with that member's value replaced (*out new; NULL when it already matches
+ * or has none), so that it is imported under `name`, as Redis RESTORE key
+ * does.  The rest of the text is copied byte for byte, never parsed. */
+static int rename_doc(const char *name, const char *doc, size_t len, char **out, descent_error *err) {
+  size_t vb, ve, nl = strlen(name);
+  *out = NULL;
+  if (descent__jscan_member(doc, len, "name", &vb, &ve) < 0) return 0;
+  if (ve - vb == nl + 2 && doc[vb] == '"' && !memcmp(doc + vb + 1, name, nl)) return 0;
+  char *o = malloc(len - (ve - vb) + nl + 3);
+  if (!o) return descent__fail(err, DESCENT_ENOMEM, NULL);
+  memcpy(o, doc, vb);
+  o[vb] = '"';
+  memcpy(o + vb + 1, name, nl); /* a checked name: nothing to escape */
+  o[vb + 1 + nl] = '"';
+  memcpy(o + vb + nl + 2, doc + ve, len - ve);
+  o[len - (ve - vb) + nl + 2] = 0;
+  *out = o;
+  return 0;
+}
+
 int descent_state_import(descent *d, const char *name, const char *json, size_t len, descent_error *err) {
   if (!d || !json) return descent__fail(err, DESCENT_EINVAL, "import: NULL handle or document");
   int rc = descent__check_name(name, err);
@@ -524,12 +541,13 @@ int descent_state_import(descent *d, const char *name, const char *json, size_t 
     goto out;
   }
   if (s > 1 && (rc = import_split(d, name, json, len, bodies, err)) < 0) goto out;
+  if (s == 1 && (rc = rename_doc(name, json, len, &bodies[0], err)) < 0) goto out;
   descent__layout_forget(d, name);
   for (size_t k = 0; k < s; k++) {
     descent__req_init(&r[k], k, "PUT");
     snprintf(r[k].path, sizeof r[k].path, "/v1/optimizers/%s/state", name);
-    r[k].body = s > 1 ? bodies[k] : json;
-    r[k].body_len = s > 1 ? strlen(bodies[k]) : len;
+    r[k].body = bodies[k] ? bodies[k] : json;
+    r[k].body_len = bodies[k] ? strlen(bodies[k]) : len;
     r[k].content_type = "application/json";
     r[k].sink = true;
   }

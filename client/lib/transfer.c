@@ -248,7 +248,16 @@ static int transport_error(const descent *d, const descent__req *r, descent_erro
   const char *detail = r->curl_msg[0] ? r->curl_msg : curl_easy_strerror(r->cc);
   int rc = r->cc == CURLE_OPERATION_TIMEDOUT ? DESCENT_ETIMEOUT : DESCENT_ECONNECT;
   if (r->cc == CURLE_WRITE_ERROR && r->oom) rc = DESCENT_ENOMEM;
-  descent__fail(err, rc, "%s %.200s%s: %s", r->method, d->shard[r->shard].base, r->path, detail);
+  /* a certificate that does not verify: say how to trust the daemon's own */
+  const char *hint = "";
+  if (r->cc == CURLE_PEER_FAILED_VERIFICATION)
+    hint = d->ca_file ? " (DESCENT_CA_FILE names the CA bundle this was checked against: is it the daemon's "
+                        "certificate, or the CA that signed it?)"
+                      : " (a daemon with its own or a self-signed certificate: set DESCENT_CA_FILE to that "
+                        "certificate's PEM file to trust it)";
+  else if (r->cc == CURLE_SSL_CACERT_BADFILE)
+    hint = " (DESCENT_CA_FILE: not a readable PEM file)";
+  descent__fail(err, rc, "%s %.200s%s: %s%s", r->method, d->shard[r->shard].base, r->path, detail, hint);
   return rc;
 }
 

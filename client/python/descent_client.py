@@ -1092,7 +1092,8 @@ class Client:
         return self.endpoints[0].request("GET", "/metrics", headers={"Accept": "text/plain"})[2].decode()
 
 
-# ---- worker tools (the seed's Approach 2 and its gradient check) ----------------------------------
+# ---- worker tools (the seed's Approach 2 and its gradient check; the seed is neuralnets' ---------
+# optimizers tutorial that descent grew from, not part of this repository)
 
 def numeric_gradient(f, x, h=1e-5):
     """The gradient of f at x by central differences, (f(x+h) - f(x-h)) / 2h

@@ -36,7 +36,8 @@ typedef struct config {
     "address to listen on; port 0 picks a free port (printed on stdout)")                      \
   X("data-dir", STR, data_dir, NULL, "DIR", "directory for snapshots; none: nothing persists") \
   X("snapshot-interval", NUM, snapshot_interval, "30", "SECONDS",                               \
-    "how often changed instances are snapshotted (0: only at a clean stop, on request and on configuration changes)") \
+    "how often changed instances are snapshotted; 0: no periodic snapshots (configuration "   \
+    "changes, POST .../snapshot and a clean stop still write one)")                           \
   X("final-snapshot-timeout", NUM, final_snapshot_timeout, "10", "SECONDS",                    \
     "how long a clean stop retries snapshots it cannot write before exiting 74")               \
   X("token-file", STR, token_file, NULL, "FILE",                                               \

@@ -1,4 +1,5 @@
-/* handlers_playground: POST /v1/playground, the seed's optimizers on built-in
+/* handlers_playground: POST /v1/playground, the seed's (neuralnets' optimizers
+ * tutorial that descent grew from, not part of this repository) optimizers on built-in
  * objectives (see playground.h), answered with the whole trajectory. */
 #include <math.h>
 #include <stdlib.h>

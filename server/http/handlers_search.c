@@ -1,5 +1,7 @@
-/* handlers_search: ask and tell for random_search instances (the seed's
- * Approach 1): a worker asks for a candidate, evaluates its loss, tells it. */
+/* handlers_search: ask and tell for random_search instances (Approach 1 of
+ * the seed, neuralnets' optimizers tutorial that descent grew from, not part
+ * of this repository): a worker asks for a candidate, evaluates its loss,
+ * tells it. */
 #include <math.h>
 #include <string.h>
 

@@ -94,7 +94,8 @@ typedef struct optim_hyper_field {
 /* The table above as an array, terminated by a {NULL} row. */
 extern const optim_hyper_field optim_hyper_fields[];
 
-/* Looks up an algorithm by name, including the seed's aliases: "momentum"
+/* Looks up an algorithm by name, including the aliases of the seed (neuralnets'
+ * optimizers tutorial that descent grew from, not in this repository): "momentum"
  * (sgd, momentum 0.9 unless given) and "nesterov" (sgd, nesterov, momentum
  * 0.9 unless given).  Fills *alg and *h with torch's defaults for it.
  * Returns 0, or -E_UNKNOWN_ALGORITHM with nothing written. */

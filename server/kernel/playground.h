@@ -1,4 +1,6 @@
-/* playground: the seed's optimizers at work on built-in 2-D objectives, with
+/* playground: the seed's optimizers at work on built-in 2-D objectives (the
+ * seed: neuralnets' optimizers tutorial that descent grew from, not part of
+ * this repository), with
  * gradients computed here, so curl alone can watch them (POST /v1/playground).
  *
  *   ravine         f = (x^2 + 100 y^2) / 2       (the seed's Problem 1: SGD zig-zags)

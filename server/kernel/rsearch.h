@@ -1,4 +1,6 @@
-/* rsearch: the seed's Approach 1, random search, as an ask/tell core.
+/* rsearch: the seed's Approach 1, random search, as an ask/tell core (the
+ * seed: neuralnets' optimizers tutorial that descent grew from, not part of
+ * this repository).
  *
  * ask proposes a candidate center + scale * N(0, 1), where center is zero or
  * the best parameters so far, drawn from the counter-based generator with

@@ -1,4 +1,4 @@
-"""test_api_basics: every resource answers as the contract says, over real
+"""test_api_basics: every resource answers as proto/openapi.yaml says, over real
 HTTP, and bad input is answered with its error and changes nothing."""
 import math
 import unittest

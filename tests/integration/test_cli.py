@@ -55,13 +55,13 @@ class Cli(DaemonTest):
 
     def test_help_and_usage(self):
         out = self.ok("--help")
-        for c in ("create", "list", "show", "push", "pull", "set", "export", "import", "delete", "ask", "tell"):
+        for c in ("create", "list", "show", "push", "pull", "set", "export", "import", "save", "delete", "ask", "tell"):
             self.assertRegex(out, r"\n  %s " % c)
             sub = self.ok(c, "--help")
             self.assertTrue(sub.startswith("usage: descent %s" % c), sub)
             self.assertIn("--url", sub)
         self.assertIn("exit codes", out)
-        for n in ("0", "1", "2", "3", "4"):
+        for n in ("0", "1", "2", "3", "4", "5"):
             self.assertRegex(out, r"\n  %s  " % n)
         self.assertIn("--wait-for-step", self.ok("pull", "--help"))
         self.assertIn("--key", self.ok("push", "--help"))
@@ -166,9 +166,10 @@ class Cli(DaemonTest):
     def test_long_poll(self):
         self.ok("create", json.dumps(SPEC))
         t0 = time.monotonic()
-        out = self.ok("pull", "m", "--wait-for-step", "1", "--timeout-ms", "300")
+        rc, out, err = self.cli("pull", "m", "--wait-for-step", "1", "--timeout-ms", "300")
         waited = time.monotonic() - t0
-        self.assertTrue(out.startswith("step 0\n"), out)   # timed out: the current, older step
+        self.assertEqual(rc, 5, err)                       # timed out: exit 5 ...
+        self.assertTrue(out.startswith("step 0\n"), out)   # ... with the current, older step
         self.assertGreaterEqual(waited, 0.25)
         p = subprocess.Popen([DESCENT, "--url", self.d.url, "pull", "m", "--json", "--wait-for-step", "1"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)

@@ -4,16 +4,25 @@
       operation documented there is served (unless marked `x-descent-planned: true`);
       the YAML is read by a small standard-library reader (no PyYAML), every $ref
       resolves, and every error reply uses the Error schema;
-  (b) docs/api.md's curl walkthrough runs as written against a fresh daemon and
-      prints the replies shown (the rule is at the end of docs/api.md);
+  (b) docs/api.md's curl walkthrough runs as written against a daemon on which the
+      README's quick start ran first, and prints the replies shown, line for line as
+      the daemon prints them (the rule is at the end of docs/api.md);
   (c) docs/operations.md's options table is exactly `descentd --help-markdown`;
   (d) proto/errors.md and openapi.yaml's ErrorCode list exactly server/errors.h's codes;
   (e) proto/init.md's reference generator reproduces tests/unit/test_rng.c's golden
       values, the daemon's seeded inits and random search candidates, bit for bit;
-  (f) proto/snapshot.md's reference reader reads a snapshot the daemon wrote.
+  (f) proto/snapshot.md's reference reader reads a snapshot the daemon wrote;
+  (g) docs/cli.md's examples of the `descent` command run as written (build/bin on PATH) and
+      print what is shown (the blocks that `descent save` join in once the daemon serves
+      POST .../snapshot);
+  (h) no file of the repository points to ../shared (documents a clone does not have), and every
+      file that speaks of the seed document says in a sentence what it is;
+  (i) `make demo` writes its report under build/, and the README says what kill -9 keeps and how
+      to choose the port (`make run LISTEN=`, DESCENT_LISTEN), which work as it says.
 
-`python3 tests/integration/test_docs.py --rewrite-api` rewrites the replies shown in
-docs/api.md from a fresh run (for a deliberate change of behaviour; review the diff).
+`python3 tests/integration/test_docs.py --rewrite-api` (or `--rewrite-cli`) rewrites the replies
+shown in docs/api.md (docs/cli.md) from a fresh run (for a deliberate change of behaviour; review
+the diff).
 """
 import json
 import os
@@ -25,7 +34,7 @@ import sys
 import tempfile
 import unittest
 
-from harness import DESCENTD, ROOT, Daemon
+from harness import BUILD, DESCENTD, ROOT, Daemon
 
 DOC_URL = "http://127.0.0.1:8080"
 VOLATILE = {"created", "time", "last_push", "idle_ms"}  # clock readings: compared as numbers only
@@ -368,13 +377,13 @@ def walkthrough(text):
 MARK = "@@descent-doc-block@@"
 
 
-def run_walkthrough(steps, url, cwd, timeout=120):
+def run_walkthrough(steps, url, cwd, timeout=120, env=None):
     script = ["set -eo pipefail"]
     for (_, body, _, _), _ in steps:
         script.append(body.replace(DOC_URL, url))
         script.append("printf '\\n%s\\n' '" + MARK + "'")
     p = subprocess.run(["bash", "-c", "\n".join(script)], cwd=cwd, capture_output=True, text=True,
-                       timeout=timeout)
+                       timeout=timeout, env=env)
     parts = p.stdout.split("\n" + MARK + "\n")
     return parts[:len(steps)], p
 
@@ -430,6 +439,14 @@ def text_matches(doc, real):
     return None
 
 
+_CLOCK = re.compile(r'"(%s)":-?[0-9][0-9.eE+-]*' % "|".join(sorted(VOLATILE)))
+
+
+def layout(text):
+    """The lines of text, clock readings blanked: what must match character for character."""
+    return [_CLOCK.sub(r'"\1":#', l.rstrip()) for l in text.strip("\n").split("\n")] if text.strip() else []
+
+
 def compare(reply, out):
     if reply is None:
         return None if not out.strip() else "printed %r but no reply is documented" % out[:200]
@@ -447,6 +464,13 @@ def compare(reply, out):
         why = same(a, b, "$" if len(doc) == 1 else "[%d]" % k)
         if why:
             return why
+    # shown as the daemon prints it: the same lines, the same spacing (compact JSON, one reply a line)
+    d, r = layout(body), layout(out)
+    if len(d) != len(r):
+        return "%d lines, documented %d (show the replies as printed: compact, one a line)" % (len(r), len(d))
+    for k, (a, b) in enumerate(zip(d, r)):
+        if a != b:
+            return "line %d is printed as %r, documented as %r" % (k + 1, b, a)
     return None
 
 
@@ -463,15 +487,45 @@ def pretty(v, ind=0):
     return "[\n" + ",\n".join(pad + pretty(x, ind + 2) for x in v) + "\n" + " " * ind + "]"
 
 
-def rewrite_api():
-    """Replaces each reply block of docs/api.md with the output of a fresh run."""
-    path = os.path.join(ROOT, "docs", "api.md")
-    text = read("docs/api.md")
+CLI_BIN = os.path.join(os.path.dirname(DESCENTD))
+
+
+def cli_env():
+    """docs/cli.md's environment: build/bin first on PATH, no DESCENT_* settings of our own."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DESCENT_") or k == "DESCENT_BUILD"}
+    env["PATH"] = CLI_BIN + os.pathsep + env.get("PATH", "")
+    return env
+
+
+def snapshot_served(d):
+    """Does d serve POST /v1/optimizers/NAME/snapshot (`descent save`)?  Until it does, the blocks
+    of docs/cli.md that save are left out (and their replies not compared)."""
+    d.req("POST", "/v1/optimizers", {"name": "probe-snapshot", "algorithm": "sgd",
+                                     "tensors": [{"name": "w", "shape": [1]}]})
+    st, _, _ = d.req("POST", "/v1/optimizers/probe-snapshot/snapshot")
+    d.req("DELETE", "/v1/optimizers/probe-snapshot")
+    return st != 404
+
+
+def without_save(steps):
+    return [(((info, ":", no, n), None) if "descent save" in body else ((info, body, no, n), reply))
+            for (info, body, no, n), reply in steps]
+
+
+def rewrite_api(rel="docs/api.md"):
+    """Replaces each reply block of a walkthrough page with the output of a fresh run."""
+    path = os.path.join(ROOT, rel)
+    text = read(rel)
     steps = walkthrough(text)
     d = Daemon()
     work = tempfile.mkdtemp(prefix="descent-docs-")
     try:
-        outs, p = run_walkthrough(steps, d.url, work)
+        env = None
+        if rel == "docs/cli.md":
+            env = cli_env()
+            if not snapshot_served(d):
+                steps = without_save(steps)
+        outs, p = run_walkthrough(steps, d.url, work, env=env)
     finally:
         d.stop(expect_clean=False)
         d.cleanup()
@@ -483,7 +537,7 @@ def rewrite_api():
             continue
         info, body, no, nlines = reply
         if info == "json":
-            new = "\n".join(pretty(v) for v in json_values(out))
+            new = out.strip("\n")  # as printed
         else:
             if text_matches(body, out) is None:
                 continue
@@ -651,6 +705,132 @@ class Documents(unittest.TestCase):
         self.assertGreaterEqual(checked, 7)
 
 
+SEED_MENTION = re.compile(r"\bseed's\b|\bseed document\b|\bthe seed (said|saw|calls|does)\b|\"the seed\"")
+
+
+def tracked_text_files():
+    out = subprocess.run(["git", "-C", ROOT, "ls-files", "-z"], capture_output=True, check=True).stdout
+    for rel in out.decode().split("\0"):
+        if not rel:
+            continue
+        try:
+            with open(os.path.join(ROOT, rel), encoding="utf-8") as f:
+                yield rel, f.read()
+        except (UnicodeDecodeError, IsADirectoryError, FileNotFoundError):
+            continue
+
+
+@unittest.skipIf(shutil.which("git") is None or not os.path.exists(os.path.join(ROOT, ".git")),
+                 "not a git checkout")
+class StandAlone(unittest.TestCase):
+    """Every file stands on its own in a clone: no ../shared paths (the project's private
+    documents), and wherever the seed document is mentioned, a sentence says what it is."""
+
+    def test_no_shared_paths(self):
+        bad = [rel for rel, text in tracked_text_files()
+               if re.search(r"\.\./shared\b|\bshared/(seed|reference|CONTRACT|STYLE)", text)
+               and rel != "tests/integration/test_docs.py"]  # this file names the pattern it looks for
+        self.assertEqual(bad, [], "files pointing to ../shared, which a clone does not have")
+
+    def test_seed_is_said_where_mentioned(self):
+        bad = [rel for rel, text in tracked_text_files()
+               if SEED_MENTION.search(text) and "neuralnets" not in text]
+        self.assertEqual(bad, [], "files that speak of the seed document without saying what it is "
+                                  "(the tutorial by neuralnets descent grew from)")
+
+
+def make_dry(*args, env=None):
+    """The commands `make -n ARGS` would run (nothing is built or installed)."""
+    p = subprocess.run(["make", "-n", "--no-print-directory", "-C", ROOT, "B=" + BUILD] + list(args),
+                       capture_output=True, text=True, timeout=120, env=env)
+    if p.returncode:
+        raise AssertionError("make -n %s: %s" % (" ".join(args), p.stderr))
+    return p.stdout.splitlines()
+
+
+class MakeTargets(unittest.TestCase):
+    def test_demo_writes_under_build(self):
+        """`make demo` leaves the committed docs/road-trip.* alone unless asked (DEMO_REPORT=docs)."""
+        def road_trip(*args):
+            cmds = [l for l in make_dry("demo", *args) if "road_trip.py" in l]
+            self.assertEqual(len(cmds), 1, cmds)
+            return cmds[0].split()
+
+        cmd = road_trip()
+        self.assertIn("--out", cmd)
+        out = cmd[cmd.index("--out") + 1]
+        self.assertEqual(os.path.normpath(out), os.path.normpath(os.path.join(BUILD, "demo")))
+        cmd = road_trip("DEMO_REPORT=docs")
+        self.assertEqual(cmd[cmd.index("--out") + 1], "docs")
+        # and road_trip.py run by hand (no --out) writes into the build directory too
+        sys.path.insert(0, os.path.join(ROOT, "client", "examples"))
+        try:
+            import road_trip as rt
+        finally:
+            sys.path.pop(0)
+        self.assertEqual(rt.default_out_dir(), os.path.join(ROOT, BUILD, "demo"))
+        self.assertIn("make demo DEMO_REPORT=docs", read("docs/road-trip.md"))
+
+    def test_run_listen(self):
+        """`make run LISTEN=HOST:PORT` and DESCENT_LISTEN choose the address, as the README says."""
+        text = read("README.md")
+        self.assertIn("make run LISTEN=127.0.0.1:9000", text)
+        self.assertIn("DESCENT_LISTEN", text)
+        base = {k: v for k, v in os.environ.items() if k not in ("LISTEN", "DESCENT_LISTEN")}
+        work = tempfile.mkdtemp(prefix="descent-run-")
+        try:
+            # make run LISTEN=..., and DESCENT_LISTEN in the environment of `make run`
+            for args, env in ((["LISTEN=127.0.0.1:0"], base), ([], dict(base, DESCENT_LISTEN="127.0.0.1:0"))):
+                cmds = [l for l in make_dry("run", *args, env=env) if l.startswith("exec ") and "descentd" in l]
+                self.assertEqual(len(cmds), 1, cmds)
+                argv = cmds[0].split()[1:]
+                os.makedirs(os.path.join(work, "var"), exist_ok=True)
+                p = subprocess.Popen([DESCENTD] + argv[1:], cwd=work, stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, text=True, env=env)
+                try:
+                    line = p.stdout.readline()
+                    self.assertRegex(line, r"^listening on http://127\.0\.0\.1:\d+$", (args, argv))
+                    self.assertNotIn(":8080", line)
+                finally:
+                    p.terminate()
+                    self.assertEqual(p.wait(timeout=60), 0)
+                    p.stdout.close()
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+class ReadmeDurability(unittest.TestCase):
+    """The README says precisely what a kill -9 keeps; the daemon does what it says."""
+
+    def test_what_kill_9_keeps(self):
+        text = read("README.md")
+        self.assertNotIn("survives restarts and\n`kill -9` from its snapshots", text)
+        for phrase in ("last snapshot", "--snapshot-interval", "durable before their reply", "descent save",
+                       "--snapshot-interval 0"):
+            self.assertIn(phrase, text)
+        d = Daemon("--snapshot-interval", "3600")
+        try:
+            spec = {"name": "demo", "algorithm": "adam", "hyper": {"lr": 0.1},
+                    "tensors": [{"name": "w", "shape": [2], "values": [1, -1]}]}
+            self.assertEqual(d.req("POST", "/v1/optimizers", spec)[0], 201)
+            for k in range(20):
+                self.assertEqual(d.req("POST", "/v1/optimizers/demo/step", {"grads": {"w": [0.5, -0.5]}})[0], 200)
+            d.kill9()
+            d.restart()
+            st, body, _ = d.req("GET", "/v1/optimizers/demo/params")
+            self.assertEqual((st, body["step"], body["params"]["w"]), (200, 0, [1, -1]))  # back at its last snapshot
+            for k in range(3):
+                d.req("POST", "/v1/optimizers/demo/step", {"grads": {"w": [0.5, -0.5]}})
+            self.assertEqual(d.req("PATCH", "/v1/optimizers/demo", {"hyper": {"lr": 0.01}})[0], 200)
+            d.kill9()
+            d.restart()
+            st, body, _ = d.req("GET", "/v1/optimizers/demo")
+            self.assertEqual((body["hyper"]["lr"], body["step"]), (0.01, 3))   # a change is durable, with its step
+        finally:
+            d.stop(expect_clean=False)
+            d.cleanup()
+
+
 class AgainstDaemon(unittest.TestCase):
     def setUp(self):
         self.d = Daemon()
@@ -665,6 +845,14 @@ class AgainstDaemon(unittest.TestCase):
         self.assertIsNotNone(shutil.which("curl"), "the walkthrough needs curl")
         steps = walkthrough(read("docs/api.md"))
         self.assertGreater(len(steps), 10)
+        # a reader who followed the README first has its `demo`: the page must not clash with it
+        readme = [b for lang, b in re.findall(r"```(\w*)\n(.*?)```", read("README.md"), re.S)
+                  if lang == "sh" and "curl" in b]
+        self.assertEqual(len(readme), 1)
+        p = subprocess.run(["bash", "-euo", "pipefail", "-c", readme[0].replace(DOC_URL, self.d.url)],
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(self.d.req("GET", "/v1/optimizers/demo")[0], 200)
         work = tempfile.mkdtemp(prefix="descent-docs-")
         try:
             outs, p = run_walkthrough(steps, self.d.url, work)
@@ -683,6 +871,29 @@ class AgainstDaemon(unittest.TestCase):
                           % (no, why, body, shown, p.stderr[-2000:]))
         self.assertEqual(len(outs), len(steps), "the walkthrough stopped early:\n%s" % p.stderr[-2000:])
         self.assertEqual(p.returncode, 0, p.stderr[-2000:])
+        # the page cleaned up after itself and left the README's instance alone
+        names = [o["name"] for o in self.d.req("GET", "/v1/optimizers")[1]["optimizers"]]
+        self.assertEqual(names, ["demo"])
+
+    def test_cli_md_walkthrough(self):
+        steps = walkthrough(read("docs/cli.md"))
+        self.assertGreater(len(steps), 15)
+        self.assertTrue(any("descent save" in b for (_, b, _, _), _ in steps))
+        if not snapshot_served(self.d):
+            steps = without_save(steps)
+        work = tempfile.mkdtemp(prefix="descent-cli-docs-")
+        try:
+            outs, p = run_walkthrough(steps, self.d.url, work, env=cli_env())
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        for ((_, body, no, _), reply), out in zip(steps, outs):
+            why = compare(reply, out)
+            if why:
+                self.fail("docs/cli.md line %d: %s\n--- command\n%s\n--- output\n%s\n--- stderr\n%s"
+                          % (no, why, body, out, p.stderr[-2000:]))
+        self.assertEqual(len(outs), len(steps), "the examples stopped early:\n%s" % p.stderr[-2000:])
+        self.assertEqual(p.returncode, 0, p.stderr[-2000:])
+        self.assertEqual(self.d.req("GET", "/v1/optimizers")[1]["optimizers"], [])
 
     def test_init_md_matches_the_daemon(self):
         ns = {}
@@ -753,4 +964,6 @@ class AgainstDaemon(unittest.TestCase):
 if __name__ == "__main__":
     if sys.argv[1:] == ["--rewrite-api"]:
         sys.exit(rewrite_api())
+    if sys.argv[1:] == ["--rewrite-cli"]:
+        sys.exit(rewrite_api("docs/cli.md"))
     unittest.main()

@@ -1,5 +1,6 @@
 """test_playground: POST /v1/playground runs the daemon's own kernels on the
-seed's objectives: trajectories match a closed form (SGD) and a replay
+seed's objectives (the seed: neuralnets' optimizers tutorial that descent grew
+from, not part of this repository): trajectories match a closed form (SGD) and a replay
 through ordinary pushes (Adam, momentum) bit for bit, and the seed's claims
 hold: momentum escapes the saddle where plain SGD stalls, and rolls past the
 local minimum SGD settles in."""

@@ -8,7 +8,8 @@ mode, with the Python client.  Standard library only.
 
 Synthetic data with a fixed seed: y = x . w* + b* + noise.  Each worker owns
 its own samples, checks its analytic gradient against a numeric one once
-(the seed's gradient check), then every round pushes the gradient of its
+(the gradient check of the seed, neuralnets' optimizers tutorial that descent
+grew from, not part of this repository), then every round pushes the gradient of its
 loss on the parameters of the last step and gets the round's new
 parameters back.  Worker 0 prints progress.  Given several --url the
 instance is sharded over the daemons.  At the end the main process pulls
