@@ -29,6 +29,7 @@ typedef struct cli {
   bool json;       /* machine output */
   bool binary;     /* float32 input/output instead of text numbers */
   bool params;     /* push: print the new parameters */
+  descent_dtype dtype; /* push/pull: the wire precision (--dtype) */
   const char *output;
   const char *worker, *key, *patch;
   int64_t step, seq, wait_for_step;

@@ -229,6 +229,27 @@ static int cmd_delete(cli *c) {
 
 /* ---- push, pull ----------------------------------------------------------------------- */
 
+/* descent_push in the --dtype wire precision: the values rounded to it on
+ * the way out, the parameters widened from it on the way back. */
+static int push_as(cli *c, const char *name, float *g, size_t n, const descent_push_opts *o, float *p,
+                   uint64_t *step, descent_error *err) {
+  if (c->dtype == DESCENT_FLOAT32) return descent_push(c->d, name, g, n, o, p, step, err);
+  uint16_t *h = malloc(n * 2 + 1), *hp = p ? malloc(n * 2 + 1) : NULL;
+  int rc;
+  if (!h || (p && !hp)) {
+    snprintf(err->code, sizeof err->code, "out_of_memory");
+    snprintf(err->message, sizeof err->message, "no memory for %zu values", n);
+    rc = DESCENT_ENOMEM;
+  } else {
+    descent_to_dtype(c->dtype, g, h, n);
+    rc = descent_push_dtype(c->d, name, h, n, c->dtype, o, hp, step, err);
+    if (rc == 0 && p) descent_from_dtype(c->dtype, hp, p, n);
+  }
+  free(h);
+  free(hp);
+  return rc;
+}
+
 static int cmd_push(cli *c) {
   const char *name = c->args[0];
   float *g = NULL, *p = NULL;
@@ -260,7 +281,7 @@ static int cmd_push(cli *c) {
   o.idempotency_key = c->key;
   o.seq = c->seq;
   uint64_t step = 0;
-  if ((rc = descent_push(c->d, name, g, n, &o, p, &step, &err)) < 0) {
+  if ((rc = push_as(c, name, g, n, &o, p, &step, &err)) < 0) {
     /* the daemon counts bytes of float32; the user typed values */
     descent_info_free(&info);
     if (!strcmp(err.code, "bad_length") && descent_info_get(c->d, name, &info, &(descent_error){0}) == 0 &&
@@ -301,9 +322,13 @@ static int cmd_pull(cli *c) {
   uint64_t step = 0;
   if (!(p = malloc(info.size * sizeof *p + 1))) {
     rc = cli_usage(c, "out of memory");
-  } else if ((rc = descent_pull(c->d, name, p, info.size, c->wait_for_step, c->timeout_ms, &step, &err)) < 0) {
+  } else if ((rc = c->dtype == DESCENT_FLOAT32
+                        ? descent_pull(c->d, name, p, info.size, c->wait_for_step, c->timeout_ms, &step, &err)
+                        : descent_pull_dtype(c->d, name, p, info.size, c->dtype, c->wait_for_step, c->timeout_ms,
+                                             &step, &err)) < 0) {
     rc = cli_fail(c, rc, &err);
   } else {
+    descent_from_dtype(c->dtype, p, p, info.size); /* widened in place (float32: nothing to do) */
     rc = write_params(c, &info, p, step, true);
     if (rc == EXIT_OK && c->wait_for_step >= 0 && step < (uint64_t)c->wait_for_step) {
       /* the long-poll timed out: the parameters printed are older than asked for */
@@ -522,14 +547,16 @@ const cli_cmd cli_commands[] = {
     {"push", cmd_push, "NAME [FILE|-]", "push a gradient (every tensor in creation order)",
      "The gradient is read from FILE or stdin: text numbers separated by white space or commas (a\n"
      "JSON array works too), or float32 bytes with --binary.  Prints the new step; with --params\n"
-     "(or --output) also the new parameters, in the format pull uses.",
-     "bwslkqPo", 1, 2},
+     "(or --output) also the new parameters, in the format pull uses.  --dtype bfloat16 (or float16)\n"
+     "sends the values rounded to that type, half the bytes, and receives the parameters in it.",
+     "bwslkqPod", 1, 2},
     {"pull", cmd_pull, "NAME", "print the parameters",
      "Prints the step and each tensor's values; --json prints {\"step\", \"params\": {tensor: [...]}};\n"
      "--output FILE writes the values alone (text: one number a line, readable by push; or float32\n"
      "with --binary).  --wait-for-step N long-polls until the instance reaches step N or --timeout-ms\n"
-     "passes (then the current, older parameters are still printed, and the exit code is 5).",
-     "bWTo", 1, 1},
+     "passes (then the current, older parameters are still printed, and the exit code is 5).\n"
+     "--dtype bfloat16 (or float16) receives them rounded to that type (half the bytes).",
+     "bWTod", 1, 1},
     {"set", cmd_set, "NAME KEY=VALUE...", "change hyperparameters or run-time settings",
      "e.g. `descent set m lr=0.0005 betas=[0.9,0.99]` or `descent set m clip_grad_norm=1`.  VALUE is\n"
      "JSON (a number, true/false, an array) or else a string.  max_staleness, workers, min_workers,\n"

@@ -42,6 +42,8 @@ static const cli_opt options[] = {
     {{"wait-for-step", required_argument, NULL, 'W'}, 'W', "N", "long-poll until the instance reaches step N"},
     {{"timeout-ms", required_argument, NULL, 'T'}, 'T', "MS", "how long --wait-for-step waits (default 30000)"},
     {{"patch", required_argument, NULL, 'p'}, 'p', "JSON", "a whole PATCH body, e.g. '{\"hyper\":{\"lr\":0.01}}'"},
+    {{"dtype", required_argument, NULL, 'd'}, 'd', "TYPE",
+     "wire precision: float32 (default), bfloat16 or float16 (values rounded to nearest even; half the bytes)"},
 };
 #define NOPTIONS (sizeof options / sizeof *options)
 
@@ -235,6 +237,15 @@ int main(int argc, char **argv) {
     case 'k': c.key = optarg; break;
     case 'p': c.patch = optarg; break;
     case 'P': c.params = true; break;
+    case 'd':
+      if (!strcmp(optarg, "float32")) c.dtype = DESCENT_FLOAT32;
+      else if (!strcmp(optarg, "bfloat16") || !strcmp(optarg, "bf16")) c.dtype = DESCENT_BFLOAT16;
+      else if (!strcmp(optarg, "float16") || !strcmp(optarg, "fp16")) c.dtype = DESCENT_FLOAT16;
+      else {
+        rc = cli_usage(&c, "--dtype: expected float32, bfloat16 or float16, got '%s'", optarg);
+        goto out;
+      }
+      break;
     case 's':
     case 'q':
     case 'W':

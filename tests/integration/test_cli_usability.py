@@ -15,19 +15,6 @@ from harness import DESCENTD, Daemon, DaemonTest, request
 from test_cli import DESCENT, SPEC, run
 
 
-def snapshot_endpoint_served():
-    """Does this build's daemon answer POST /v1/optimizers/NAME/snapshot (not a 404 for the route)?"""
-    d = Daemon()
-    try:
-        st, body, _ = d.req("POST", "/v1/optimizers", {"name": "probe", "algorithm": "sgd",
-                                                       "tensors": [{"name": "w", "shape": [1]}]})
-        st, body, _ = d.req("POST", "/v1/optimizers/probe/snapshot")
-        return st != 404
-    finally:
-        d.stop(expect_clean=False)
-        d.cleanup()
-
-
 class Usability(DaemonTest):
     def cli(self, *args, **kw):
         return run(list(args), url=self.d.url, **kw)
@@ -51,6 +38,31 @@ class Usability(DaemonTest):
         self.assertEqual(rc, 2, err)
         self.assertIn("expected 6 values, got 2", err)
         self.assertEqual(self.d.req("GET", "/v1/optimizers/m")[1]["step"], 0)   # nothing applied
+
+    def test_dtype_sends_and_receives_half_precision(self):
+        spec = dict(SPEC, hyper={"lr": 1.0})
+        self.assertEqual(self.cli("create", json.dumps(spec))[0], 0)
+        g = "0.1 0.2 0.3 0.4 0.5 0.6"
+        p0 = self.d.req("GET", "/v1/optimizers/m/params")[1]["params"]
+        p0 = p0["W"] + p0["b"]
+        rc, out, err = self.cli("push", "m", "--dtype", "bfloat16", "--output", "-", stdin=g)
+        self.assertEqual(rc, 0, err)
+        import struct
+        def bf16(x):  # x rounded to bfloat16, nearest even
+            u = struct.unpack("<I", struct.pack("<f", x))[0]
+            return struct.unpack("<f", struct.pack("<I", (u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000))[0]
+        params = self.d.req("GET", "/v1/optimizers/m/params")[1]["params"]
+        f32 = lambda x: struct.unpack("<f", struct.pack("<f", x))[0]
+        want = [f32(a - bf16(float(v))) for a, v in zip(p0, g.split())]  # sgd lr=1: minus the widened gradient
+        self.assertEqual([f32(x) for x in params["W"] + params["b"]], want)
+        self.assertEqual([f32(float(v)) for v in out.split()], [bf16(v) for v in want])  # the reply, in bfloat16
+        rc, out, err = self.cli("pull", "m", "--dtype", "float16", "--output", "-")
+        self.assertEqual(rc, 0, err)
+        self.assertEqual([f32(float(v)) for v in out.split()],
+                         [struct.unpack("<e", struct.pack("<e", v))[0] for v in want])
+        rc, out, err = self.cli("pull", "m", "--dtype", "int8")
+        self.assertEqual(rc, 1, err)
+        self.assertIn("--dtype: expected float32, bfloat16 or float16", err)
 
     def test_import_under_another_name(self):
         self.assertEqual(self.cli("create", json.dumps(dict(SPEC, algorithm="adam")))[0], 0)
@@ -125,7 +137,6 @@ class CaFile(unittest.TestCase):
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-@unittest.skipUnless(snapshot_endpoint_served(), "POST /v1/optimizers/NAME/snapshot is not served by this daemon yet")
 class Save(unittest.TestCase):
     def tearDown(self):
         for d in getattr(self, "daemons", []):

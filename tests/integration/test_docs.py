@@ -13,8 +13,7 @@
       values, the daemon's seeded inits and random search candidates, bit for bit;
   (f) proto/snapshot.md's reference reader reads a snapshot the daemon wrote;
   (g) docs/cli.md's examples of the `descent` command run as written (build/bin on PATH) and
-      print what is shown (the blocks that `descent save` join in once the daemon serves
-      POST .../snapshot);
+      print what is shown (`descent save` included);
   (h) no file of the repository points to ../shared (documents a clone does not have), and every
       file that speaks of the seed document says in a sentence what it is;
   (i) `make demo` writes its report under build/, and the README says what kill -9 keeps and how
@@ -497,21 +496,6 @@ def cli_env():
     return env
 
 
-def snapshot_served(d):
-    """Does d serve POST /v1/optimizers/NAME/snapshot (`descent save`)?  Until it does, the blocks
-    of docs/cli.md that save are left out (and their replies not compared)."""
-    d.req("POST", "/v1/optimizers", {"name": "probe-snapshot", "algorithm": "sgd",
-                                     "tensors": [{"name": "w", "shape": [1]}]})
-    st, _, _ = d.req("POST", "/v1/optimizers/probe-snapshot/snapshot")
-    d.req("DELETE", "/v1/optimizers/probe-snapshot")
-    return st != 404
-
-
-def without_save(steps):
-    return [(((info, ":", no, n), None) if "descent save" in body else ((info, body, no, n), reply))
-            for (info, body, no, n), reply in steps]
-
-
 def rewrite_api(rel="docs/api.md"):
     """Replaces each reply block of a walkthrough page with the output of a fresh run."""
     path = os.path.join(ROOT, rel)
@@ -523,8 +507,6 @@ def rewrite_api(rel="docs/api.md"):
         env = None
         if rel == "docs/cli.md":
             env = cli_env()
-            if not snapshot_served(d):
-                steps = without_save(steps)
         outs, p = run_walkthrough(steps, d.url, work, env=env)
     finally:
         d.stop(expect_clean=False)
@@ -879,8 +861,6 @@ class AgainstDaemon(unittest.TestCase):
         steps = walkthrough(read("docs/cli.md"))
         self.assertGreater(len(steps), 15)
         self.assertTrue(any("descent save" in b for (_, b, _, _), _ in steps))
-        if not snapshot_served(self.d):
-            steps = without_save(steps)
         work = tempfile.mkdtemp(prefix="descent-cli-docs-")
         try:
             outs, p = run_walkthrough(steps, self.d.url, work, env=cli_env())
