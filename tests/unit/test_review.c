@@ -9,7 +9,10 @@
  *     promises "On failure the files are as they were";
  *   - instance_reconfigure keeps the buffers it allocated before one failed,
  *     although instance.h promises "-E_QUOTA with nothing changed" (and PATCH
- *     uncharges the whole cost, so the quota then counts less than is held).
+ *     uncharges the whole cost, so the quota then counts less than is held);
+ *   - random search's candidate slots (kernel/rsearch.c, up to RSEARCH_SLOTS
+ *     arrays of n floats, allocated by instance_ask) are not in
+ *     instance_floats, so the quota never counts them.
  * Public API only (persist.h, instance.h, statefix.h). */
 #include <check.h>
 #include <errno.h>
@@ -185,6 +188,27 @@ START_TEST(failed_reconfigure_holds_no_new_buffer) {
 }
 END_TEST
 
+/* search.c instance_ask -> rsearch.c rsearch_ask allocates a slot of n
+ * floats per new candidate (up to RSEARCH_SLOTS); transfer.c
+ * instance__held_floats counts params + buffers + scratch only.  Whatever
+ * the fix (charge per slot, or count every slot from creation), what the
+ * instance reports must cover what it holds. */
+START_TEST(asked_candidates_are_counted) {
+  const size_t n = 1000;
+  instance *in = fix_instance(&F, &(fix_spec){.name = "m", .alg = "random_search", .n = n});
+  float *x = mem_xmalloc(n * sizeof(float));
+  derr e = {0};
+  uint64_t id = 0;
+  for (int k = 0; k < 3; k++) ck_assert_int_eq(instance_ask(in, &id, x, &e), 0);
+  ck_assert_uint_eq(id, 3);
+  uint64_t held = (1 + 3) * (uint64_t)n; /* params + three candidate slots */
+  ck_assert_msg(instance_floats(in) >= held, "instance_floats %llu, but %llu floats are held",
+                (unsigned long long)instance_floats(in), (unsigned long long)held);
+  free(x);
+  instance_unref(in);
+}
+END_TEST
+
 Suite *suite_review(void) {
   Suite *s = suite_create("review");
   TCase *tc = tcase_create("defects");
@@ -192,6 +216,7 @@ Suite *suite_review(void) {
   tcase_add_test(tc, failed_remove_does_not_stop_later_saves);
   tcase_add_test(tc, failed_remove_leaves_the_files_as_they_were);
   tcase_add_test(tc, failed_reconfigure_holds_no_new_buffer);
+  tcase_add_test(tc, asked_candidates_are_counted);
   suite_add_tcase(s, tc);
   return s;
 }
