@@ -1,7 +1,11 @@
 /* daemon: wiring the modules together around the libuv loop: start-up,
  * periodic snapshots (on a libuv pool thread), idle-buffer trimming and the
- * graceful shutdown.  Runs on the main thread, which is the loop thread;
- * only snap_work runs elsewhere (a pool thread).  See daemon.h. */
+ * graceful shutdown.  Owns the app (every module's handle) and the loop's
+ * handles, all freed at the end of daemon_run.  Never writes a
+ * file on the loop thread while serving: periodic snapshots go to the pool;
+ * only the final ones, once the HTTP server has stopped, block it.  Runs on
+ * the main thread, which is the loop thread; only snap_work runs elsewhere
+ * (a pool thread).  See daemon.h. */
 #include "daemon.h"
 
 #include <signal.h>

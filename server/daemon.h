@@ -17,7 +17,9 @@
 
 #define DAEMON_EXIT_SNAPSHOT 74 /* EX_IOERR: a clean stop could not write every snapshot */
 
-/* Runs until a signal stops it.  Returns the process exit code. */
+/* Runs until a signal stops it.  Returns the process exit code: 0 after a
+ * clean stop, DAEMON_EXIT_SNAPSHOT if final snapshots failed, 1 if start-up
+ * failed (the reason printed on stderr).  Main thread; once per process. */
 int daemon_run(const config *cfg);
 
 #endif

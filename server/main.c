@@ -1,4 +1,8 @@
-/* main: descentd's entry point: options, then the daemon. */
+/* main: descentd's entry point: the options (config_load), the flags that
+ * print and exit (--help, --help-markdown, --version, --print-routes), else
+ * daemon_run.  Owns the config for the process's life.  Never starts a
+ * thread itself.  Exit status: 2 for bad options, else daemon_run's.  Main
+ * thread. */
 #include <stdio.h>
 #include <stdlib.h>
 

@@ -1,8 +1,10 @@
 /* bufpool: size-classed free lists of pre-touched buffers.
  *
- * Each free list is a stack (the most recently returned buffer on top, still
- * warm in cache); an idle buffer stores its link and the time it was
- * returned in its own first bytes. */
+ * Owns the free lists and the idle/busy byte counts, under bp->lock.  Each
+ * free list is a stack (the most recently returned buffer on top, still warm
+ * in cache); an idle buffer stores its link and the time it was returned in
+ * its own first bytes.  Never maps, unmaps or touches pages with the lock
+ * held (allocation and trimming free outside it).  Any thread. */
 #include "bufpool.h"
 
 #include <pthread.h>

@@ -4,9 +4,14 @@
  * Pages of a fresh buffer cost 12-20 us each on first touch here, and glibc
  * hands allocations of 32 MiB and more back to the kernel on free, so a
  * buffer per request would fault its way through every step.  The pool keeps
- * released buffers in power-of-two size classes (64 KiB and up), already
- * touched, up to a byte budget; smaller requests go to malloc.  Thread-safe
- * (one mutex, held only to pop or push a list head, or to unlink in a trim).
+ * released buffers in size classes from 64 KiB up (below), already touched,
+ * up to a byte budget; requests under 32 KiB are plain posix_memalign
+ * allocations, never pooled.  Any thread (HTTP threads, the state layer under
+ * an instance lock, the loop thread's trim): one mutex, a leaf of the lock
+ * order, held only to pop or push a list head, or to unlink in a trim.
+ *
+ * Ownership: a buffer from bufpool_get is the caller's until it passes it,
+ * with the same cap, to bufpool_put; the pool never touches a busy buffer.
  *
  * Size classes are four per power of two (64, 80, 96, 112, 128 KiB, ...), so
  * a buffer wastes less than a quarter of itself: a 40 MB gradient takes
@@ -38,7 +43,8 @@ void bufpool_put(bufpool *bp, void *p, size_t cap);
  * Returns the bytes freed. */
 size_t bufpool_trim(bufpool *bp, unsigned idle_ms);
 
-/* Idle bytes held, and bytes handed out and not yet returned. */
+/* Idle bytes held, and bytes handed out and not yet returned.  Read without
+ * the mutex: a figure for /metrics, possibly a moment old. */
 size_t bufpool_idle_bytes(const bufpool *bp);
 size_t bufpool_busy_bytes(const bufpool *bp);
 

@@ -1,4 +1,9 @@
-/* config: the options table applied to defaults, environment and argv. */
+/* config: the options table (config.h) applied in order: defaults, then the
+ * DESCENT_<NAME> environment variables, then argv (getopt_long); then the
+ * automatic --max-params (half the physical memory).  Owns the option
+ * strings in a config until config_free.  Never prints or exits on an error:
+ * it returns a derr for main to print (only config_usage/config_markdown
+ * write, to the FILE given).  Main thread, before any other thread starts. */
 #include "config.h"
 
 #include <ctype.h>

@@ -1,7 +1,9 @@
 /* config: descentd's options, declared once in a table that feeds
  * getopt_long, the DESCENT_<NAME> environment variables, --help and
  * docs/operations.md (descentd --help-markdown prints the table).
- * Loaded once in main before any thread starts; read-only afterwards.
+ * Loaded once in main before any thread starts; read-only afterwards, so
+ * every thread reads it without a lock.  The strings belong to the config
+ * (config_free releases them).
  */
 #ifndef DESCENT_CONFIG_H
 #define DESCENT_CONFIG_H

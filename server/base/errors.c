@@ -1,4 +1,7 @@
-/* errors: lookups in the error table and the derr message helpers. No state. */
+/* errors: lookups in the error table (status, snake_case name, default
+ * message) and the derr message helpers.  Owns no state: the table is
+ * const, built from DERR_TABLE, and any code outside it answers as
+ * E_INTERNAL.  Never allocates or logs.  Any thread. */
 #include "errors.h"
 
 #include <stdarg.h>

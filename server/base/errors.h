@@ -1,9 +1,10 @@
 /* errors: the one table of error codes descent answers with.
  *
- * Every failing function in the server returns 0 or a negative code from this
- * table (-E_BAD_JSON, ...), and may fill a derr with a message that says where
- * the input went wrong.  Handlers never choose an HTTP status by hand: they
- * reply from this table (http_reply_error).  Thread-safe: no state.
+ * A failing function returns 0 or a negative code from this table
+ * (-E_BAD_JSON, ...), and may fill a derr with a message that says where the
+ * input went wrong; an outcome kept for later (derr.code, waiter.code) holds
+ * the positive code.  Handlers never choose an HTTP status by hand: they
+ * reply from this table (http_reply_error).  No state, any thread.
  */
 #ifndef DESCENT_ERRORS_H
 #define DESCENT_ERRORS_H
@@ -59,14 +60,18 @@ typedef struct derr {
 
 /* Sets e (may be NULL) to code with a printf-style message (NULL fmt: the
  * table's default message) and returns -code, so callers write
- * `return derr_set(e, E_BAD_LENGTH, "grads.W: expected %zu values", n);`. */
+ * `return derr_set(e, E_BAD_LENGTH, "grads.W: expected %zu values", n);`.
+ * code may be given with either sign; one outside the table becomes
+ * E_INTERNAL. */
 int derr_set(derr *e, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 /* Prefixes e->msg with "prefix: " (for nested decoders: "grads.W[3]"). */
 void derr_prefix(derr *e, const char *prefix);
 
-int derr_status(int code);            /* HTTP status; 500 for unknown codes */
+/* Rows of the table for a code of either sign; an unknown code reads
+ * E_INTERNAL's row (500, "internal_error"). */
+int derr_status(int code);            /* HTTP status */
 const char *derr_name(int code);      /* snake_case code */
 const char *derr_default(int code);   /* the table's message */
 int derr_from_name(const char *name); /* inverse of derr_name; 0 if unknown */

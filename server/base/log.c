@@ -1,5 +1,7 @@
-/* log: logfmt lines on stderr.  The level is the one process-wide setting
- * (set once at start-up from --log-level, read by every thread). */
+/* log: logfmt lines on stderr.  Owns the one process-wide setting, the
+ * level (an atomic: set at start-up from --log-level, read by every
+ * thread).  Never allocates, takes a lock or logs a line in pieces.  Any
+ * thread. */
 #include "log.h"
 
 #include <stdarg.h>

@@ -2,7 +2,10 @@
  *
  * `log_info("snapshot written", "instance=%s bytes=%zu", name, n)` prints
  * `ts=2026-11-24T22:52:29.123Z level=info msg="snapshot written" instance=svm bytes=42`.
- * Never pass a token or a gradient.  Thread-safe (one write(2) per line).
+ * Never pass a token or a gradient.  Any thread: a line (at most 1 KiB, cut
+ * beyond) is formatted on the stack and written with one write(2), so lines
+ * of different threads never interleave.  The level is set once by main
+ * (tests change it); lines below it cost one atomic load.
  */
 #ifndef DESCENT_LOG_H
 #define DESCENT_LOG_H

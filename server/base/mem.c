@@ -1,7 +1,8 @@
 /* mem: aborting small allocations, and big aligned pre-touched arrays.
  * Arrays of 2 MiB and more come straight from mmap with transparent huge
  * pages requested (fewer faults and TLB misses in the kernels); smaller ones
- * from posix_memalign. */
+ * from posix_memalign.  Owns no state.  Never logs except the one
+ * out-of-memory line before abort().  Any thread. */
 #include "mem.h"
 
 #include <stdio.h>

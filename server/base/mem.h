@@ -2,10 +2,13 @@
  *
  * Small internal allocations (mem_x*) abort on out-of-memory: there is no
  * sensible recovery and every caller would otherwise grow an error path.
- * Float arrays sized by a client (mem_alloc_floats) are checked against the
- * limits before they are asked for, may fail (NULL), and come back aligned to
- * 64 bytes, zero-filled and already touched, so that no page fault lands in a
- * step: first touch costs 12-20 us a page on these machines.  Any thread.
+ * Float arrays sized by a client (mem_alloc_floats) may fail (NULL): their
+ * callers check the quota first (registry_charge) and answer E_QUOTA when the
+ * system refuses anyway.  They come back aligned to 64 bytes, zero-filled and
+ * already touched, so that no page fault lands in a step: first touch costs
+ * 12-20 us a page on these machines.  No state; any thread.  Every pointer
+ * returned is the caller's, freed by the matching mem_free_* (free() for
+ * mem_x*).
  */
 #ifndef DESCENT_MEM_H
 #define DESCENT_MEM_H
@@ -23,8 +26,9 @@ char *mem_xstrndup(const char *s, size_t n);
 float *mem_alloc_floats(size_t n);
 void mem_free_floats(float *p, size_t n);
 
-/* Bytes variant of the above (aligned, touched, not necessarily zeroed
- * beyond what the kernel gives). */
+/* Bytes variant of the above: 64-byte aligned (page-aligned from 2 MiB up),
+ * zeroed, touched; NULL if the system refuses.  Free with mem_free_big (same
+ * bytes). */
 void *mem_alloc_big(size_t bytes);
 void mem_free_big(void *p, size_t bytes);
 

@@ -1,7 +1,9 @@
 /* rng: splitmix64-style counter hashing plus Box-Muller with our own log/cos.
  * Built with -ffp-contract=off (as all of descent) so each operation rounds
  * once, in the order written: the results are the same on every IEEE-754
- * machine.  See proto/init.md for the definition users can reimplement. */
+ * machine.  See proto/init.md for the definition users can reimplement.
+ * Owns no state (pure functions of their arguments), never allocates or
+ * calls libm's transcendentals.  Any thread. */
 #include "rng.h"
 
 #include <math.h>

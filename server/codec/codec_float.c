@@ -7,6 +7,7 @@
  * float midpoint; that case (and subnormals, overflow, >19 digits, |k| > 27)
  * goes to strtof.  Printing searches the digit count (1..9) whose nearest
  * decimal reads back to the same float with the same exact check.
+ * Owns no state; never allocates.  Any thread.
  */
 #include "codec_float.h"
 

@@ -2,7 +2,9 @@
  * bfloat16 is the top half of a float32, so widening is a shift and
  * narrowing a rounding add; float16 has its own exponent, so the portable
  * code handles subnormals, infinities and NaNs by hand and the fast path
- * uses F16C's conversions, which round the same way (nearest even). */
+ * uses F16C's conversions, which round the same way (nearest even).
+ * Owns only the cached CPU check (has_f16c: computed on first use; every
+ * thread computes the same value).  Never allocates.  Any thread. */
 #include "codec_half.h"
 
 #include <math.h>

@@ -5,6 +5,11 @@
  * moves backwards: an array that turns out not to be numeric is copied up to
  * the first offending byte and ordinary scanning resumes there, so the whole
  * document is read once.
+ *
+ * Owns a jdoc's root, float store and array table, and a jbuf's text (from
+ * the bufpool when one is given); each belongs to one caller, on one thread
+ * at a time.  Never checks meaning (fields, shapes, finiteness): spec.c and
+ * codec_push.c do.  HTTP threads, and persist (jbuf for snapshot headers).
  */
 #include "codec_json.h"
 

@@ -44,8 +44,9 @@ typedef struct jdoc {
 } jdoc;
 
 /* Parses text[0..len).  On success d->root is the document (any JSON type).
- * Returns 0, or -E_BAD_JSON with where it went wrong; d is then empty but
- * must still be released with jdoc_free. */
+ * Returns 0, or -E_BAD_JSON with where it went wrong (-E_QUOTA if the float
+ * store cannot grow); d is then empty but must still be released with
+ * jdoc_free, which gives back everything d owns. */
 int jdoc_parse(jdoc *d, bufpool *pool, const char *text, size_t len, derr *e);
 void jdoc_free(jdoc *d);
 

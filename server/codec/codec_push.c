@@ -1,6 +1,8 @@
 /* codec_push: decoding push bodies.  Works on copies of the outputs and
  * stores them only once the whole body is valid, so a refused body changes
- * nothing and leaves no buffer behind. */
+ * nothing and leaves no buffer behind.  Owns nothing past a call (the
+ * gradient buffer goes to the caller).  Never touches an instance or a lock:
+ * it reads only the immutable layout.  HTTP threads. */
 #include "codec_push.h"
 
 #include <stdio.h>

@@ -1,4 +1,9 @@
-/* spec: decoding and encoding instance configurations and state documents. */
+/* spec: decoding and encoding instance configurations and state documents
+ * (spec.h).  Owns nothing past a call: decoded configurations, parameters
+ * and states are the caller's.  Never touches an instance, a lock or the
+ * registry: JSON in, instance_cfg/instance_state out, and back.  HTTP
+ * threads (create, PATCH, import, describe, export) and persist (snapshot
+ * headers, on whichever thread saves or loads). */
 #include "spec.h"
 
 #include <math.h>

@@ -9,7 +9,11 @@
  * caller's own CPU whenever the other CPUs are busy with anything (even a
  * nice-19 task), and then only runs once the step is over; pinned, it
  * preempts on its own CPU.  The helper that shares the caller's CPU simply
- * finds no chunk left. */
+ * finds no chunk left.
+ *
+ * Owns its helper threads and the one job slot (kp->j), written only by the
+ * thread holding `busy`.  Never blocks a caller on `busy` (trylock) and
+ * never lets a helper outlive kpool_free (joined there). */
 #include "kpool.h"
 
 #include <pthread.h>

@@ -8,6 +8,12 @@
  * split step runs at a time: if the helpers are busy with another
  * instance's step, the caller runs its step alone (never waits for the
  * pool).  Elementwise kernels make every split bit-identical.
+ *
+ * Threads: kpool_new and kpool_free on the main thread (start-up, exit);
+ * kpool_apply from any thread, typically under an instance lock (HTTP
+ * threads, the loop thread closing a round): the pool's locks are leaves and
+ * it calls nothing back.  It never allocates in a step and holds no pointer
+ * into the caller's arrays once kpool_apply returns.
  */
 #ifndef DESCENT_KPOOL_H
 #define DESCENT_KPOOL_H
@@ -27,7 +33,8 @@ kpool *kpool_new(int threads);
 void kpool_free(kpool *kp);
 int kpool_threads(const kpool *kp);
 
-/* optim_apply over [0, n), split when worthwhile.  kp may be NULL. */
+/* optim_apply over [0, n), split when worthwhile; returns once every
+ * element is done.  kp may be NULL (then the caller does it all). */
 void kpool_apply(kpool *kp, const optim_plan *pl, float *p, float *g, float *const buf[OPTIM_NBUF],
                  size_t n, bool emit);
 

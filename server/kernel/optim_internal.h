@@ -1,5 +1,6 @@
 /* optim_internal: the plan's flag bits and scalar slots, shared by optim.c
- * (which fills them) and optim_kernels.c (which reads them).  Not public. */
+ * (which fills them) and optim_kernels.c (which reads them).  Not public:
+ * nothing outside server/kernel/optim*.c includes it.  Constants only. */
 #ifndef DESCENT_OPTIM_INTERNAL_H
 #define DESCENT_OPTIM_INTERNAL_H
 

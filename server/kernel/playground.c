@@ -1,4 +1,8 @@
-/* playground: objectives, their gradients, and the optimization loop. */
+/* playground: the built-in objectives and their gradients (in double), and
+ * playground_run, which steps the daemon's own optimizer kernel on float32
+ * (x, y) and writes the trajectory and losses into the caller's arrays.
+ * Owns no state; never allocates or does I/O (the caller sizes traj and
+ * losses).  Any thread (HTTP threads, POST /v1/playground). */
 #include "playground.h"
 
 #include <math.h>

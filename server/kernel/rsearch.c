@@ -1,4 +1,6 @@
-/* rsearch: candidate slots and the keep-the-best rule of random search. */
+/* rsearch: candidate slots and the keep-the-best rule of random search
+ * (rsearch.h).  Owns the slots' arrays; never does I/O or locking (the
+ * caller serializes).  Any thread, under the caller's instance lock. */
 #include "rsearch.h"
 
 #include <math.h>

@@ -8,7 +8,11 @@
  * tell reports a candidate's loss; the best candidate (lowest loss) is kept
  * in the instance's parameters and best_loss only ever decreases.  Up to
  * RSEARCH_SLOTS candidates may be outstanding; older ones are forgotten.
- * No I/O; the caller holds the instance lock.
+ *
+ * Ownership: each slot's n floats belong to the rsearch (allocated by the
+ * first ask that uses the slot, freed by rsearch_cleanup).  No I/O and no
+ * lock: calls on one rsearch must be serialized by the caller (the state
+ * layer holds the instance lock).
  */
 #ifndef DESCENT_RSEARCH_H
 #define DESCENT_RSEARCH_H
@@ -38,7 +42,8 @@ void rsearch_init(rsearch *rs, size_t n);
 void rsearch_cleanup(rsearch *rs);
 
 /* Proposes the next candidate: *id and *x (borrowed, valid until the slot is
- * reused) are set.  params is the current best (read when center = best). */
+ * reused) are set.  params is the current best (read when center = best).
+ * Returns 0. */
 int rsearch_ask(rsearch *rs, const optim_hyper *h, const float *params, uint64_t *id,
                 const float **x, derr *e);
 

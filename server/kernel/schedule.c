@@ -1,4 +1,6 @@
-/* schedule: the closed forms of torch's lr schedulers. */
+/* schedule: the closed forms of torch's lr schedulers (schedule.h), in
+ * double.  Owns no state: pure functions, no allocation, no I/O.  Any
+ * thread. */
 #include "schedule.h"
 
 #include <math.h>

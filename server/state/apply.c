@@ -1,7 +1,9 @@
 /* apply: one optimizer step on an instance (the fused kernels through the
  * kpool), the finiteness scan and norm of a gradient, refusals counted for
- * /metrics, and the apply latency histogram.  No allocation in a step.
- * HTTP threads and the loop thread (a round closed by its deadline). */
+ * /metrics, and the apply latency histogram.  Under the instance lock
+ * (asserted), except apply__scan, which reads only the gradient and the
+ * immutable layout.  Never allocates in a step.  HTTP threads and the loop
+ * thread (a round closed by its deadline or a lease). */
 #include <math.h>
 
 #include "instance_internal.h"

@@ -1,9 +1,12 @@
 /* idem: the idempotency window of an instance, a ring of IDEM_LEN keyed
  * outcomes.  A retry with a known key gets the first outcome back (with the
  * first reply's parameters while they fit in IDEM_SNAP_BUDGET bytes),
- * never a second application.  Completed keys travel with exports and
- * snapshots (idem__export/idem__import), so a retry after a restart is
- * replayed too.  Everything here runs under the instance lock. */
+ * never a second application.  Completed keys are copied by instance_export
+ * and restored by instance_from_state (idem__export/idem__import): persist
+ * writes them into snapshots, so a retry after a restart is replayed too;
+ * the JSON state document (GET/PUT .../state) does not carry them.  Owns the
+ * kept psnap references.  Everything here runs under the instance lock
+ * (asserted), on HTTP threads, the loop thread and the snapshot threads. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -1,7 +1,9 @@
 /* instance: the lifetime of an instance (allocation, references, close and
  * shutdown), configuration helpers, and the short reads that copy one
- * figure under the lock.  Never does I/O.  Any thread; see instance.h for
- * the invariants and the lock order. */
+ * figure under the lock.  Owns the instance's memory: the last
+ * instance_unref frees every array and table.  Never does I/O, never frees
+ * while a reference is out (timers hold one while armed).  Any thread; see
+ * instance.h for the invariants and the lock order. */
 #include "instance.h"
 
 #include <math.h>

@@ -40,13 +40,16 @@
  *   -> persist's lock
  *   -> instance lock (private; every function below takes it itself)
  *   -> leaves: timers, kpool, bufpool, the HTTP suspended list, the
- *      registry's table lock.
+ *      registry's table lock and its quota mutex.
+ * One exception: import holds the replaced instance's change lock while it
+ * takes the new one's, which no other thread can see yet (not published).
  * Wake callbacks run after the instance lock is released.  Debug builds
  * (-DDESCENT_DEBUG, the sanitizer builds) assert the lock is held wherever a
  * function requires it.
  *
  * No I/O, no HTTP, no JSON here: handlers decode into a `push` and encode
- * what comes back.  Called from HTTP threads and the loop thread (timers).
+ * what comes back.  Called from HTTP threads, the loop thread (timers) and
+ * the snapshot threads (export, version, change lock).
  */
 #ifndef DESCENT_INSTANCE_H
 #define DESCENT_INSTANCE_H

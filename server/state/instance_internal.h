@@ -5,9 +5,10 @@
  *
  * Every function declared here that says "under the lock" requires the
  * instance lock held by the calling thread; debug builds assert it
- * (INSTANCE_ASSERT_LOCKED).  None of them takes a lock itself, does I/O, or
- * calls a wake callback: completed waiters are collected on a wake_list that
- * the public function runs after unlocking.
+ * (INSTANCE_ASSERT_LOCKED).  None of them takes the instance lock or any lock
+ * above it (only the leaves: timers, kpool, bufpool), does I/O, or calls a
+ * wake callback: completed waiters are collected on a wake_list that the
+ * public function runs after unlocking.
  */
 #ifndef DESCENT_INSTANCE_INTERNAL_H
 #define DESCENT_INSTANCE_INTERNAL_H

@@ -1,8 +1,10 @@
 /* psnap: refcounted copies of the parameters at one step, shared by every
  * reply that must show that moment (a closed sync round, a retried push).
  * The buffer comes from the bufpool and goes back to it with the last
- * reference.  Any thread; no lock (the refcount is atomic, the contents are
- * written once before the first reference is shared). */
+ * reference.  psnap__new returns NULL if the pool refuses; callers then do
+ * without (a reply shows the current parameters).  Any thread; no lock (the
+ * refcount is atomic, the contents are written once before the first
+ * reference is shared, and never after). */
 #include <stdlib.h>
 #include <string.h>
 

@@ -6,7 +6,10 @@
  *   3. a step ahead of the instance is refused;
  *   4. async: staleness, then one optimizer step (apply.c);
  *      sync: the round (round.c).
- * A refused push changes nothing but the counters.  HTTP threads. */
+ * A refused push changes nothing but the counters.  Never applies a keyed
+ * push twice, and never blocks: a sync push that must wait is suspended and
+ * woken by whoever closes its round.  The gradient stays the caller's.
+ * HTTP threads. */
 #include <math.h>
 #include <string.h>
 

@@ -1,6 +1,9 @@
 /* registry: FNV-1a hashed chains of instances under a rwlock, the catalog
  * mutex, and the float quota (an atomic-free counter under its own mutex).
- * See registry.h.  Any thread. */
+ * Owns one reference to each instance it holds.  Never calls into an
+ * instance with the table lock held beyond instance_ref and instance_name
+ * (an atomic and an immutable field), and never calls out under the quota
+ * mutex.  See registry.h.  Any thread. */
 #include "registry.h"
 
 #include <pthread.h>

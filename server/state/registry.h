@@ -13,8 +13,9 @@
  *   - the memory quota (--max-params): every path that allocates parameters
  *     or buffers charges the floats first (registry_charge) and uncharges
  *     what it frees, so registry_floats() is what the instances hold.
- * Thread-safe.  Lock order: the catalog lock, then instance locks, then the
- * table's rwlock (a leaf: nothing is called while it is held).
+ * Thread-safe.  Lock order (instance.h): the catalog lock, then instance
+ * change locks and instance locks, then the table's rwlock and the quota
+ * mutex (leaves: nothing is called while either is held).
  */
 #ifndef DESCENT_REGISTRY_H
 #define DESCENT_REGISTRY_H
@@ -54,7 +55,7 @@ int registry_check_quota(registry *r, uint64_t floats, derr *e);
 
 /* Adds in (the registry takes its own reference); its floats must have been
  * charged.  -E_EXISTS if the name is taken; nothing changes on failure.
- * Hold the catalog lock. */
+ * Hold the catalog lock (or run before any other thread, as loading does). */
 int registry_add(registry *r, instance *in, derr *e);
 
 /* Puts in under its name, returning the instance it replaced (a reference

@@ -4,8 +4,11 @@
  * order, so the result does not depend on arrival order), at its deadline
  * with at least min_workers, or fails them all (504).  A member that stays
  * silent past its lease is dropped, which lowers `expected`.  The state
- * diagram is in instance.h.  Everything here runs under the instance lock,
- * on HTTP threads (pushes) and the loop thread (deadline and lease timers). */
+ * diagram is in instance.h.  Owns the round's participant table and its two
+ * timers (each armed timer holds an instance reference).  Never keeps a
+ * participant's gradient past the round: it is the pushing request's.
+ * Everything here runs under the instance lock, on HTTP threads (pushes) and
+ * the loop thread (deadline and lease timers). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>

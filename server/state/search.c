@@ -1,7 +1,8 @@
 /* search: random-search ask/tell on an instance (the candidates come from
  * kernel/rsearch.c; the instance holds the best point as its parameters).
  * A tell is a step: it bumps the step, the history and wakes long-polls.
- * HTTP threads. */
+ * Never hands out the rsearch's own arrays: ask copies the candidate into
+ * the caller's buffer under the lock.  HTTP threads. */
 #include <math.h>
 #include <string.h>
 

@@ -1,8 +1,10 @@
 /* transfer: whole-state copies of an instance (export for GET .../state and
  * snapshots, import for PUT .../state and loading), and reconfiguration
  * (PATCH).  A copy is taken under the lock in one critical section (one
- * memcpy per array), so it is one moment; no I/O here.  HTTP threads and
- * the snapshot thread. */
+ * memcpy per array), so it is one moment; no I/O here.  A copy owns its
+ * arrays (instance_state_free).  Never changes name, algorithm, mode or
+ * tensors: readers use them without the lock.  HTTP threads, the snapshot
+ * threads and main (loading). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>

@@ -1,7 +1,9 @@
 /* workers: the table of workers an instance has seen (by name), with the
  * figures GET .../workers shows and the lease each sync member holds.
  * Entries are never removed while the instance lives (a dropped member
- * keeps its row, flagged).  HTTP threads and the loop thread (leases). */
+ * keeps its row, flagged), so a worker_info pointer held under the lock
+ * stays valid; copies handed out are the caller's.  Under the instance lock.
+ * HTTP threads and the loop thread (leases). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -10,6 +10,12 @@
  * Saves go through one mutex (so they are serialized) and a table of the
  * last version written per instance incarnation (so they never go back in
  * time, and a deleted instance is never resurrected by a late save).
+ *
+ * Owns the data dir's descriptor (flocked for the process's life) and that
+ * table, both under p->lock.  Never takes an instance lock while holding
+ * p->lock: the state is exported first.  Threads: HTTP threads (create,
+ * PATCH, import, delete, POST .../snapshot), a libuv pool thread (periodic
+ * snapshots), the loop thread (final snapshots) and main (loading).
  */
 #include "persist.h"
 

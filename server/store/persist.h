@@ -12,7 +12,10 @@
  * Saves of one instance are serialized and never go back in time (a save of
  * an older version than the last written one is skipped).  The copy of the
  * state is taken under the instance lock (one memcpy per array); the write
- * happens outside it.  Thread-safe.
+ * happens outside it.  Thread-safe.  Lock order (instance.h): a caller may
+ * hold the catalog lock and the instance's change lock; persist's own lock
+ * comes after them and is never held while an instance lock is taken.
+ * Nothing here keeps a pointer to an instance or a state past the call.
  */
 #ifndef DESCENT_PERSIST_H
 #define DESCENT_PERSIST_H
@@ -30,10 +33,14 @@ persist *persist_open(const char *dir, derr *e);
 void persist_close(persist *p);
 
 /* Writes a snapshot of in now (config changes: durable before the reply).
- * The caller holds in's change lock. */
+ * The caller holds in's change lock.  0 when written, or when skipped
+ * because a newer version or incarnation was written or the incarnation was
+ * deleted; -E_IO if the file cannot be written; -E_QUOTA if no memory for
+ * the copy. */
 int persist_save(persist *p, instance *in, derr *e);
 
-/* Writes an already exported state (used by the periodic snapshotter). */
+/* Writes an already exported state (PATCH writes the state it is about to
+ * make).  Returns as persist_save (never -E_QUOTA). */
 int persist_save_state(persist *p, const instance_state *s, derr *e);
 
 /* Removes NAME.snap and NAME.snap.prev (delete).  On failure the files
@@ -41,7 +48,8 @@ int persist_save_state(persist *p, const instance_state *s, derr *e);
 int persist_remove(persist *p, const char *name, derr *e);
 
 /* Loads every NAME.snap into r (charging its quota).  Returns the number
- * loaded; damaged files are logged, set aside and skipped. */
+ * loaded; damaged files are logged, set aside and skipped.  At start-up
+ * only, before any other thread uses r: it adds without the catalog lock. */
 int persist_load_all(persist *p, registry *r, const instance_env *env);
 
 /* Saves every instance whose state changed since its last snapshot, each
@@ -57,7 +65,11 @@ int persist_snapshot_changed(persist *p, registry *r, const char *fail_msg, size
  * file holds), or -E_IO. */
 int persist_save_now(persist *p, instance *in, uint64_t *step, derr *e);
 
-/* Encodes / decodes the snapshot bytes (exposed for tests and fuzzing). */
+/* Encodes / decodes the snapshot bytes (exposed for tests and fuzzing).
+ * encode: *out is the caller's (free()), returns 0.  decode: 0 with s filled
+ * (caller frees with instance_state_free), or a negative error with e saying
+ * why and s empty: -E_BAD_REQUEST for the file's structure, the decoder's
+ * code for a bad configuration, -E_QUOTA when out of memory. */
 int persist_encode(const instance_state *s, unsigned char **out, size_t *len);
 int persist_decode(const unsigned char *buf, size_t len, instance_state *s, derr *e);
 

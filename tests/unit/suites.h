@@ -19,7 +19,8 @@
   X(state_waiters)    \
   X(registry)         \
   X(persist)          \
-  X(spec)
+  X(spec)             \
+  X(review)
 
 #define TEST_SUITE_DECL(name) Suite *suite_##name(void);
 TEST_SUITES(TEST_SUITE_DECL)
