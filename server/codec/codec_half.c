@@ -99,13 +99,10 @@ __attribute__((target("avx2"))) static size_t bf16_widen_avx2(const unsigned cha
   return i;
 }
 
+/* Reads the CPU model libgcc filled in at start (cheap; no cache to race on). */
 static int has_f16c(void) {
-  static int cached = -1;
-  if (cached < 0) {
-    __builtin_cpu_init();
-    cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
-  }
-  return cached;
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
 }
 #endif
 

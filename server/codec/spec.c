@@ -522,6 +522,46 @@ json_t *spec_cfg_json(const instance_cfg *c) {
 
 /* ---- state documents --------------------------------------------------------------- */
 
+json_t *spec_idem_json(const instance_state *s) {
+  json_t *keys = json_array();
+  for (size_t i = 0; i < s->nidem; i++) {
+    const idem_record *k = &s->idem[i];
+    json_t *o = json_pack("{s:s,s:I}", "key", k->key, "step", (json_int_t)k->step);
+    if (k->code) {
+      json_object_set_new(o, "error", json_string(derr_name(k->code)));
+      json_object_set_new(o, "message", json_string(k->err.msg));
+    }
+    json_array_append_new(keys, o);
+  }
+  return keys;
+}
+
+int spec_parse_idem(json_t *keys, instance_state *s, derr *e) {
+  if (!keys) return 0;
+  if (!json_is_array(keys) || json_array_size(keys) > IDEM_LEN)
+    return derr_set(e, E_BAD_REQUEST, "idempotency: expected a list of at most %d keys", IDEM_LEN);
+  s->idem = mem_xcalloc(json_array_size(keys) + 1, sizeof *s->idem);
+  for (size_t i = 0; i < json_array_size(keys); i++) {
+    json_t *o = json_array_get(keys, i), *key = json_object_get(o, "key"), *step = json_object_get(o, "step");
+    json_t *err = json_object_get(o, "error"), *msg = json_object_get(o, "message");
+    idem_record *k = &s->idem[s->nidem];
+    if (!json_is_object(o) || json_object_size(o) != 2u + (err != NULL) + (msg != NULL) || !json_is_string(key) ||
+        json_string_length(key) == 0 || json_string_length(key) > IDEM_KEY_MAX || !json_is_integer(step) ||
+        json_integer_value(step) < 0 || (err && !json_is_string(err)) || (msg && !json_is_string(msg)))
+      return derr_set(e, E_BAD_REQUEST, "idempotency[%zu]: expected {\"key\", \"step\"} (and \"error\", \"message\")", i);
+    snprintf(k->key, sizeof k->key, "%s", json_string_value(key));
+    k->step = (uint64_t)json_integer_value(step);
+    if (err) {
+      k->code = derr_from_name(json_string_value(err));
+      if (!k->code) return derr_set(e, E_BAD_REQUEST, "idempotency[%zu].error: unknown error code", i);
+      k->err.code = k->code;
+      snprintf(k->err.msg, sizeof k->err.msg, "%s", msg ? json_string_value(msg) : "");
+    }
+    s->nidem++;
+  }
+  return 0;
+}
+
 void spec_state_write(jbuf *b, const instance_state *s) {
   const instance_cfg *c = &s->cfg;
   json_t *o = spec_cfg_json(c);
@@ -547,6 +587,7 @@ void spec_state_write(jbuf *b, const instance_state *s) {
     json_object_set_new(bufs, optim_buf_name(b2), per);
   }
   json_object_set_new(o, "buffers", bufs);
+  if (s->nidem) json_object_set_new(o, "idempotency", spec_idem_json(s));
   if (c->alg == OPTIM_RANDOM_SEARCH)
     json_object_set_new(o, "random_search",
                         json_pack("{s:o,s:I,s:I,s:I}", "best_loss",
@@ -675,7 +716,7 @@ int spec_parse_state(const jdoc *d, const char *name, uint64_t max_floats, insta
   static const char *const keys[] = {
       "name", "algorithm", "hyper", "tensors", "mode", "max_staleness", "workers", "min_workers",
       "round_timeout_ms", "aggregate", "worker_lease_ms", "clip_grad_norm", "schedule", "format",
-      "step", "params", "buffers", "random_search", "size", "created", NULL};
+      "step", "params", "buffers", "random_search", "size", "created", "idempotency", NULL};
   if ((rc = only_keys(root, keys, "", E_BAD_REQUEST, e)) < 0) return rc;
   json_t *fmt = json_object_get(root, "format");
   if (fmt && (!json_is_string(fmt) || strcmp(json_string_value(fmt), "descent-state/1")))
@@ -687,7 +728,7 @@ int spec_parse_state(const jdoc *d, const char *name, uint64_t max_floats, insta
   }
   snprintf(s->cfg.name, sizeof s->cfg.name, "%s", name);
   if ((rc = parse_state_head(d, root, s, e)) < 0 || (rc = parse_state_buffers(d, root, s, e)) < 0 ||
-      (rc = parse_state_search(root, s, e)) < 0)
+      (rc = parse_state_search(root, s, e)) < 0 || (rc = spec_parse_idem(json_object_get(root, "idempotency"), s, e)) < 0)
     goto fail;
   return 0;
 fail:

@@ -62,4 +62,12 @@ int spec_parse_cfg_json(json_t *root, instance_cfg *cfg, derr *e);
  * (then *s is empty).  max_floats: as for spec_parse_create. */
 int spec_parse_state(const jdoc *d, const char *name, uint64_t max_floats, instance_state *s, derr *e);
 
+/* The idempotency window of a state (s->idem, oldest first) as a JSON list
+ * [{"key", "step"[, "error", "message"]}] (new reference), and back into s
+ * (keys may be NULL: none).  Snapshot headers and state documents carry it,
+ * so a retry after a restart or a migration replays its first outcome.
+ * parse: 0, or -E_BAD_REQUEST naming the entry. */
+json_t *spec_idem_json(const instance_state *s);
+int spec_parse_idem(json_t *keys, instance_state *s, derr *e);
+
 #endif

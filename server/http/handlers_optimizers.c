@@ -143,8 +143,13 @@ static int patch_locked(request *r, instance *in, derr *e) {
   instance_cfg_free(&cur);
   if (rc < 0) return rc;
   uint64_t cost = instance_reconfigure_cost(in, &next);
+  unsigned added = 0;
   if ((rc = registry_charge(r->app->reg, cost, e)) == 0) {
-    if ((rc = save_with(r, in, &next, e)) == 0) rc = instance_reconfigure(in, &next, e);
+    /* memory first, then the file, then the change, which can no longer fail:
+     * a file never holds a configuration that memory refused */
+    if ((rc = instance_reconfigure_prepare(in, &next, &added, e)) == 0 && (rc = save_with(r, in, &next, e)) < 0)
+      instance_reconfigure_abort(in, added);
+    if (rc == 0) rc = instance_reconfigure(in, &next, e);
     if (rc < 0) registry_uncharge(r->app->reg, cost);
   }
   instance_cfg_free(&next);

@@ -22,12 +22,20 @@ void rsearch_cleanup(rsearch *rs) {
   memset(rs->slot, 0, sizeof rs->slot);
 }
 
+bool rsearch_next_needs_memory(const rsearch *rs) { return !rs->slot[rs->next_id % RSEARCH_SLOTS].x; }
+
+size_t rsearch_slots_held(const rsearch *rs) {
+  size_t k = 0;
+  for (int i = 0; i < RSEARCH_SLOTS; i++) k += rs->slot[i].x != NULL;
+  return k;
+}
+
 int rsearch_ask(rsearch *rs, const optim_hyper *h, const float *params, uint64_t *id,
                 const float **x, derr *e) {
-  (void)e;
+  struct rsearch_slot *s = &rs->slot[rs->next_id % RSEARCH_SLOTS];
+  if (!s->x && !(s->x = mem_alloc_floats(rs->n)))
+    return derr_set(e, E_QUOTA, "not enough memory for a candidate of %zu floats", rs->n);
   uint64_t k = rs->next_id++;
-  struct rsearch_slot *s = &rs->slot[k % RSEARCH_SLOTS];
-  if (!s->x) s->x = mem_alloc_floats(rs->n);
   s->id = k;
   rng_fill_normal(s->x, rs->n, 0, h->seed, k, 0.0, h->scale);
   if (h->center == OPTIM_CENTER_BEST)

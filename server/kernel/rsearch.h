@@ -44,6 +44,11 @@ void rsearch_cleanup(rsearch *rs);
 /* Proposes the next candidate: *id and *x (borrowed, valid until the slot is
  * reused) are set.  params is the current best (read when center = best).
  * Returns 0. */
+/* Whether the next ask needs a new slot's n floats (the caller charges
+ * them first), and how many slots hold memory now. */
+bool rsearch_next_needs_memory(const rsearch *rs);
+size_t rsearch_slots_held(const rsearch *rs);
+
 int rsearch_ask(rsearch *rs, const optim_hyper *h, const float *params, uint64_t *id,
                 const float **x, derr *e);
 

@@ -88,11 +88,26 @@ instance_layout instance_cfg_layout(const instance_cfg *c) {
 
 /* ---- lifetime --------------------------------------------------------------- */
 
+void instance__free_buffers(instance *in, unsigned which) {
+  for (int b = 0; b < OPTIM_NBUF; b++) {
+    if (!(which & in->have & (1u << b))) continue;
+    mem_free_floats(in->buf[b], in->cfg.n);
+    in->buf[b] = NULL;
+    in->have &= ~(1u << b);
+    in->fresh &= ~(1u << b);
+  }
+}
+
 int instance__alloc_buffers(instance *in, unsigned need) {
+  unsigned added = 0;
   for (int b = 0; b < OPTIM_NBUF; b++) {
     if (!(need & (1u << b)) || (in->have & (1u << b))) continue;
     float *a = mem_alloc_floats(in->cfg.n);
-    if (!a) return -E_QUOTA;
+    if (!a) { /* all or nothing: a refusal holds no new buffer */
+      instance__free_buffers(in, added);
+      return -E_QUOTA;
+    }
+    added |= 1u << b;
     float init = optim_buf_initial(in->cfg.alg, &in->cfg.hyper, b);
     if (init != 0)
       for (size_t i = 0; i < in->cfg.n; i++) a[i] = init;
@@ -113,6 +128,7 @@ instance *instance__alloc(const instance_cfg *cfg, const instance_env *env) {
   in->pool = env->pool;
   in->tm = env->tm;
   in->kp = env->kp;
+  in->reg = env->reg;
   in->incarnation = env->incarnations ? atomic_fetch_add(env->incarnations, 1) + 1 : 0;
   in->created = instance__wall_now();
   in->params = mem_alloc_floats(cfg->n);

@@ -68,13 +68,17 @@
 #include "timers.h"
 
 typedef struct kpool kpool;
+typedef struct registry registry;
 
-/* What every instance shares: buffer pool, timers, kernel threads. */
+/* What every instance shares: buffer pool, timers, kernel threads, and the
+ * registry whose quota memory allocated after creation is charged to
+ * (random-search candidates; NULL: not charged). */
 typedef struct instance_env {
   bufpool *pool;
   timers *tm;
   kpool *kp;
   atomic_uint_fast64_t *incarnations; /* source of instance incarnation ids */
+  registry *reg;
 } instance_env;
 
 #define NAME_MAX_LEN 64
@@ -141,6 +145,7 @@ struct waiter {
   waiter *prev, *next;
   int linked;
   uint64_t wait_step;   /* long-poll: wake when step >= wait_step */
+  bool polling;         /* linked on the long-poll list (not a round's) */
   /* outcome */
   int code;             /* 0 or positive error code */
   derr err;
@@ -338,6 +343,13 @@ instance *instance_from_state(const instance_state *s, const instance_env *env);
 int instance_reconfigure(instance *in, const instance_cfg *c, derr *e);
 /* Floats a reconfigure to c would allocate (0 if none).  Takes the lock. */
 uint64_t instance_reconfigure_cost(instance *in, const instance_cfg *c);
+/* The two halves around a PATCH's write: prepare allocates the buffers c
+ * needs (all or none: 0, or -E_QUOTA with nothing held; *added says which
+ * are new), so that instance_reconfigure cannot fail after the new
+ * configuration was written; abort frees them again if the write failed.
+ * Both require the change lock. */
+int instance_reconfigure_prepare(instance *in, const instance_cfg *c, unsigned *added, derr *e);
+void instance_reconfigure_abort(instance *in, unsigned added);
 
 /* random_search: proposes candidate *id into out (n floats). */
 int instance_ask(instance *in, uint64_t *id, float *out, derr *e);

@@ -59,6 +59,7 @@ struct instance {
   bufpool *pool;
   timers *tm;
   kpool *kp;
+  registry *reg; /* quota for memory taken after creation; may be NULL */
   float *params;
   float *buf[OPTIM_NBUF];
   unsigned have;  /* allocated buffers */
@@ -73,7 +74,8 @@ struct instance {
   waiter *pollers;
   struct round round;
   dtimer lease_timer;
-  bool lease_armed;
+  bool lease_armed;  /* lease_at is its time; an earlier callback is stale */
+  uint64_t lease_at;
   float *scratch; /* n floats for combining a round (sync mode) */
   worker_info **workers;
   size_t nworkers, workers_cap;
@@ -101,9 +103,11 @@ uint64_t instance__mono_ns(void);
 
 /* ---- buffers (instance.c) ---- */
 /* Allocates the buffers in `need` not yet held (under the lock, or before
- * publication).  0, or -E_QUOTA if memory cannot be had (those allocated
- * stay). */
+ * publication), fresh (no history) and at their initial values.  0, or
+ * -E_QUOTA if memory cannot be had, with no new buffer held. */
 int instance__alloc_buffers(instance *in, unsigned need);
+/* Frees the buffers in `which` that are held (under the lock). */
+void instance__free_buffers(instance *in, unsigned which);
 /* A new instance with cfg's configuration and zeroed parameters, no buffers. */
 instance *instance__alloc(const instance_cfg *cfg, const instance_env *env);
 

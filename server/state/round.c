@@ -169,8 +169,12 @@ static void arm_lease_timer(instance *in) {
   }
   if (next == UINT64_MAX) return;
   instance_ref(in);
-  if (timers_arm(in->tm, &in->lease_timer, next + 1)) in->lease_armed = true;
-  else drop_timer_ref(in);
+  if (timers_arm(in->tm, &in->lease_timer, next + 1)) {
+    in->lease_armed = true;
+    in->lease_at = next + 1;
+  } else {
+    drop_timer_ref(in);
+  }
 }
 
 static void arm_deadline(instance *in) {
@@ -190,9 +194,10 @@ static void lease_cb(dtimer *t) {
   instance *in = t->arg;
   wake_list wl = {0};
   instance__lock(in);
-  in->lease_armed = false;
   uint64_t now = timers_now_ms();
-  if (!in->deleted && in->round.count) {
+  bool stale = !in->lease_armed || now < in->lease_at; /* already firing when its round closed */
+  if (!stale) in->lease_armed = false;
+  if (!stale && !in->deleted && in->round.count) {
     for (size_t i = 0; i < in->nworkers; i++) {
       worker_info *w = in->workers[i];
       if (!in_round(in, w) && !w->dropped && w->pushes && w->last_seen_ms + in->cfg.worker_lease_ms <= now)

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "instance_internal.h"
+#include "registry.h"
 
 int instance_ask(instance *in, uint64_t *id, float *out, derr *e) {
   if (!in->rs) return derr_set(e, E_WRONG_ALGORITHM, "ask and tell are for random_search instances");
@@ -15,10 +16,16 @@ int instance_ask(instance *in, uint64_t *id, float *out, derr *e) {
     instance__unlock(in);
     return derr_set(e, E_NO_INSTANCE, NULL);
   }
+  /* a new candidate slot's floats are charged to the quota first */
+  bool charge = in->reg && rsearch_next_needs_memory(in->rs);
+  int rc = charge ? registry_charge(in->reg, in->cfg.n, e) : 0;
   const float *x;
-  int rc = rsearch_ask(in->rs, &in->cfg.hyper, in->params, id, &x, e);
-  if (rc == 0) memcpy(out, x, in->cfg.n * sizeof(float));
-  in->version++;
+  if (rc == 0 && (rc = rsearch_ask(in->rs, &in->cfg.hyper, in->params, id, &x, e)) < 0 && charge)
+    registry_uncharge(in->reg, in->cfg.n);
+  if (rc == 0) {
+    memcpy(out, x, in->cfg.n * sizeof(float));
+    in->version++;
+  }
   instance__unlock(in);
   return rc;
 }

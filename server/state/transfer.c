@@ -14,6 +14,7 @@
 
 uint64_t instance__held_floats(const instance *in) {
   uint64_t k = 1 + (uint64_t)__builtin_popcount(in->have) + (in->scratch ? 1 : 0);
+  if (in->rs) k += rsearch_slots_held(in->rs); /* candidates asked for */
   return k * (uint64_t)in->cfg.n;
 }
 
@@ -109,6 +110,22 @@ uint64_t instance_reconfigure_cost(instance *in, const instance_cfg *c) {
   return cost;
 }
 
+int instance_reconfigure_prepare(instance *in, const instance_cfg *c, unsigned *added, derr *e) {
+  instance__lock(in);
+  unsigned before = in->have;
+  int rc = instance__alloc_buffers(in, optim_buffers(c->alg, &c->hyper));
+  *added = in->have & ~before;
+  instance__unlock(in);
+  return rc < 0 ? derr_set(e, E_QUOTA, "not enough memory for the new optimizer state") : 0;
+}
+
+void instance_reconfigure_abort(instance *in, unsigned added) {
+  instance__lock(in);
+  /* only buffers the current configuration does not use: they are still fresh */
+  instance__free_buffers(in, added & in->fresh & ~optim_buffers(in->cfg.alg, &in->cfg.hyper));
+  instance__unlock(in);
+}
+
 /* The fields a PATCH may change; name, algorithm, mode and tensors never do
  * (readers use them without the lock). */
 static void set_mutable(instance_cfg *dst, const instance_cfg *c) {
@@ -126,10 +143,7 @@ static void set_mutable(instance_cfg *dst, const instance_cfg *c) {
 int instance_reconfigure(instance *in, const instance_cfg *c, derr *e) {
   assert(c->alg == in->layout.alg && c->mode == in->layout.mode && c->n == in->layout.n);
   instance__lock(in);
-  optim_hyper old = in->cfg.hyper;
-  in->cfg.hyper = c->hyper;
-  if (instance__alloc_buffers(in, optim_buffers(c->alg, &c->hyper)) < 0) {
-    in->cfg.hyper = old;
+  if (instance__alloc_buffers(in, optim_buffers(c->alg, &c->hyper)) < 0) { /* none if prepared */
     instance__unlock(in);
     return derr_set(e, E_QUOTA, "not enough memory for the new optimizer state");
   }

@@ -38,6 +38,7 @@ static void poller_link(instance *in, waiter *w) {
   if (in->pollers) in->pollers->prev = w;
   in->pollers = w;
   w->linked = 1;
+  w->polling = true;
 }
 
 static void poller_unlink(instance *in, waiter *w) {
@@ -48,6 +49,7 @@ static void poller_unlink(instance *in, waiter *w) {
   if (w->next) w->next->prev = w->prev;
   w->prev = w->next = NULL;
   w->linked = 0;
+  w->polling = false;
 }
 
 void waiters__wake_pollers(instance *in, wake_list *wl) {
@@ -96,6 +98,7 @@ int instance_unwait(instance *in, waiter *w) {
   int was = w->linked;
   if (was) {
     /* only pollers time out this way; round participants are failed by the round */
+    assert(w->polling);
     poller_unlink(in, w);
     waiters__complete(w, 0, NULL, in->step);
   }

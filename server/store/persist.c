@@ -87,19 +87,7 @@ static json_t *header_json(const instance_state *s) {
   for (int b = 0; b < OPTIM_NBUF; b++)
     if ((s->have & (1u << b)) && !(s->fresh & (1u << b))) json_array_append_new(bufs, json_string(optim_buf_name(b)));
   json_object_set_new(h, "buffers", bufs);
-  if (s->nidem) {
-    json_t *keys = json_array();
-    for (size_t i = 0; i < s->nidem; i++) {
-      const idem_record *k = &s->idem[i];
-      json_t *o = json_pack("{s:s,s:I}", "key", k->key, "step", (json_int_t)k->step);
-      if (k->code) {
-        json_object_set_new(o, "error", json_string(derr_name(k->code)));
-        json_object_set_new(o, "message", json_string(k->err.msg));
-      }
-      json_array_append_new(keys, o);
-    }
-    json_object_set_new(h, "idempotency", keys);
-  }
+  if (s->nidem) json_object_set_new(h, "idempotency", spec_idem_json(s));
   if (s->cfg.alg == OPTIM_RANDOM_SEARCH)
     json_object_set_new(h, "random_search",
                         json_pack("{s:o,s:I,s:I,s:I}", "best_loss",
@@ -207,32 +195,6 @@ static void get_floats(float *out, const unsigned char *b, size_t n) {
 #endif
 }
 
-/* The header's "idempotency" list: the keys the snapshot reflects. */
-static int decode_idem(json_t *keys, instance_state *s, derr *e) {
-  if (!keys) return 0;
-  if (!json_is_array(keys) || json_array_size(keys) > IDEM_LEN)
-    return derr_set(e, E_BAD_REQUEST, "header: idempotency: not a list of at most %d keys", IDEM_LEN);
-  s->idem = mem_xcalloc(json_array_size(keys) + 1, sizeof *s->idem);
-  for (size_t i = 0; i < json_array_size(keys); i++) {
-    json_t *o = json_array_get(keys, i), *key = json_object_get(o, "key"), *step = json_object_get(o, "step");
-    json_t *err = json_object_get(o, "error"), *msg = json_object_get(o, "message");
-    idem_record *k = &s->idem[s->nidem];
-    if (!json_is_string(key) || json_string_length(key) == 0 || json_string_length(key) > IDEM_KEY_MAX ||
-        !json_is_integer(step) || json_integer_value(step) < 0 || (err && !json_is_string(err)))
-      return derr_set(e, E_BAD_REQUEST, "header: idempotency[%zu]: bad entry", i);
-    snprintf(k->key, sizeof k->key, "%s", json_string_value(key));
-    k->step = (uint64_t)json_integer_value(step);
-    if (err) {
-      k->code = derr_from_name(json_string_value(err));
-      if (!k->code) return derr_set(e, E_BAD_REQUEST, "header: idempotency[%zu]: unknown error", i);
-      k->err.code = k->code;
-      snprintf(k->err.msg, sizeof k->err.msg, "%s", json_is_string(msg) ? json_string_value(msg) : "");
-    }
-    s->nidem++;
-  }
-  return 0;
-}
-
 int persist_decode(const unsigned char *buf, size_t len, instance_state *s, derr *e) {
   memset(s, 0, sizeof *s);
   if (len < 20 || memcmp(buf, MAGIC, 8) != 0) return derr_set(e, E_BAD_REQUEST, "not a descent snapshot (bad magic)");
@@ -297,7 +259,7 @@ int persist_decode(const unsigned char *buf, size_t len, instance_state *s, derr
   s->fresh = optim_buffers(s->cfg.alg, &s->cfg.hyper) & ~have;
   s->best_loss = INFINITY;
   s->next_id = 1;
-  if ((rc = decode_idem(json_object_get(h, "idempotency"), s, e)) < 0) goto out;
+  if ((rc = spec_parse_idem(json_object_get(h, "idempotency"), s, e)) < 0) goto out;
   json_t *rs = json_object_get(h, "random_search");
   if (rs) {
     json_t *bl = json_object_get(rs, "best_loss");
@@ -448,14 +410,15 @@ int persist_remove(persist *p, const char *name, derr *e) {
   snprintf(prev, sizeof prev, "%s.snap.prev", name);
   pthread_mutex_lock(&p->lock);
   written *w = written_get(p, name);
-  w->deleted = true;
   int rc = 0;
-  if (unlinkat(p->dirfd, fin, 0) < 0 && errno != ENOENT)
-    rc = derr_set(e, E_IO, "cannot remove %s: %s", fin, strerror(errno));
-  else if (unlinkat(p->dirfd, prev, 0) < 0 && errno != ENOENT)
+  /* the older file first: if NAME.snap cannot go, the instance keeps its snapshot */
+  if (unlinkat(p->dirfd, prev, 0) < 0 && errno != ENOENT)
     rc = derr_set(e, E_IO, "cannot remove %s: %s", prev, strerror(errno));
+  else if (unlinkat(p->dirfd, fin, 0) < 0 && errno != ENOENT)
+    rc = derr_set(e, E_IO, "cannot remove %s: %s", fin, strerror(errno));
   else if (fsync(p->dirfd) < 0)
     rc = derr_set(e, E_IO, "cannot sync the data dir: %s", strerror(errno));
+  if (rc == 0) w->deleted = true; /* a refused delete keeps the instance, and its later saves */
   pthread_mutex_unlock(&p->lock);
   return rc;
 }

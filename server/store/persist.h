@@ -43,8 +43,9 @@ int persist_save(persist *p, instance *in, derr *e);
  * make).  Returns as persist_save (never -E_QUOTA). */
 int persist_save_state(persist *p, const instance_state *s, derr *e);
 
-/* Removes NAME.snap and NAME.snap.prev (delete).  On failure the files
- * are as they were. */
+/* Removes NAME.snap.prev, then NAME.snap (delete), and from then on never
+ * writes that incarnation again.  On failure NAME.snap is still there (the
+ * older .prev may be gone) and later saves go on as before. */
 int persist_remove(persist *p, const char *name, derr *e);
 
 /* Loads every NAME.snap into r (charging its quota).  Returns the number

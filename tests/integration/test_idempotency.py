@@ -232,3 +232,31 @@ class SyncIdempotency(DaemonTest):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class KeysTravelWithTheState(DaemonTest):
+    """The idempotency window is part of the state: exported by GET .../state,
+    restored by PUT .../state (a migration), so a retry there is replayed."""
+
+    def test_retry_after_export_and_import_is_replayed(self):
+        self.create("m", "sgd", n=2, hyper={"lr": 1.0})
+        h = {"Idempotency-Key": "move-1"}
+        st, body, _ = self.d.req("POST", "/v1/optimizers/m/step", {"grads": [1, 2]}, headers=h)
+        self.assertEqual((st, body["step"]), (200, 1), body)
+        st, body, _ = self.d.req("POST", "/v1/optimizers/m/step?worker=w&seq=3", {"grads": [1, 1]})
+        self.assertEqual(st, 200, body)
+        state = self.d.export("m")
+        self.assertEqual(state["idempotency"], [{"key": "k:move-1", "step": 1}, {"key": "s:w:3", "step": 2}])
+        self.assertEqual(self.d.req("DELETE", "/v1/optimizers/m")[0], 200)
+        st, body, _ = self.d.req("PUT", "/v1/optimizers/m/state", state)
+        self.assertEqual(st, 201, body)
+        # replayed, not applied: the first reply's parameters were not kept across the
+        # import, so the replay shows the current ones under their own step
+        st, body, _ = self.d.req("POST", "/v1/optimizers/m/step", {"grads": [1, 2]}, headers=h)
+        self.assertEqual((st, body), (200, {"step": 2, "params": {"w": [-2.0, -3.0]}}), body)
+        st, body, _ = self.d.req("POST", "/v1/optimizers/m/step?worker=w&seq=3&params=none", {"grads": [1, 1]})
+        self.assertEqual((st, body), (200, {"step": 2}), body)
+        self.assertEqual(self.d.req("GET", "/v1/optimizers/m/params")[1], {"step": 2, "params": {"w": [-2.0, -3.0]}})
+        bad = dict(state, idempotency=[{"key": "", "step": 1}])
+        self.assertError(self.d.req("PUT", "/v1/optimizers/m/state", bad), 400, "bad_request")
+        self.assertEqual(self.d.req("GET", "/v1/optimizers/m")[1]["step"], 2)  # nothing changed
