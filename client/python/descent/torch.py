@@ -192,7 +192,24 @@ class _Remote:
         """Creates (rank 0, or alone) or joins the instance of group gi."""
         idx = self._d_index()
         params = list(self.param_groups[gi]["params"])
-        seg = _Segment("%s.g%d" % (self._d_name, gi), gi, params, [idx[id(p)] for p in params])
+        index = [idx[id(p)] for p in params]
+        if params:
+            # a group split per parameter by an earlier run (some .grad were None): join those
+            first = "%s.g%d.p%d" % (self._d_name, gi, index[0])
+            try:
+                self._d_client.describe(first)
+                split = True
+            except DescentError as e:
+                if e.code != "unknown_instance":
+                    raise
+                split = False
+            if split:
+                for p, k in zip(params, index):
+                    seg = _Segment("%s.g%d.p%d" % (self._d_name, gi, k), gi, [p], [k])
+                    self._d_attach(seg)
+                    self._d_segments.append(seg)
+                return
+        seg = _Segment("%s.g%d" % (self._d_name, gi), gi, params, index)
         self._d_attach(seg)
         self._d_segments.append(seg)
 
