@@ -15,6 +15,7 @@ Prints one line per measurement (median of the runs)."""
 import http.client
 import os
 import resource
+import socket
 import statistics
 import subprocess
 import sys
@@ -61,6 +62,8 @@ def main():
             tout = torch.empty(n)
             body = g.tobytes()
             conn = http.client.HTTPConnection("127.0.0.1", port)
+            conn.connect()
+            conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)   # as descent's connections
 
             def raw():
                 conn.request("POST", "/v1/optimizers/%s/step?params=none" % name, body=body,
@@ -89,36 +92,51 @@ def main():
                   "(%.2fx); push with params back into out= %.1f ms" % (n, r * 1e3, a * 1e3, a / r, b * 1e3, b / r,
                                                                        e * 1e3), flush=True)
             conn.close()
-        # descent.torch.Adam vs torch.optim.Adam on a 1e7-parameter model
-        torch.manual_seed(0)
-        m1 = torch.nn.Linear(3162, 3162)     # 10 001 406 parameters
-        m2 = torch.nn.Linear(3162, 3162)
-        m2.load_state_dict(m1.state_dict())
-        for m in (m1, m2):
-            for p in m.parameters():
-                p.grad = torch.full_like(p, 0.01)
-        local = torch.optim.Adam(m1.parameters(), lr=1e-3)
-        rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        t0 = time.perf_counter()
-        remote = dt.Adam(m2.parameters(), lr=1e-3, url=url, name="bench-adam")
-        setup = time.perf_counter() - t0
-        tl = med(local.step)
-        tr = med(remote.step)
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        nparams = sum(p.numel() for p in m2.parameters())
-        print("Adam.step() on %d parameters: torch.optim %.1f ms, descent.torch %.1f ms (%.2fx); "
-              "descent.torch construction (create with values) %.1f s" % (nparams, tl * 1e3, tr * 1e3, tr / tl, setup),
-              flush=True)
-        print("worker max RSS %.0f MB (%.1f MB before descent.torch); parameters %.0f MB: %.1f copies in the process "
-              "(torch.optim.Adam's own state included)" % (rss / 1024, rss0 / 1024, nparams * 4 / 2 ** 20,
-                                                         rss * 1024 / (nparams * 4)), flush=True)
-        same = all(torch.equal(p, q) for p, q in zip(m1.parameters(), m2.parameters()))
-        print("bit-identical after %d steps: %s" % (RUNS + 1, same))
+        # descent.torch.Adam vs torch.optim.Adam on a 1e7-parameter model, each in a process of its own
+        for which in ("local", "descent"):
+            r = subprocess.run([sys.executable, __file__, "--adam", which, url] + (["--quick"] if QUICK else []),
+                               capture_output=True, text=True)
+            sys.stdout.write(r.stdout + r.stderr)
     finally:
         d.terminate()
         d.wait()
         subprocess.run(["rm", "-rf", data])
 
 
+def rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def adam(which, url):
+    """One Adam.step() benchmark in this process: time per step, and max RSS
+    against the bytes of the parameters."""
+    torch.manual_seed(0)
+    m = torch.nn.Linear(3162, 3162)     # 10 001 406 parameters
+    for p in m.parameters():
+        p.grad = torch.full_like(p, 0.01)
+    nparams = sum(p.numel() for p in m.parameters())
+    size = nparams * 4 / 2 ** 20
+    base = rss_mb()
+    t0 = time.perf_counter()
+    if which == "local":
+        opt = torch.optim.Adam(m.parameters(), lr=1e-3)
+    else:
+        opt = dt.Adam(m.parameters(), lr=1e-3, url=url, name="bench-adam-%d" % os.getpid())
+    setup = time.perf_counter() - t0
+    after_setup = rss_mb()
+    t = med(opt.step)
+    peak = rss_mb()
+    print("Adam.step() %-8s %d parameters (%.0f MB): %.1f ms per step; construction %.1f s; max RSS %.0f MB before "
+          "the optimizer (model + grads + torch), %.0f MB after construction, %.0f MB after the steps: %.1f "
+          "parameter-sized copies beyond the model and its grads" % (
+              which, nparams, size, t * 1e3, setup, base, after_setup, peak, (peak - base) / size), flush=True)
+    if which != "local":
+        opt.delete_instances()
+
+
 if __name__ == "__main__":
-    main()
+    if "--adam" in sys.argv:
+        k = sys.argv.index("--adam")
+        adam(sys.argv[k + 1], sys.argv[k + 2])
+    else:
+        main()

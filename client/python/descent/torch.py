@@ -80,18 +80,21 @@ def _wire_value(v: Any) -> Any:
     return float(v)
 
 
-def _f32_json(p: torch.Tensor) -> str:
-    """A float32 tensor as a JSON array, each value with 9 significant digits."""
+def _f32_json(p: torch.Tensor) -> List[bytes]:
+    """A float32 tensor as a JSON array in byte chunks, each value with 9
+    significant digits (which read back to the same float32)."""
     flat = p.detach().reshape(-1)
-    chunks = []
-    step = 1 << 18
-    for i in range(0, flat.numel(), step):
+    chunks = [b"["]
+    step = 1 << 16
+    n = flat.numel()
+    for i in range(0, n, step):
         part = flat[i:i + step].tolist()
-        chunks.append(("%.9g," * len(part)) % tuple(part))
-    text = "".join(chunks)
-    if "n" in text or "i" in text:
-        raise DescentError(422, "not_finite", "a parameter holds NaN or infinity")
-    return "[" + text[:-1] + "]"
+        text = ("%.9g," * len(part)) % tuple(part)
+        if "n" in text or "i" in text:
+            raise DescentError(422, "not_finite", "a parameter holds NaN or infinity")
+        chunks.append((text[:-1] if i + step >= n else text).encode())
+    chunks.append(b"]")
+    return chunks
 
 
 class _Segment:
@@ -216,12 +219,13 @@ class _Remote:
             t["values"] = "@@V%d@@" % k
         text = json.dumps(spec)
         parts = text.split('"@@V')
-        out = [parts[0]]
+        out = [parts[0].encode()]
         for part, p in zip(parts[1:], seg.params):
             k, rest = part.split('@@"', 1)
-            out.append(_f32_json(p))
-            out.append(rest)
-        c.endpoints[0].json("POST", "/v1/optimizers", "".join(out).encode())
+            out.extend(_f32_json(p))
+            out.append(rest.encode())
+        c.endpoints[0].request("POST", "/v1/optimizers", [memoryview(b) for b in out],
+                               {"Content-Type": "application/json"})
         c._forget(seg.name)
 
     def _d_open_group(self, gi: int) -> None:
