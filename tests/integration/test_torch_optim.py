@@ -1,7 +1,7 @@
 """test_torch_optim: descent.torch against torch.optim run locally, on a
 small CNN on Fashion-MNIST: every algorithm and option, every scheduler,
 param groups and add_param_group, .grad None skipped as torch skips it,
-step(closure), state_dict both ways, deepcopy/pickle/repr, torch's
+step(closure), state_dict both ways, deepcopy/pickle/repr, sharding over two daemons, torch's
 ValueErrors and signatures, non-contiguous parameters, a late worker, and
 4 torchrun-style sync processes matching torch.optim on the mean of their
 gradients, all bit for bit.  The torch parts run under /usr/bin/python3
@@ -33,8 +33,9 @@ class TorchOptim(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.d = Daemon()
+        cls.d2 = Daemon()
         r = subprocess.run([PY, os.path.join(HERE, "torch_cases.py"), cls.d.url], capture_output=True, text=True,
-                           timeout=600, cwd=HERE)
+                           timeout=600, cwd=HERE, env=dict(os.environ, DESCENT_URL2=cls.d2.url))
         cls.stderr = r.stderr
         cls.results = {}
         for line in r.stdout.splitlines():
@@ -44,8 +45,9 @@ class TorchOptim(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        cls.d.stop()
-        cls.d.cleanup()
+        for d in (cls.d, cls.d2):
+            d.stop()
+            d.cleanup()
 
     def check(self, case):
         r = self.results.get(case)
@@ -81,6 +83,9 @@ class TorchOptim(unittest.TestCase):
 
     def test_late_worker_and_async(self):
         self.check("late_worker_and_async")
+
+    def test_sharded_over_two_daemons(self):
+        self.check("sharded")
 
     def test_four_sync_processes_match_the_mean(self):
         out = tempfile.mkdtemp(prefix="descent-ranks-")

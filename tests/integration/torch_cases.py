@@ -109,11 +109,11 @@ def train(pairs, steps=STEPS, extra_every=0, closure=False, plateau=False):
     x, y = data()
     losses = []
     for t in range(steps):
-        use_extra = bool(extra_every) and t % extra_every == 0
+        use_extra = bool(extra_every) and t % extra_every == 1   # the first step without: .grad None
         row = []
         for m, o, scheds in pairs:
             def fn():
-                o.zero_grad()
+                o.zero_grad(set_to_none=bool(extra_every))   # None again on the steps without extra
                 loss = F.cross_entropy(m(x, use_extra), y)
                 loss.backward()
                 return loss
@@ -424,6 +424,28 @@ def case_late_worker_and_async():
     if Client(URL).describe(oa.instances[0])["step"] != 4:
         return False, "the late worker's step did not count"
     oa.delete_instances()
+    return True, ""
+
+
+def case_sharded():
+    """url=[two daemons]: the instances are sharded, results still torch's bit for bit."""
+    url2 = os.environ.get("DESCENT_URL2")
+    if not url2:
+        return False, "DESCENT_URL2 is not set"
+    a, b = model(), model()
+    oa = torch.optim.Adam(a.parameters(), lr=0.01, weight_decay=0.01)
+    ob = dt.Adam(b.parameters(), lr=0.01, weight_decay=0.01, url=[URL, url2], name=uniq("sharded"))
+    sa, sb = S.ExponentialLR(oa, 0.9), S.ExponentialLR(ob, 0.9)
+    train([(a, oa, [sa]), (b, ob, [sb])], 4, extra_every=2)
+    if same_params(a, b):
+        return False, "parameters differ: %s" % same_params(a, b)
+    ok, why = same_state(oa.state_dict(), ob.state_dict())
+    steps = [Client(u).describe(ob.instances[-1])["step"] for u in (URL, url2)]
+    ob.delete_instances()
+    if not ok:
+        return ok, why
+    if steps != [2, 2]:   # extra.bias had a gradient on steps 2 and 4 only
+        return False, "shard steps %s" % steps
     return True, ""
 
 
