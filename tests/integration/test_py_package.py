@@ -83,8 +83,10 @@ class Package(unittest.TestCase):
         tmp = tempfile.mkdtemp(prefix="descent-venv-")
         try:
             venv = os.path.join(tmp, "venv")
-            subprocess.run([PY, "-m", "venv", "--system-site-packages", venv], check=True, capture_output=True,
-                           timeout=300)
+            # Debian's pip (python3-pip) is seen through --system-site-packages: no copy of pip is needed
+            has_pip = subprocess.run([PY, "-c", "import pip"], capture_output=True).returncode == 0
+            subprocess.run([PY, "-m", "venv", "--system-site-packages"] + (["--without-pip"] if has_pip else [])
+                           + [venv], check=True, capture_output=True, timeout=300)
             vpy = os.path.join(venv, "bin", "python3")
             r = subprocess.run([vpy, "-m", "pip", "install", "--no-build-isolation", "--no-index",
                                 "--no-deps", PKG], capture_output=True, text=True, timeout=300,

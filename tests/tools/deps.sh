@@ -40,7 +40,8 @@ if [ "${1:-}" = test ]; then
   /usr/bin/python3 -c "import torch" >/dev/null 2>&1 || missing="$missing python3-torch"
   /usr/bin/python3 -c "import numpy" >/dev/null 2>&1 || missing="$missing python3-numpy"
   /usr/bin/python3 -c "import setuptools" >/dev/null 2>&1 || missing="$missing python3-setuptools"
-  /usr/bin/python3 -c "import ensurepip" >/dev/null 2>&1 || missing="$missing python3-venv python3-pip"
+  /usr/bin/python3 -c "import ensurepip" >/dev/null 2>&1 || missing="$missing python3-venv"
+  /usr/bin/python3 -c "import pip" >/dev/null 2>&1 || missing="$missing python3-pip"
   [ -e /usr/lib/llvm-14/lib/clang/14.0.6/lib/linux/libclang_rt.fuzzer-x86_64.a ] || \
     dpkg -s libclang-rt-14-dev >/dev/null 2>&1 || missing="$missing libclang-rt-14-dev"
 fi

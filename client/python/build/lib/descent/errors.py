@@ -40,10 +40,11 @@ class DescentStepMismatch(DescentError):
     def __init__(self, name: str, urls: Sequence[str], steps: Sequence[int], what: str) -> None:
         self.steps = list(steps)
         self.urls = list(urls)
+        self._args = (name, list(urls), list(steps), what)
         where = ", ".join("shard %d (%s) at step %s" % (k, u, s) for k, (u, s) in enumerate(zip(urls, steps)))
         msg = ("the shards of '%s' are out of step after %s: %s; bring them back into line by importing one "
                "state into every shard (import_state with a document exported at one step)" % (name, what, where))
         super().__init__(409, "step_mismatch", msg)
 
     def __reduce__(self):
-        return (Exception.__new__, (self.__class__,)), dict(self.__dict__)
+        return (self.__class__, self._args)

@@ -34,6 +34,7 @@ Threads: an optimizer is used by one thread at a time, as torch's are.
 """
 import copy
 import hashlib
+import json
 import math
 import os
 import socket
@@ -77,6 +78,23 @@ def _wire_value(v: Any) -> Any:
     if isinstance(v, int):
         return v
     return float(v)
+
+
+def _f32_json(p: torch.Tensor) -> List[bytes]:
+    """A float32 tensor as a JSON array in byte chunks, each value with 9
+    significant digits (which read back to the same float32)."""
+    flat = p.detach().reshape(-1)
+    chunks = [b"["]
+    step = 1 << 16
+    n = flat.numel()
+    for i in range(0, n, step):
+        part = flat[i:i + step].tolist()
+        text = ("%.9g," * len(part)) % tuple(part)
+        if "n" in text or "i" in text:
+            raise DescentError(422, "not_finite", "a parameter holds NaN or infinity")
+        chunks.append((text[:-1] if i + step >= n else text).encode())
+    chunks.append(b"]")
+    return chunks
 
 
 class _Segment:
@@ -188,6 +206,28 @@ class _Remote:
         spec["tensors"] = tensors
         return spec
 
+    def _d_create(self, seg: _Segment) -> None:
+        """Creates seg's instance with the parameters' values.  The JSON body
+        carries each float32 as "%.9g" (9 significant digits read back to the
+        same float32), written in chunks: no list of Python floats per parameter."""
+        c = self._d_client
+        if c.sharded:
+            c.create(self._d_spec(seg, values=True))
+            return
+        spec = self._d_spec(seg, values=False)
+        for k, t in enumerate(spec["tensors"]):
+            t["values"] = "@@V%d@@" % k
+        text = json.dumps(spec)
+        parts = text.split('"@@V')
+        out = [parts[0].encode()]
+        for part, p in zip(parts[1:], seg.params):
+            k, rest = part.split('@@"', 1)
+            out.extend(_f32_json(p))
+            out.append(rest.encode())
+        c.endpoints[0].request("POST", "/v1/optimizers", [memoryview(b) for b in out],
+                               {"Content-Type": "application/json"})
+        c._forget(seg.name)
+
     def _d_open_group(self, gi: int) -> None:
         """Creates (rank 0, or alone) or joins the instance of group gi."""
         idx = self._d_index()
@@ -218,7 +258,7 @@ class _Remote:
         creator = self._d_rank in (None, 0)
         if creator:
             try:
-                c.create(self._d_spec(seg, values=True))
+                self._d_create(seg)
                 seg.step = 0
                 seg.sent = self._d_hyper(seg.group)
                 seg.versions = [p._version for p in seg.params]
