@@ -88,8 +88,10 @@ class Package(unittest.TestCase):
             subprocess.run([PY, "-m", "venv", "--system-site-packages"] + (["--without-pip"] if has_pip else [])
                            + [venv], check=True, capture_output=True, timeout=300)
             vpy = os.path.join(venv, "bin", "python3")
+            src = os.path.join(tmp, "src")   # a copy: building writes build/ and *.egg-info next to the sources
+            shutil.copytree(PKG, src, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
             r = subprocess.run([vpy, "-m", "pip", "install", "--no-build-isolation", "--no-index",
-                                "--no-deps", PKG], capture_output=True, text=True, timeout=300,
+                                "--no-deps", src], capture_output=True, text=True, timeout=300,
                                cwd=tmp, env=dict(os.environ, PIP_NO_INPUT="1", PIP_DISABLE_PIP_VERSION_CHECK="1"))
             self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
             code = ("import descent, descent_client, os; "
