@@ -45,6 +45,12 @@ if [ "${1:-}" = test ]; then
   need_cmd npm npm
   [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || missing="$missing nginx-light"
   [ -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || missing="$missing dataset-fashion-mnist"
+  # the Python package's tests: Debian's interpreter with torch, numpy, setuptools and venv
+  /usr/bin/python3 -c "import torch" >/dev/null 2>&1 || missing="$missing python3-torch"
+  /usr/bin/python3 -c "import numpy" >/dev/null 2>&1 || missing="$missing python3-numpy"
+  /usr/bin/python3 -c "import setuptools" >/dev/null 2>&1 || missing="$missing python3-setuptools"
+  /usr/bin/python3 -c "import ensurepip" >/dev/null 2>&1 || missing="$missing python3-venv"
+  /usr/bin/python3 -c "import pip" >/dev/null 2>&1 || missing="$missing python3-pip"
   [ -e /usr/lib/llvm-14/lib/clang/14.0.6/lib/linux/libclang_rt.fuzzer-x86_64.a ] || \
     dpkg -s libclang-rt-14-dev >/dev/null 2>&1 || missing="$missing libclang-rt-14-dev"
 fi

@@ -1,0 +1,799 @@
+"""descent.client: the Client of descent (torch.optim as an HTTP service).
+
+    from descent import Client, DescentError
+
+    c = Client("http://127.0.0.1:8080", token=None)
+    c.create(name="lr", algorithm="adam", hyper={"lr": 0.01},
+             tensors=[{"name": "w", "shape": [8]}, {"name": "b", "shape": [1]}])
+    p = c.pull("lr")                    # Params: {"w": [...], "b": [...]}, p.step == 0
+    p = c.push("lr", {"w": gw, "b": gb}, worker="w1", step=p.step, loss=0.53)
+    p.step                              # 1: the step of the returned parameters
+
+What it owns: the conversation with one daemon, or with several over which
+it shards every instance (descent.sharding has the rule).  Threads: a Client
+may be shared by threads; connections are pooled per daemon (descent.http)
+and sharded calls run on one thread pool per Client.
+
+Arrays.  A gradient is a flat buffer (every tensor in creation order) or a
+dict by tensor name; each may be a numpy array, a torch CPU tensor,
+array('f'), a memoryview, float32 bytes, a (nested) list, or a number for a
+one-element tensor.  C-contiguous float32 buffers are sent as they are (a
+memoryview of their memory, no per-element work); other dtypes are
+converted once (one vectorised copy).  Replies come back as Params: a dict
+by tensor name of flat lists (kind="list", the default), array('f')
+(kind="array"), numpy arrays or torch tensors shaped like the tensor
+(kind="numpy" / "torch", views of one flat buffer), or are read straight
+into out= (one flat buffer, or a dict of one buffer per tensor).
+
+Wire formats.  push and pull use the binary format by default (proto/binary.md);
+binary=False uses JSON.  Either way gradients are rounded to float32 in the
+client first, so both send the same bits.
+
+Errors.  Every refusal raises DescentError (.status, .code, .message, .step).
+A daemon that cannot be reached raises status None, code "unreachable";
+no answer in time: code "timeout".  A sync push waits for its round at most
+the instance's round_timeout_ms plus `timeout` (or `sync_timeout` seconds
+when the instance has no round timeout): no request ever waits unbounded.
+
+Sharding (several URLs): see descent.sharding and proto/sharding.md; push
+and pull fan out to every shard at once and gather, bit-identical to one
+daemon; global-norm clipping sends the whole gradient's norm as ?grad_norm=;
+shards out of step raise DescentStepMismatch.
+"""
+import json
+import math
+import threading
+import time
+from array import array
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+from .errors import DescentError, DescentStepMismatch
+from .http import BINARY, Endpoint, quote as _quote, query as _query
+from .sharding import FanOut, Layout, shard_plan, shard_ranges, slice_chunks
+from . import wire
+from .wire import adopt_out, alloc, as_f32_bytes, f32_array, finite_json, first_bad, is_numpy, is_torch, to_list
+
+__all__ = ["Client", "Params"]
+
+DEFAULT_SYNC_TIMEOUT = 600.0   # seconds a sync push may wait when the instance has no round_timeout_ms
+
+
+def _flat_array(values: Any, shape: Sequence[int], what: str) -> array:
+    """A tensor's values (any accepted form) as array('f')."""
+    return f32_array(as_f32_bytes(values, math.prod(shape), what, shape))
+
+
+class Params(dict):
+    """Parameters by tensor name at one step: flat lists (the default),
+    array('f'), or numpy arrays / torch tensors shaped like their tensors.
+    .step is their step; for a sharded instance .steps holds each shard's."""
+
+    def __init__(self, values: Any = (), step: Optional[int] = None, steps: Optional[List[int]] = None,
+                 flat: Any = None) -> None:
+        super().__init__(values)
+        self.step = step
+        self.steps = steps
+        self._flat = flat
+
+    def flat(self) -> Any:
+        """Every tensor concatenated in creation order (the flat buffer itself
+        for numpy/torch replies and out= buffers; a list otherwise)."""
+        if self._flat is not None:
+            return self._flat
+        out: list = []
+        for v in self.values():
+            out.extend(v.tolist() if hasattr(v, "tolist") and not isinstance(v, list) else v)
+        return out
+
+    def __repr__(self) -> str:
+        return "Params(step=%r, %s)" % (self.step, super().__repr__())
+
+
+class _Target:
+    """Where a binary reply of one instance goes: flat byte views in order,
+    and how to turn them into Params afterwards."""
+
+    def __init__(self, lay: Layout, out: Any, kind: str) -> None:
+        self.lay = lay
+        self.out = out
+        self.kind = kind
+        if out is None:
+            self.obj, mv = alloc(kind, lay.n)
+            self.views = [mv]
+        elif isinstance(out, dict):
+            for k in out:
+                if k not in lay.names:
+                    raise ValueError("out.%s: no tensor of that name" % k)
+            missing = [nm for nm in lay.names if nm not in out]
+            if missing:
+                raise ValueError("out: missing %s (give every tensor a buffer, or one flat buffer)"
+                                 % ", ".join(missing))
+            self.obj = None
+            self.views = [adopt_out(out[nm], c, "out." + nm) for nm, c in zip(lay.names, lay.counts)]
+        else:
+            self.obj = out
+            self.views = [adopt_out(out, lay.n, "out")]
+
+    def range(self, lo: int, hi: int) -> List[memoryview]:
+        return slice_chunks(self.views, lo, hi)
+
+    def fill(self, lo: int, values: array) -> None:
+        """Writes float32 values (a JSON reply) at flat index lo."""
+        data = memoryview(values).cast("B") if not wire.BIG_ENDIAN else memoryview(values.tobytes())
+        pos = 0
+        for v in self.range(lo, lo + len(values)):
+            v[:] = data[pos:pos + v.nbytes]
+            pos += v.nbytes
+
+    def params(self, step: int, steps: Optional[List[int]] = None) -> Params:
+        lay = self.lay
+        if isinstance(self.out, dict):
+            return Params({nm: self.out[nm] for nm in lay.names}, step, steps)
+        obj = self.obj
+        if is_numpy(obj) or is_torch(obj):
+            flat = obj.reshape(-1) if is_numpy(obj) else obj.view(-1)
+            vals = {nm: flat[o:o + c].reshape(s) for nm, o, c, s in zip(lay.names, lay.offsets, lay.counts, lay.shapes)}
+            return Params(vals, step, steps, flat=obj)
+        mv = self.views[0]
+        if self.out is None and self.kind == "list":
+            return Params({nm: to_list(mv[o * 4:(o + c) * 4]) for nm, o, c in zip(lay.names, lay.offsets, lay.counts)},
+                          step, steps)
+        if self.out is None or isinstance(obj, array):
+            return Params({nm: f32_array(mv[o * 4:(o + c) * 4]) for nm, o, c in zip(lay.names, lay.offsets,
+                                                                                       lay.counts)},
+                          step, steps, flat=obj)
+        return Params({nm: mv[o * 4:(o + c) * 4].cast("f") for nm, o, c in zip(lay.names, lay.offsets, lay.counts)},
+                      step, steps, flat=obj)
+
+
+class Client:
+    """A connection to one descent daemon, or to several that shard every instance.
+
+    Client(url_or_list_of_urls, token=None, timeout=60.0, settle_ms=2000,
+           ssl_context=None, kind="list", sync_timeout=600.0)
+    timeout: seconds for an ordinary request (long-polls and sync pushes get
+    what they need on top); settle_ms: how long a lagging shard may take to
+    catch up before the shards count as out of step (async mode); kind: what
+    push and pull return by default ("list", "array", "numpy", "torch");
+    sync_timeout: how long a sync push may wait for its round when the
+    instance has no round_timeout_ms (otherwise round_timeout_ms + timeout)."""
+
+    def __init__(self, urls: Union[str, Sequence[str]], token: Optional[str] = None, timeout: float = 60.0,
+                 settle_ms: float = 2000, ssl_context: Any = None, kind: str = "list",
+                 sync_timeout: float = DEFAULT_SYNC_TIMEOUT) -> None:
+        if isinstance(urls, str):
+            urls = [urls]
+        urls = list(urls)
+        if not urls:
+            raise ValueError("Client needs at least one URL")
+        if kind not in wire.KINDS:
+            raise ValueError("kind must be one of %s, not %r" % (", ".join(wire.KINDS), kind))
+        self.kind = kind
+        self.sync_timeout = sync_timeout
+        self.endpoints = [Endpoint(u, token, timeout, ssl_context) for u in urls]
+        self.urls = [e.url for e in self.endpoints]
+        self.sharded = len(self.endpoints) > 1
+        self.timeout = timeout
+        self.settle_ms = settle_ms
+        self._layouts = {}
+        self._shapes = {}  # logical shapes of sharded instances this client created
+        self._lock = threading.Lock()
+        self._fan = FanOut(len(self.endpoints))
+
+    def close(self) -> None:
+        """Closes the pooled connections and the fan-out threads (the Client
+        may still be used afterwards: both come back on demand)."""
+        for e in self.endpoints:
+            e.close()
+        self._fan.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- fan-out -------------------------------------------------------------------
+
+    def _each(self, fn, only=None):
+        """[fn(k, endpoint)] over the shards (only: a list of shard indexes),
+        concurrently on the Client's pool; returns results and exceptions in shard order."""
+        ks = list(range(len(self.endpoints))) if only is None else list(only)
+        return self._fan.map(lambda k: fn(k, self.endpoints[k]), ks)
+
+    def _all(self, fn, what, name=None):
+        """_each, raising when any shard failed (with every shard's outcome)."""
+        res = self._each(fn)
+        errs = [(k, r) for k, r in enumerate(res) if isinstance(r, BaseException)]
+        if not errs:
+            return res
+        for _, e in errs:
+            if not isinstance(e, DescentError):
+                raise e
+        if name is not None and any(e.status == 404 for _, e in errs):
+            self._forget(name)
+        first = errs[0][1]
+        if len(errs) == len(res) and len({(e.status, e.code) for _, e in errs}) == 1:
+            raise first  # refused alike everywhere: nothing changed anywhere
+        outcomes = []
+        for k, r in enumerate(res):
+            if isinstance(r, DescentError):
+                outcomes.append("shard %d (%s): %s %s: %s" % (k, self.urls[k], r.status, r.code, r.message))
+            else:
+                outcomes.append("shard %d (%s): done" % (k, self.urls[k]))
+        raise DescentError(first.status, first.code, "%s failed on %d of %d shards: %s" % (
+            what, len(errs), len(res), "; ".join(outcomes)), step=first.step, url=first.url, shards=outcomes)
+
+    # -- layouts ------------------------------------------------------------------
+
+    def _forget(self, name):
+        with self._lock:
+            self._layouts.pop(name, None)
+
+    def _layout(self, name, refresh=False):
+        with self._lock:
+            lay = self._layouts.get(name)
+        if lay is not None and not refresh:
+            return lay
+        if not self.sharded:
+            lay = Layout(self.endpoints[0].json("GET", "/v1/optimizers/" + _quote(name)))
+        else:
+            descs = self._all(lambda k, e: e.json("GET", "/v1/optimizers/" + _quote(name)), "describe", name)
+            lay = self._merge_layout(name, descs)
+        with self._lock:
+            self._layouts[name] = lay
+        return lay
+
+    def _merge_layout(self, name, descs):
+        """The logical layout of a sharded instance from its shards' descriptions."""
+        names, counts, origins, shapes = [], [], [], []
+        sizes = []
+        for k, d in enumerate(descs):
+            sizes.append(int(d["size"]))
+            for t in d["tensors"]:
+                o = int(t.get("origin", 0))
+                if names and names[-1] == t["name"] and origins[-1] + counts[-1] == o:
+                    counts[-1] += int(t["count"])  # the next slice of the same tensor
+                    shapes[-1] = None               # split: its shape shows flat
+                else:
+                    shapes.append(list(t["shape"]))
+                    if t["name"] in names:
+                        raise DescentError(409, "conflict", "'%s': the slices of tensor '%s' on the shards are not "
+                                           "contiguous (not a sharded instance of this client?)" % (name, t["name"]))
+                    names.append(t["name"])
+                    counts.append(int(t["count"]))
+                    origins.append(o)
+        n = sum(sizes)
+        want = [hi - lo for lo, hi in shard_ranges(n, len(descs))]
+        if sizes != want:
+            raise DescentError(409, "conflict", "'%s': shard sizes %s do not follow the sharding rule for %d floats "
+                               "over %d shards (%s)" % (name, sizes, n, len(descs), want))
+        known = self._shapes.get(name)
+        if known and [math.prod(x) for x in known] == counts:
+            shapes = known  # this client created it: the logical shapes
+        else:
+            shapes = [x if x is not None else [c] for x, c in zip(shapes, counts)]
+        logical = dict(descs[0])
+        logical["tensors"] = [{"name": nm, "shape": s, "count": c, "origin": o}
+                              for nm, s, c, o in zip(names, shapes, counts, origins)]
+        lay = Layout(logical, shapes)
+        lay.ranges = shard_ranges(n, len(descs))
+        for k, d in enumerate(descs[1:], 1):
+            if d.get("mode") != lay.mode or d.get("algorithm") != lay.algorithm:
+                raise DescentError(409, "conflict", "'%s': shard %d is a %s/%s instance, shard 0 a %s/%s one" % (
+                    name, k, d.get("algorithm"), d.get("mode"), lay.algorithm, lay.mode))
+        return lay
+
+    def _describe_logical(self, name, descs, lay):
+        d = dict(descs[0])
+        tensors = []
+        for nm, s, c, o, off in zip(lay.names, lay.shapes, lay.counts, lay.origins, lay.offsets):
+            t = {"name": nm, "shape": s, "offset": off, "count": c}
+            if o:
+                t["origin"] = o
+            tensors.append(t)
+        d["tensors"] = tensors
+        d["size"] = lay.n
+        steps = [x["step"] for x in descs]
+        d["step"] = min(steps)
+        d["steps"] = steps
+        d["workers_seen"] = max(x.get("workers_seen", 0) for x in descs)
+        d["waiting"] = sum(x.get("waiting", 0) for x in descs)
+        d["shards"] = [{"url": u, "offset": lo, "size": hi - lo, "step": s}
+                       for u, (lo, hi), s in zip(self.urls, lay.ranges, steps)]
+        return d
+
+    # -- instances ----------------------------------------------------------------
+
+    def health(self):
+        """GET /healthz of every daemon ({"status": "ok"}, a list when sharded)."""
+        res = self._all(lambda k, e: e.json("GET", "/healthz"), "healthz")
+        return res if self.sharded else res[0]
+
+    def create(self, spec=None, **kw):
+        """Creates an instance; the create body of docs/api.md as keyword arguments
+        (or one dict).  Returns its description."""
+        spec = dict(spec or {}, **kw)
+        name = spec.get("name")
+        if not self.sharded:
+            d = self.endpoints[0].json("POST", "/v1/optimizers", spec)
+            self._forget(name)
+            return d
+        specs, shapes = self._shard_specs(spec)
+        self._check_shardable(spec)
+        res = self._each(lambda k, e: e.json("POST", "/v1/optimizers", specs[k]))
+        if any(isinstance(r, BaseException) for r in res):
+            # undo the shards that were created so that nothing half-exists
+            made = [k for k, r in enumerate(res) if not isinstance(r, BaseException)]
+            self._each(lambda k, e: self._quiet_delete(e, name), only=made)
+            self._all(lambda k, e: self._raise(res[k]), "create (the shards created were removed again)")
+        with self._lock:
+            self._shapes[name] = shapes
+            self._layouts.pop(name, None)
+        lay = self._merge_layout(name, res)
+        with self._lock:
+            self._layouts[name] = lay
+        return self._describe_logical(name, res, lay)
+
+    @staticmethod
+    def _raise(r):
+        if isinstance(r, BaseException):
+            raise r
+        return r
+
+    @staticmethod
+    def _quiet_delete(e, name):
+        try:
+            e.json("DELETE", "/v1/optimizers/" + _quote(name))
+        except DescentError:
+            pass
+
+    def _check_shardable(self, cfg):
+        mode = cfg.get("mode", "async")
+        if cfg.get("algorithm") == "random_search":
+            raise DescentError(422, "invalid_value", "algorithm: random_search (ask/tell) is not sharded; "
+                               "use a Client with one URL")
+        if mode == "sync" and cfg.get("clip_grad_norm"):
+            raise DescentError(422, "invalid_value", "clip_grad_norm: not with a sharded sync instance (the norm "
+                               "of the round's combined gradient is only known inside each daemon)")
+        mw, w = cfg.get("min_workers"), cfg.get("workers")
+        if mode == "sync" and mw is not None and w is not None and mw < w:
+            raise DescentError(422, "invalid_value", "min_workers: backup workers are not sharded (a late round "
+                               "could close with different workers on different shards)")
+
+    def _shard_specs(self, spec):
+        """The create body of every shard, and the logical shapes."""
+        tensors = spec.get("tensors")
+        if not isinstance(tensors, list) or not tensors:
+            raise DescentError(400, "bad_request", "tensors: expected a non-empty array of {\"name\", \"shape\"}")
+        shapes, counts = [], []
+        for i, t in enumerate(tensors):
+            shape = t.get("shape") if isinstance(t, dict) else None
+            if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 1 for d in shape):
+                raise DescentError(400, "bad_request", "tensors[%d].shape: expected an array of positive sizes" % i)
+            shapes.append(list(shape))
+            counts.append(math.prod(shape))
+        plan = shard_plan(counts, len(self.endpoints))
+        specs = []
+        for pieces in plan:
+            s = {k: v for k, v in spec.items() if k != "tensors"}
+            st = []
+            for t, start, length in pieces:
+                src = tensors[t]
+                if length == counts[t]:
+                    st.append(src)  # a whole tensor goes as it is
+                    continue
+                base = int(src.get("offset", src.get("origin", 0)) or 0)
+                piece = {"name": src["name"], "shape": [length], "offset": base + start}
+                values = src.get("values")
+                init = src.get("init")
+                if values is None and isinstance(init, dict) and list(init) == ["values"]:
+                    values, init = init["values"], None
+                if values is not None:
+                    flat = _flat_array(values, shapes[t], "tensors[%d].values" % t)
+                    piece["values"] = flat[start:start + length].tolist()
+                elif init is not None:
+                    piece["init"] = init
+                st.append(piece)
+            s["tensors"] = st
+            specs.append(s)
+        return specs, shapes
+
+    def list(self):
+        """Every instance: [{"name", "algorithm", "mode", "step", "size", ...}].
+        Sharded: one entry per name with the summed size, the smallest step,
+        "steps" per shard (None where a shard lacks it)."""
+        res = self._all(lambda k, e: e.json("GET", "/v1/optimizers")["optimizers"], "list")
+        if not self.sharded:
+            return res[0]
+        merged = {}
+        for k, lst in enumerate(res):
+            for o in lst:
+                m = merged.setdefault(o["name"], dict(o, size=0, steps=[None] * len(res)))
+                m["size"] += o["size"]
+                m["steps"][k] = o["step"]
+        for m in merged.values():
+            present = [s for s in m["steps"] if s is not None]
+            m["step"] = min(present)
+            m["complete"] = len(present) == len(res)
+        return list(merged.values())
+
+    def describe(self, name):
+        """The instance's configuration and status.  Sharded: the logical
+        tensors, "step" the smallest, "steps" and "shards" per shard."""
+        if not self.sharded:
+            return self.endpoints[0].json("GET", "/v1/optimizers/" + _quote(name))
+        descs = self._all(lambda k, e: e.json("GET", "/v1/optimizers/" + _quote(name)), "describe", name)
+        lay = self._merge_layout(name, descs)
+        with self._lock:
+            self._layouts[name] = lay
+        return self._describe_logical(name, descs, lay)
+
+    def patch(self, name, **fields):
+        """PATCH run-time settings: hyper={...}, clip_grad_norm, schedule,
+        max_staleness, workers, worker_lease_ms, ...  Returns the description."""
+        if self.sharded:
+            lay = self._layout(name)
+            self._check_shardable({"algorithm": lay.algorithm, "mode": lay.mode,
+                                   "clip_grad_norm": fields.get("clip_grad_norm"),
+                                   "min_workers": fields.get("min_workers"),
+                                   "workers": fields.get("workers", lay.workers)})
+        res = self._all(lambda k, e: e.json("PATCH", "/v1/optimizers/" + _quote(name), fields), "patch", name)
+        self._forget(name)
+        return self.describe(name) if self.sharded else res[0]
+
+    def set(self, name, **hyper):
+        """Changes hyperparameters at run time: set("m", lr=0.0005)."""
+        return self.patch(name, hyper=hyper)
+
+    def delete(self, name):
+        """Removes the instance (from every shard) and its snapshots."""
+        res = self._each(lambda k, e: e.json("DELETE", "/v1/optimizers/" + _quote(name)))
+        self._forget(name)
+        with self._lock:
+            self._shapes.pop(name, None)
+        errs = [r for r in res if isinstance(r, BaseException)]
+        if errs and (len(errs) == len(res) or any(getattr(e, "status", None) != 404 for e in errs)):
+            self._all(lambda k, e: self._raise(res[k]), "delete")
+        return {"name": name, "deleted": True}
+
+    # -- push and pull ------------------------------------------------------------
+
+    def _grad_chunks(self, lay: Layout, grads: Any, what: str = "grads") -> List[memoryview]:
+        """A gradient (flat buffer, or dict by tensor) as float32 byte chunks, flat order."""
+        if isinstance(grads, dict):
+            for k in grads:
+                if k not in lay.names:
+                    raise DescentError(400, "unknown_tensor", "%s.%s: no tensor of that name" % (what, k))
+            chunks = []
+            for nm, shape, c in zip(lay.names, lay.shapes, lay.counts):
+                if nm not in grads:
+                    raise DescentError(400, "bad_length", "%s.%s: missing (every tensor needs its gradient)"
+                                       % (what, nm))
+                chunks.append(as_f32_bytes(grads[nm], c, "%s.%s" % (what, nm), shape))
+            return chunks
+        if isinstance(grads, (int, float)) and not isinstance(grads, bool) and lay.n != 1:
+            raise DescentError(400, "bad_length", "%s: expected %d values (every tensor in creation order), got "
+                               "a single number" % (what, lay.n))
+        mv = as_f32_bytes(grads, None, what)
+        if mv.nbytes != 4 * lay.n:
+            raise DescentError(400, "bad_length", "%s: expected %d values (every tensor in creation order), got %d"
+                               % (what, lay.n, mv.nbytes // 4))
+        return [mv]
+
+    def _sync_timeout(self, lay: Layout) -> Optional[float]:
+        if lay.round_timeout_ms:
+            return lay.round_timeout_ms / 1000.0 + self.timeout
+        return self.sync_timeout + self.timeout
+
+    def push(self, name: str, grads: Any, worker: Optional[str] = None, step: Optional[int] = None,
+             loss: Optional[float] = None, seq: Optional[int] = None, idempotency_key: Optional[str] = None,
+             params: bool = True, binary: bool = True, timeout: Optional[float] = -1, out: Any = None,
+             kind: Optional[str] = None) -> Params:
+        """Pushes a gradient: a flat buffer or sequence (every tensor in
+        creation order), float32 bytes, or a dict by tensor (flat or nested;
+        a number for a one-element tensor).  Returns the new parameters as
+        Params (empty with params=False; .step is always set), of `kind`
+        (the Client's default unless given) or read into `out`.
+        worker/step/loss/seq as in docs/api.md; idempotency_key sends the
+        Idempotency-Key header.  timeout: seconds (-1: the Client's, or for a
+        sync instance its round timeout plus the Client's)."""
+        lay = self._layout(name)
+        chunks = self._grad_chunks(lay, grads)
+        if self.sharded and lay.mode == "sync" and lay.clip:
+            raise DescentError(422, "invalid_value", "clip_grad_norm: a sharded sync instance cannot clip")
+        norm = None
+        if self.sharded:
+            # Refused here, or some shards would take the step and others not.
+            bad = first_bad(chunks)
+            if bad >= 0:
+                raise DescentError(422, "not_finite", "%s: NaN or infinite" % lay.where(bad))
+            if lay.mode != "sync":
+                # async: every shard clips by (and records in its history) the whole gradient's norm
+                norm = math.sqrt(wire.sum_lanes(chunks))
+        if timeout == -1:
+            timeout = self._sync_timeout(lay) if lay.mode == "sync" else self.timeout
+        headers = {"Idempotency-Key": str(idempotency_key)} if idempotency_key is not None else {}
+        target = _Target(lay, out, kind or self.kind) if params else None
+        opts = dict(worker=worker, step=step, loss=loss, seq=seq, binary=binary,
+                    timeout=timeout, headers=headers, grad_norm=norm)
+        if not self.sharded:
+            try:
+                st = self._push_one(self.endpoints[0], name, lay, chunks, 0, lay.n, target, **opts)
+            except DescentError as e:
+                if e.status in (404, 500) and e.code in ("unknown_instance", "bad_reply"):
+                    self._forget(name)
+                raise
+            return target.params(st) if target else Params({}, st)
+        assert lay.ranges is not None
+        res = self._all(lambda k, e: self._push_one(e, name, lay, chunks, *lay.ranges[k], target, **opts),
+                        "push", name)
+        step_now = self._check_steps(name, lay, res, "a push", sync_exact=True)
+        return target.params(step_now, res) if target else Params({}, step_now, res)
+
+    def _push_one(self, e: Endpoint, name: str, lay: Layout, chunks: List[memoryview], lo: int, hi: int,
+                  target: Optional[_Target], worker, step, loss, seq, binary, timeout, headers, grad_norm) -> int:
+        """One daemon's push of the gradient's [lo, hi): its step (parameters into target)."""
+        part = slice_chunks(chunks, lo, hi)
+        path = "/v1/optimizers/%s/step" % _quote(name)
+        if binary:
+            q = _query(worker=worker, step=step, loss=None if loss is None else repr(float(loss)), seq=seq,
+                       params=None if target else "none",
+                       grad_norm=None if grad_norm is None else repr(grad_norm))
+            h = dict(headers, **{"Content-Type": BINARY, "Accept": BINARY})
+            into = target.range(lo, hi) if target else None
+            _, rh, data = e.request("POST", path + q, part, h, timeout=timeout, into=into)
+            st = int(rh["descent-step"])
+            if target and data is not None:
+                raise DescentError(500, "bad_reply", "'%s': %d bytes of parameters in the reply, %d expected (was the "
+                                   "instance replaced?)" % (name, len(data), 4 * (hi - lo)), url=e.url)
+            return st
+        flat = f32_array(b"".join(part))
+        body: Dict[str, Any] = {"grads": self._slice_by_tensor(lay, flat, lo)}
+        for k, v in (("worker", worker), ("step", step), ("loss", loss), ("seq", seq), ("grad_norm", grad_norm)):
+            if v is not None:
+                body[k] = v
+        text = finite_json(body, "grads", [(k, v) for k, v in body["grads"].items()])
+        q = "" if target else "?params=none"
+        _, rh, data = e.request("POST", path + q, text, dict(headers, **{"Content-Type": "application/json"}),
+                                timeout=timeout)
+        doc = json.loads(data)
+        if target:
+            self._fill_json(name, target, doc["params"], lo, hi, e)
+        return int(doc["step"])
+
+    @staticmethod
+    def _fill_json(name: str, target: _Target, params: Dict[str, Sequence[float]], lo: int, hi: int,
+                   e: Endpoint) -> None:
+        flat = array("f")
+        for v in params.values():
+            flat.extend(array("f", v))
+        if len(flat) != hi - lo:
+            raise DescentError(500, "bad_reply", "'%s': %d parameters in the reply, %d expected (was the instance "
+                               "replaced?)" % (name, len(flat), hi - lo), url=e.url)
+        target.fill(lo, flat)
+
+    @staticmethod
+    def _slice_by_tensor(lay: Layout, part: array, lo: int) -> Dict[str, List[float]]:
+        """{tensor: list} of the part of the logical flat range starting at lo."""
+        out = {}
+        hi = lo + len(part)
+        for nm, o, c in zip(lay.names, lay.offsets, lay.counts):
+            a, b = max(o, lo), min(o + c, hi)
+            if a < b:
+                out[nm] = part[a - lo:b - lo].tolist()
+        return out
+
+    def pull(self, name: str, wait_for_step: Optional[int] = None, timeout_ms: Optional[int] = None,
+             worker: Optional[str] = None, binary: bool = True, out: Any = None, kind: Optional[str] = None) -> Params:
+        """The parameters as Params (.step), of `kind` (the Client's default
+        unless given) or read straight into `out`.  With wait_for_step=N the
+        daemon answers once the step is at least N, or after timeout_ms (its
+        default 30 s) with the older step."""
+        lay = self._layout(name)
+        t = self.timeout + ((timeout_ms if timeout_ms is not None else 30000) / 1000.0 if wait_for_step is not None
+                            else 0)
+        target = _Target(lay, out, kind or self.kind)
+        if not self.sharded:
+            try:
+                st = self._pull_one(self.endpoints[0], name, lay, wait_for_step, timeout_ms, worker, binary, t,
+                                    target, 0, lay.n)
+            except DescentError as e:
+                if e.code in ("unknown_instance", "bad_reply"):
+                    self._forget(name)
+                raise
+            return target.params(st)
+        assert lay.ranges is not None
+        res = self._all(lambda k, e: self._pull_one(e, name, lay, wait_for_step, timeout_ms, worker, binary, t,
+                                                    target, *lay.ranges[k]), "pull", name)
+        steps = self._settle_pull(name, lay, res, worker, binary, target)
+        return target.params(min(steps), steps)
+
+    def _pull_one(self, e: Endpoint, name: str, lay: Layout, wait_for_step, timeout_ms, worker, binary, timeout,
+                  target: Optional[_Target], lo: int, hi: int) -> int:
+        q = _query(wait_for_step=wait_for_step, timeout_ms=timeout_ms if wait_for_step is not None else None,
+                   worker=worker)
+        path = "/v1/optimizers/%s/params%s" % (_quote(name), q)
+        if binary:
+            into = target.range(lo, hi) if target else None
+            _, h, data = e.request("GET", path, headers={"Accept": BINARY}, timeout=timeout, into=into)
+            if target and data is not None:
+                raise DescentError(500, "bad_reply", "'%s': %d bytes of parameters in the reply, %d expected (was the "
+                                   "instance replaced?)" % (name, len(data), 4 * (hi - lo)), url=e.url)
+            return int(h["descent-step"])
+        doc = e.json("GET", path, timeout=timeout)
+        if target:
+            self._fill_json(name, target, doc["params"], lo, hi, e)
+        return int(doc["step"])
+
+    def _settle_pull(self, name, lay, steps, worker, binary, target):
+        """Pulls again from shards behind the others until all show one step
+        (sync) or all reached the first leader's step (async), or settle_ms
+        passes; returns the steps."""
+        steps = list(steps)
+        target_step = max(steps)
+        deadline = time.monotonic() + self.settle_ms / 1000.0
+        while True:
+            if lay.mode == "sync":
+                behind = [k for k, s in enumerate(steps) if s != max(steps)]
+                target_step = max(steps)
+            else:
+                behind = [k for k, s in enumerate(steps) if s < target_step]
+            if not behind:
+                return steps
+            left = int((deadline - time.monotonic()) * 1000)
+            if left <= 0:
+                raise DescentStepMismatch(name, self.urls, steps, "a pull")
+            again = self._each(lambda k, e: self._pull_one(e, name, lay, target_step, left, worker, binary,
+                                                           self.timeout + left / 1000.0, target, *lay.ranges[k]),
+                               only=behind)
+            for k, r in zip(behind, again):
+                if isinstance(r, BaseException):
+                    raise r
+                steps[k] = r
+
+    def _check_steps(self, name, lay, steps, what, sync_exact):
+        """The step of a sharded reply; raises DescentStepMismatch when the
+        shards disagree (sync: exactly; async: after settle_ms of catching up)."""
+        if len(set(steps)) == 1:
+            return steps[0]
+        if lay.mode == "sync" and sync_exact:
+            raise DescentStepMismatch(name, self.urls, steps, what)
+        target = max(steps)
+        behind = [k for k, s in enumerate(steps) if s < target]
+        ms = max(1, int(self.settle_ms))
+        got = self._each(lambda k, e: self._pull_one(e, name, lay, target, ms, None, True, self.timeout + ms / 1000.0,
+                                                     None, *lay.ranges[k]), only=behind)
+        now = list(steps)
+        for k, r in zip(behind, got):
+            if isinstance(r, BaseException):
+                raise r
+            now[k] = r
+        if any(s < target for s in now):
+            raise DescentStepMismatch(name, self.urls, steps, what + " (still behind after %d ms: %s)"
+                                      % (ms, now))
+        return min(steps)
+
+    # -- state ----------------------------------------------------------------------
+
+    def export_state(self, name):
+        """The whole state (parameters, every optimizer buffer, step, hyper) as
+        one document; sharded: gathered from every shard, which must agree on the step."""
+        if not self.sharded:
+            return self.endpoints[0].json("GET", "/v1/optimizers/%s/state" % _quote(name), timeout=None)
+        docs = self._all(lambda k, e: e.json("GET", "/v1/optimizers/%s/state" % _quote(name), timeout=None),
+                         "export", name)
+        steps = [d["step"] for d in docs]
+        if len(set(steps)) != 1:
+            raise DescentStepMismatch(name, self.urls, steps, "an export")
+        lay = self._merge_layout(name, docs)
+        out = {k: v for k, v in docs[0].items() if k not in ("params", "buffers", "tensors", "size")}
+        tensors = []
+        for nm, s, c, o, off in zip(lay.names, lay.shapes, lay.counts, lay.origins, lay.offsets):
+            t = {"name": nm, "shape": s, "offset": off, "count": c}
+            if o:
+                t["origin"] = o
+            tensors.append(t)
+        out["tensors"] = tensors
+        out["size"] = lay.n
+
+        def gather(get):
+            per = {nm: [] for nm in lay.names}
+            for d in docs:
+                part = get(d)
+                for t in d["tensors"]:
+                    per[t["name"]].extend(part[t["name"]])
+            return per
+
+        out["params"] = gather(lambda d: d["params"])
+        names = [set(d.get("buffers", {})) for d in docs]
+        if any(b != names[0] for b in names):
+            raise DescentError(409, "conflict", "'%s': the shards hold different optimizer buffers: %s"
+                               % (name, [sorted(b) for b in names]))
+        out["buffers"] = {b: gather(lambda d, b=b: d["buffers"][b]) for b in docs[0].get("buffers", {})}
+        return out
+
+    def import_state(self, name, doc):
+        """Creates or replaces the instance from a state document (sharded:
+        split over every shard, which then all hold its step)."""
+        if not self.sharded:
+            d = self.endpoints[0].json("PUT", "/v1/optimizers/%s/state" % _quote(name), doc, timeout=None)
+            self._forget(name)
+            return d
+        self._check_shardable(doc)
+        tensors = doc.get("tensors")
+        if not isinstance(tensors, list) or not tensors:
+            raise DescentError(400, "bad_request", "tensors: expected a non-empty array of {\"name\", \"shape\"}")
+        shapes = [list(t["shape"]) for t in tensors]
+        counts = [math.prod(s) for s in shapes]
+        plan = shard_plan(counts, len(self.endpoints))
+        flat_params = {t["name"]: _flat_array(doc["params"][t["name"]], s, "params." + t["name"])
+                       for t, s in zip(tensors, shapes)}
+        flat_bufs = {b: {t["name"]: _flat_array(per[t["name"]], s, "buffers.%s.%s" % (b, t["name"]))
+                         for t, s in zip(tensors, shapes)}
+                     for b, per in (doc.get("buffers") or {}).items()}
+        docs = []
+        for pieces in plan:
+            d = {k: v for k, v in doc.items() if k not in ("params", "buffers", "tensors", "size", "name")}
+            d["tensors"], d["params"] = [], {}
+            d["buffers"] = {b: {} for b in flat_bufs}
+            for t, start, length in pieces:
+                src = tensors[t]
+                nm = src["name"]
+                d["tensors"].append({"name": nm, "shape": shapes[t] if length == counts[t] else [length],
+                                     "origin": int(src.get("origin", 0) or 0) + start})
+                d["params"][nm] = flat_params[nm][start:start + length].tolist()
+                for b in flat_bufs:
+                    d["buffers"][b][nm] = flat_bufs[b][nm][start:start + length].tolist()
+            docs.append(d)
+        self._forget(name)
+        res = self._all(lambda k, e: e.json("PUT", "/v1/optimizers/%s/state" % _quote(name), docs[k],
+                                            timeout=None), "import", name)
+        with self._lock:
+            self._shapes[name] = shapes
+        lay = self._merge_layout(name, res)
+        with self._lock:
+            self._layouts[name] = lay
+        return self._describe_logical(name, res, lay)
+
+    # -- the rest of the API --------------------------------------------------------
+
+    def _single(self, what):
+        if self.sharded:
+            raise DescentError(422, "invalid_value", "%s: random_search (ask/tell) instances are not sharded; "
+                               "use a Client with one URL" % what)
+        return self.endpoints[0]
+
+    def ask(self, name):
+        """A random_search candidate: {"candidate": id, "params": {tensor: list}}."""
+        doc = self._single("ask").json("POST", "/v1/optimizers/%s/ask" % _quote(name), {})
+        doc["params"] = {k: array("f", v).tolist() for k, v in doc["params"].items()}
+        return doc
+
+    def tell(self, name, candidate, loss):
+        """Reports a candidate's loss: {"step", "improved", "best_loss"}."""
+        return self._single("tell").json("POST", "/v1/optimizers/%s/tell" % _quote(name),
+                                         {"candidate": int(candidate), "loss": float(loss)})
+
+    def workers(self, name):
+        """Each worker's last push, step and staleness: {"step", "workers": [...]}
+        (sharded: shard 0's, with every shard's under "shards")."""
+        res = self._all(lambda k, e: e.json("GET", "/v1/optimizers/%s/workers" % _quote(name)), "workers", name)
+        if not self.sharded:
+            return res[0]
+        return dict(res[0], shards=res)
+
+    def history(self, name):
+        """The recent steps, oldest first: [{"step", "time", "loss", "grad_norm", "lr"}]
+        (sharded: shard 0's)."""
+        return self.endpoints[0].json("GET", "/v1/optimizers/%s/history" % _quote(name))["history"]
+
+    def playground(self, **body):
+        """POST /v1/playground (objective, algorithm, hyper, start, steps, ...)."""
+        return self.endpoints[0].json("POST", "/v1/playground", body)
+
+    def metrics(self):
+        """The Prometheus text of the first daemon."""
+        return self.endpoints[0].request("GET", "/metrics", headers={"Accept": "text/plain"})[2].decode()
+
+

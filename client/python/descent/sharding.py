@@ -1,0 +1,180 @@
+"""descent.sharding: the rule that spreads an instance over several daemons,
+the client's view of an instance's layout, and the fan-out pool.
+
+The rule (client/lib/layout.c, proto/sharding.md): the tensors, in creation
+order, form one flat range of N floats; shard k of S holds
+[floor(k*N/S), floor((k+1)*N/S)).  Every shard needs at least one float.
+
+What it owns: ranges and plans (pure functions), Layout (names, shapes,
+counts, flat offsets, mode of one instance), slicing a flat vector given as
+a list of byte chunks without copying, and FanOut: one thread pool per
+Client through which every sharded call runs (never a new thread per call).
+
+Threads: FanOut.map may be called from any thread; Layout is read-only once built.
+"""
+import threading
+import time
+from typing import Any, Callable, List, Optional, Sequence, Tuple
+
+from .errors import DescentError
+
+__all__ = ["shard_ranges", "shard_plan", "Layout", "FanOut", "slice_chunks"]
+
+
+def shard_ranges(n: int, nshards: int) -> List[Tuple[int, int]]:
+    """[(lo, hi)] of each shard: shard k holds [floor(k*n/S), floor((k+1)*n/S))."""
+    if nshards < 1:
+        raise ValueError("nshards must be at least 1")
+    if n < nshards:
+        raise DescentError(400, "bad_length", "%d parameters cannot be spread over %d shards (each needs one)"
+                           % (n, nshards))
+    return [(k * n // nshards, (k + 1) * n // nshards) for k in range(nshards)]
+
+
+def shard_plan(counts: Sequence[int], nshards: int) -> List[List[Tuple[int, int, int]]]:
+    """For tensors of these element counts (creation order): per shard, the
+    list of (tensor index, first index in the tensor, length) it holds."""
+    n = sum(counts)
+    plan = []
+    for lo, hi in shard_ranges(n, nshards):
+        pieces = []
+        start = 0
+        for t, c in enumerate(counts):
+            a, b = max(start, lo), min(start + c, hi)
+            if a < b:
+                pieces.append((t, a - start, b - a))
+            start += c
+        plan.append(pieces)
+    return plan
+
+
+def slice_chunks(chunks: Sequence[memoryview], lo: int, hi: int) -> List[memoryview]:
+    """The float32 range [lo, hi) of a flat vector held as byte chunks, as
+    views of those chunks (no copy)."""
+    out = []
+    base = 0
+    for c in chunks:
+        n = c.nbytes // 4
+        a, b = max(lo, base), min(hi, base + n)
+        if a < b:
+            out.append(c[(a - base) * 4:(b - base) * 4])
+        base += n
+        if base >= hi:
+            break
+    return out
+
+
+class Layout:
+    """What the client knows of an instance: tensors (names, shapes, counts,
+    flat offsets), mode and clipping; for a sharded instance, each shard's range."""
+
+    def __init__(self, desc: dict, shapes: Optional[List[List[int]]] = None) -> None:
+        self.names = [t["name"] for t in desc["tensors"]]
+        self.counts = [int(t["count"]) for t in desc["tensors"]]
+        self.shapes = shapes or [list(t["shape"]) for t in desc["tensors"]]
+        self.origins = [int(t.get("origin", 0)) for t in desc["tensors"]]
+        self.offsets = []
+        o = 0
+        for c in self.counts:
+            self.offsets.append(o)
+            o += c
+        self.n = o
+        self.mode = desc.get("mode", "async")
+        self.clip = desc.get("clip_grad_norm") or None
+        self.round_timeout_ms = desc.get("round_timeout_ms")
+        self.workers = desc.get("workers")
+        self.algorithm = desc.get("algorithm")
+        self.ranges: Optional[List[Tuple[int, int]]] = None
+
+    def where(self, i: int) -> str:
+        """A flat index as "grads.W[3]"."""
+        for name, o, c in zip(self.names, self.offsets, self.counts):
+            if o <= i < o + c:
+                return "grads.%s[%d]" % (name, i - o)
+        return "grads[%d]" % i
+
+
+class _Future:
+    __slots__ = ("done", "value")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.value: Any = None
+
+
+class FanOut:
+    """The threads a sharded Client runs its per-shard calls on: one cached
+    pool per Client.  Threads are reused from call to call; a new one starts
+    only when every pooled thread is busy (concurrent callers, long-polls),
+    so one caller never waits behind another's long-poll.  A thread idle for
+    60 s ends.  The calling thread takes the first shard itself."""
+
+    IDLE_S = 60.0
+
+    def __init__(self, nshards: int) -> None:
+        self.nshards = nshards
+        self._cv = threading.Condition()
+        self._tasks: List[Tuple[Callable[[], Any], _Future]] = []
+        self._idle = 0
+        self._threads = 0
+        self._closed = False
+
+    def _worker(self) -> None:
+        while True:
+            with self._cv:
+                self._idle += 1
+                deadline = time.monotonic() + self.IDLE_S
+                while not self._tasks and not self._closed:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cv.wait(left)
+                self._idle -= 1
+                if not self._tasks:
+                    self._threads -= 1
+                    return
+                fn, fut = self._tasks.pop(0)
+            fut.value = fn()
+            fut.done.set()
+
+    def _submit(self, fn: Callable[[], Any]) -> _Future:
+        fut = _Future()
+        with self._cv:
+            self._closed = False
+            self._tasks.append((fn, fut))
+            if self._idle < len(self._tasks):
+                self._threads += 1
+                threading.Thread(target=self._worker, name="descent-shard", daemon=True).start()
+            else:
+                self._cv.notify()
+        return fut
+
+    def map(self, fn: Callable[[int], Any], ks: Sequence[int]) -> List[Any]:
+        """[fn(k) for k in ks] concurrently; exceptions are returned in place."""
+        def run(k):
+            try:
+                return fn(k)
+            except BaseException as e:  # noqa: B902 - handed to the caller
+                return e
+
+        if len(ks) <= 1:
+            return [run(k) for k in ks]
+        futs = [self._submit(lambda k=k: run(k)) for k in ks[1:]]
+        first = run(ks[0])
+        out = [first]
+        for f in futs:
+            f.done.wait()
+            out.append(f.value)
+        return out
+
+    @property
+    def threads(self) -> int:
+        """How many pooled threads exist now (for tests)."""
+        with self._cv:
+            return self._threads
+
+    def close(self) -> None:
+        """Lets the idle threads end (the pool restarts on the next call)."""
+        with self._cv:
+            self._closed = True
+            self._cv.notify_all()
