@@ -6,6 +6,7 @@
 #include "bufpool.h"
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <time.h>
@@ -65,12 +66,33 @@ void bufpool_free(bufpool *bp) {
   free(bp);
 }
 
+static bool pooled(const bufpool *bp, size_t bytes) { return bp && bytes >= ((size_t)1 << MIN_SHIFT) / 2; }
+
+size_t bufpool_capacity(const bufpool *bp, size_t bytes) {
+  if (!pooled(bp, bytes)) return bytes;
+  size_t cap;
+  return class_of(bytes, &cap) < 0 ? 0 : cap;
+}
+
+void *bufpool_get_idle(bufpool *bp, size_t bytes, size_t *cap) {
+  if (!pooled(bp, bytes)) return NULL;
+  int c = class_of(bytes, cap);
+  if (c < 0) return NULL;
+  pthread_mutex_lock(&bp->lock);
+  node *n = bp->free[c];
+  if (n) {
+    bp->free[c] = n->next;
+    bp->idle -= *cap;
+    bp->busy += *cap;
+  }
+  pthread_mutex_unlock(&bp->lock);
+  return n;
+}
+
 void *bufpool_get(bufpool *bp, size_t bytes, size_t *cap) {
-  if (bytes < ((size_t)1 << MIN_SHIFT) / 2 || !bp) {
+  if (!pooled(bp, bytes)) {
     *cap = bytes;
-    void *p = NULL;
-    if (posix_memalign(&p, 64, bytes ? bytes : 64) != 0) return NULL;
-    return p;
+    return mem_alloc_big(bytes); /* small: posix_memalign'd, 64-byte aligned */
   }
   int c = class_of(bytes, cap);
   if (c < 0) return NULL;
@@ -94,8 +116,8 @@ void *bufpool_get(bufpool *bp, size_t bytes, size_t *cap) {
 
 void bufpool_put(bufpool *bp, void *p, size_t cap) {
   if (!p) return;
-  if (!bp || cap < ((size_t)1 << MIN_SHIFT) / 2) {
-    free(p);
+  if (!pooled(bp, cap)) {
+    mem_free_big(p, cap);
     return;
   }
   size_t ccap;

@@ -7,6 +7,7 @@
 
 #include "http_routes.h"
 #include "http_server.h"
+#include "mem.h"
 #include "optim.h"
 #include "persist.h"
 #include "registry.h"
@@ -59,8 +60,12 @@ static void process_metrics(app *a, jbuf *b) {
     jbuf_printf(b, "descent_http_waiting_requests %zu\n", http_server_suspended(a->http));
     const unsigned *statuses;
     size_t ns, nr = routes_count();
-    uint64_t *counts = malloc((nr + 1) * HTTP_STATUS_SLOTS * sizeof *counts);
-    if (counts) {
+    head(b, "descent_http_body_bytes", "gauge", "Memory the bodies of requests in flight hold, against --max-body-memory.");
+    jbuf_printf(b, "descent_http_body_bytes %zu\n", http_server_body_bytes(a->http));
+    head(b, "descent_http_body_bytes_limit", "gauge", "The --max-body-memory budget.");
+    jbuf_printf(b, "descent_http_body_bytes_limit %zu\n", http_server_body_limit(a->http));
+    uint64_t *counts = mem_xmalloc((nr + 1) * HTTP_STATUS_SLOTS * sizeof *counts);
+    {
       http_server_counts(a->http, &statuses, &ns, counts);
       head(b, "descent_http_requests_total", "counter", "HTTP requests answered, by route and status.");
       for (size_t r = 0; r <= nr; r++)
@@ -100,12 +105,7 @@ void metrics_write(app *a, jbuf *b) {
   process_metrics(a, b);
   instance **all;
   size_t n = registry_list(a->reg, &all);
-  snap *s = calloc(n ? n : 1, sizeof *s);
-  if (!s) {
-    for (size_t i = 0; i < n; i++) instance_unref(all[i]);
-    free(all);
-    return;
-  }
+  snap *s = mem_xcalloc(n ? n : 1, sizeof *s);
   for (size_t i = 0; i < n; i++) {
     s[i].in = all[i];
     instance_stats_copy(all[i], &s[i].st, &s[i].step);

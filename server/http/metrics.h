@@ -4,7 +4,8 @@
  * registry's instances (steps, pushes, rejections by reason, apply latency
  * histogram, decode/apply/encode time, loss, gradient norm, lr, workers and
  * per-worker pushes, last push and staleness), the HTTP server (requests by
- * route and status, connections, waiting requests) and the snapshotter.
+ * route and status, connections, waiting requests, memory held by bodies)
+ * and the snapshotter.
  * Names follow Prometheus conventions (descent_ prefix, _total counters,
  * _seconds units).  Runs on an HTTP thread.
  */
