@@ -114,6 +114,18 @@ void *bufpool_get(bufpool *bp, size_t bytes, size_t *cap) {
   return p;
 }
 
+void *bufpool_grow(bufpool *bp, void *p, size_t cap, size_t bytes, size_t *ncap) {
+  size_t want = bufpool_capacity(bp, bytes);
+  if (!pooled(bp, cap) || !want || want < cap) return NULL;
+  void *q = mem_grow_big(p, cap, want);
+  if (!q) return NULL;
+  pthread_mutex_lock(&bp->lock);
+  bp->busy += want - cap;
+  pthread_mutex_unlock(&bp->lock);
+  *ncap = want;
+  return q;
+}
+
 void bufpool_put(bufpool *bp, void *p, size_t cap) {
   if (!p) return;
   if (!pooled(bp, cap)) {

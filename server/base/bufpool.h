@@ -40,6 +40,13 @@ void *bufpool_get_idle(bufpool *bp, size_t bytes, size_t *cap);
  * to charge a budget before allocating. */
 size_t bufpool_capacity(const bufpool *bp, size_t bytes);
 
+/* Grows p (a buffer of capacity cap from this pool) in place to at least
+ * `bytes`, without copying and without touching the added pages (see
+ * mem_grow_big), and returns it with *ncap its new capacity.  NULL (p
+ * unchanged, still of cap) when p is too small to be mapped or the system
+ * refuses: the caller then copies into a new buffer. */
+void *bufpool_grow(bufpool *bp, void *p, size_t cap, size_t bytes, size_t *ncap);
+
 /* Returns a buffer from bufpool_get (NULL is ignored). */
 void bufpool_put(bufpool *bp, void *p, size_t cap);
 

@@ -375,31 +375,44 @@ static void body_refuse(request *r, int code) {
   r->refused = code;
 }
 
-/* Makes room for `need` bytes: the first time, an idle pooled buffer of the
- * whole declared size when there is one; otherwise a buffer twice as big
- * (at least BODY_CHUNK, at most the declared size or --max-body), into which
- * what came so far is copied.  False: refused (busy). */
+/* Makes room for `need` bytes.  The first time, an idle pooled buffer of
+ * the whole declared size when there is one (already touched: no new
+ * memory, no copy).  Otherwise the buffer doubles (at least BODY_CHUNK, at
+ * most the declared size or --max-body): in place when it is big enough to
+ * be mapped (its pages move, only the difference is charged), else into a
+ * new buffer, both charged while what came so far is copied.  False:
+ * refused (busy). */
 static bool body_grow(request *r, size_t need) {
-  app *a = r->app;
+  bufpool *pool = r->app->pool;
   size_t ncap;
-  char *nb = NULL;
-  if (!r->body && r->declared >= need && (nb = bufpool_get_idle(a->pool, r->declared, &ncap))) {
+  char *nb;
+  if (!r->body && r->declared >= need && (nb = bufpool_get_idle(pool, r->declared, &ncap))) {
     if (!body_charge(r, ncap)) {
-      bufpool_put(a->pool, nb, ncap);
+      bufpool_put(pool, nb, ncap);
       return false;
     }
-  } else {
-    size_t top = r->declared ? r->declared : (size_t)a->cfg->max_body;
-    size_t want = r->cap * 2 > BODY_CHUNK ? r->cap * 2 : BODY_CHUNK;
-    if (want > top) want = top;
-    if (want < need) want = need;
-    ncap = bufpool_capacity(a->pool, want);
-    if (!ncap || !body_charge(r, ncap)) return false;
-    if (!(nb = bufpool_get(a->pool, want, &ncap))) return false; /* charged: released by body_refuse */
-    if (r->len) memcpy(nb, r->body, r->len);
+    r->body = nb;
+    r->cap = ncap;
+    return true;
   }
+  size_t top = r->declared ? r->declared : (size_t)r->app->cfg->max_body;
+  size_t want = r->cap * 2 > BODY_CHUNK ? r->cap * 2 : BODY_CHUNK;
+  if (want > top) want = top;
+  if (want < need) want = need;
+  if (!(ncap = bufpool_capacity(pool, want))) return false;
+  if (r->body && ncap > r->cap && body_charge(r, ncap - r->cap)) {
+    if ((nb = bufpool_grow(pool, r->body, r->cap, want, &ncap))) {
+      r->body = nb;
+      r->cap = ncap;
+      return true;
+    }
+    body_uncharge(r, bufpool_capacity(pool, want) - r->cap);
+  }
+  if (!body_charge(r, ncap)) return false;
+  if (!(nb = bufpool_get(pool, want, &ncap))) return false; /* charged: released by body_refuse */
+  if (r->len) memcpy(nb, r->body, r->len);
   if (r->body) {
-    bufpool_put(a->pool, r->body, r->cap);
+    bufpool_put(pool, r->body, r->cap);
     body_uncharge(r, r->cap);
   }
   r->body = nb;
