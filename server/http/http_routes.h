@@ -37,7 +37,8 @@ typedef struct route {
 
 /* Looks up (method, url).  Returns the route, or NULL with *status 404 or
  * 405 (then `allow` receives the methods the table serves at that path,
- * comma-separated, for the Allow header; "" when allow_cap is too small).
+ * comma-separated, for the Allow header; methods that would not fit in
+ * allow_cap are left out, and 64 bytes hold any list of this table).
  * The {name} segment is copied into name (up to name_cap - 1 bytes,
  * unvalidated). */
 const route *routes_match(const char *method, const char *url, char *name, size_t name_cap,

@@ -7,6 +7,7 @@
 
 #include <arpa/inet.h>
 #include <netdb.h>
+#include <sys/socket.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +30,7 @@ struct http_server {
   app *app;
   struct MHD_Daemon *d;
   uint16_t port;
+  MHD_socket quiesced; /* the listening socket after quiesce: closed after the daemon stops */
   pthread_mutex_t lock; /* guards the suspended list and counters */
   request *suspended;
   size_t nsuspended;
@@ -542,6 +544,7 @@ http_server *http_server_start(app *a, derr *e) {
   const config *cfg = a->cfg;
   http_server *hs = mem_xcalloc(1, sizeof *hs);
   hs->app = a;
+  hs->quiesced = MHD_INVALID_SOCKET;
   pthread_mutex_init(&hs->lock, NULL);
   hs->counts = mem_xcalloc((routes_count() + 1) * HTTP_STATUS_SLOTS, sizeof *hs->counts);
   status_slots_init(hs->status_slots);
@@ -634,16 +637,20 @@ fail:
   return NULL;
 }
 
+/* MHD's threads may still hold the quiesced socket in their epoll sets
+ * (MHD_quiesce_daemon: "must not be closed until after MHD_stop_daemon"), so
+ * it is shut down now, which refuses new connections at once, and closed by
+ * http_server_stop. */
 void http_server_quiesce(http_server *hs) {
-  if (hs && hs->d) {
-    MHD_socket s = MHD_quiesce_daemon(hs->d);
-    if (s != MHD_INVALID_SOCKET) close(s);
-  }
+  if (!hs || !hs->d || hs->quiesced != MHD_INVALID_SOCKET) return;
+  hs->quiesced = MHD_quiesce_daemon(hs->d);
+  if (hs->quiesced != MHD_INVALID_SOCKET) shutdown(hs->quiesced, SHUT_RDWR);
 }
 
 void http_server_stop(http_server *hs) {
   if (!hs) return;
   if (hs->d) MHD_stop_daemon(hs->d);
+  if (hs->quiesced != MHD_INVALID_SOCKET) close(hs->quiesced);
   free(hs->tls_cert);
   free(hs->tls_key);
   free(hs->counts);

@@ -12,7 +12,10 @@
   X(codec_float)      \
   X(codec_json)       \
   X(kpool)            \
-  X(bufpool)
+  X(bufpool)          \
+  X(timers)           \
+  X(auth)             \
+  X(routes)
 
 #define TEST_SUITE_DECL(name) Suite *suite_##name(void);
 TEST_SUITES(TEST_SUITE_DECL)
