@@ -6,6 +6,8 @@ the bodies in flight share one bounded budget (--max-body-memory, 503 busy).
     where it was, take nothing from the budget, and /healthz answers
     meanwhile; an honest 40 MB binary push still works beside them (twice:
     the second takes the first's pooled buffer whole);
+  - a request refused by its token, route or query is answered from its
+    headers alone (401, 403, 400, 404, 405), before any of its body;
   - with a small --max-body-memory: a declared body larger than the budget is
     refused when its headers arrive, a chunked one that outgrows it at its
     end, and a body that does not fit beside one in flight when its headers
@@ -133,6 +135,49 @@ class SilentBodies(unittest.TestCase):
                 self.fail("a silent connection was answered or closed")
             except BlockingIOError:
                 pass
+
+
+class CheckedFirst(unittest.TestCase):
+    """The token, the route and the query are checked from the headers alone:
+    a refused request never gets to send (or make the daemon hold) its body."""
+
+    def setUp(self):
+        import tempfile
+        self.dir = tempfile.mkdtemp(prefix="descent-tokens-")
+        self.tokens = os.path.join(self.dir, "tokens")
+        with open(self.tokens, "w") as f:
+            f.write("rw-token-123\nro:ro-token-456\n")
+        self.d = Daemon("--token-file", self.tokens)
+
+    def tearDown(self):
+        try:
+            self.d.stop()
+        finally:
+            self.d.cleanup()
+            import shutil
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def headers_only(self, path, extra=""):
+        s = socket.create_connection(("127.0.0.1", self.d.port), timeout=30)
+        try:
+            s.sendall(("POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n%s"
+                       "Content-Length: %d\r\n\r\n" % (path, extra, DECLARED)).encode())
+            return read_response(s)
+        finally:
+            s.close()
+
+    def test_refused_before_the_body(self):
+        r = self.headers_only("/v1/optimizers/m/step")
+        self.assertEqual((r[0], error_code(r)), (401, "unauthorized"))
+        r = self.headers_only("/v1/optimizers/m/step", "Authorization: Bearer ro-token-456\r\n")
+        self.assertEqual((r[0], error_code(r)), (403, "forbidden"))
+        r = self.headers_only("/v1/optimizers/m/step?stpe=1", "Authorization: Bearer rw-token-123\r\n")
+        self.assertEqual((r[0], error_code(r)), (400, "bad_request"))
+        r = self.headers_only("/v1/optimizers/m/steps", "Authorization: Bearer rw-token-123\r\n")
+        self.assertEqual((r[0], error_code(r)), (404, "not_found"))
+        r = self.headers_only("/v1/optimizers/m/params", "Authorization: Bearer rw-token-123\r\n")
+        self.assertEqual((r[0], error_code(r)), (405, "method_not_allowed"))
+        self.assertEqual(r[1]["allow"], "GET")
 
 
 class Budget(unittest.TestCase):
