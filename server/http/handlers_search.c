@@ -7,6 +7,8 @@
 #include "http_reply.h"
 #include "http_server.h"
 
+static enum MHD_Result ask_reply(request *r, instance *in, const instance_cfg *c);
+
 enum MHD_Result h_ask(request *r) {
   instance *in;
   if (handlers_find(r, &in) == HANDLERS_REPLIED) return http_replied(r);
@@ -18,7 +20,16 @@ enum MHD_Result h_ask(request *r) {
       return reply_error(r, E_BAD_REQUEST, &e);
     }
   }
-  const instance_cfg *c = &in->cfg;
+  instance_cfg cfg; /* a copy: a PATCH may change the instance's meanwhile */
+  instance_cfg_get(in, &cfg);
+  enum MHD_Result ret = ask_reply(r, in, &cfg);
+  instance_cfg_free(&cfg);
+  return ret;
+}
+
+/* The candidate as float32 (Accept: application/octet-stream, its id in
+ * Descent-Candidate) or as JSON. */
+static enum MHD_Result ask_reply(request *r, instance *in, const instance_cfg *c) {
   size_t cap;
   float *x = bufpool_get(r->app->pool, c->n * sizeof(float) + 1, &cap);
   if (!x) return reply_error(r, E_QUOTA, NULL);
@@ -30,7 +41,6 @@ enum MHD_Result h_ask(request *r) {
     return reply_error(r, rc, &e);
   }
   if (r->accept_binary) {
-    /* the candidate as float32; its id in Descent-Candidate */
     char idh[32];
     snprintf(idh, sizeof idh, "%llu", (unsigned long long)id);
     struct MHD_Response *resp = MHD_create_response_from_buffer(c->n * sizeof(float), x, MHD_RESPMEM_MUST_COPY);

@@ -540,6 +540,30 @@ static char *slurp(const char *path, derr *e) {
   return s;
 }
 
+/* --listen's HOST:PORT (HOST may be [v6]) resolved into ss; host receives
+ * HOST without brackets.  0 or -E_BAD_REQUEST with e set. */
+static int parse_listen(const char *listen, struct sockaddr_storage *ss, int *family, long *port, char *host,
+                        size_t host_cap, derr *e) {
+  const char *colon = strrchr(listen, ':');
+  if (!colon || colon == listen) return derr_set(e, E_BAD_REQUEST, "--listen %s: expected HOST:PORT", listen);
+  size_t hl = (size_t)(colon - listen);
+  if (listen[0] == '[' && hl >= 2 && listen[hl - 1] == ']') snprintf(host, host_cap, "%.*s", (int)(hl - 2), listen + 1);
+  else snprintf(host, host_cap, "%.*s", (int)hl, listen);
+  char *end;
+  *port = strtol(colon + 1, &end, 10);
+  if (*end || *port < 0 || *port > 65535) return derr_set(e, E_BAD_REQUEST, "--listen %s: bad port", listen);
+  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
+  struct addrinfo *ai = NULL;
+  char portstr[16];
+  snprintf(portstr, sizeof portstr, "%ld", *port);
+  if (getaddrinfo(host, portstr, &hints, &ai) != 0 || !ai)
+    return derr_set(e, E_BAD_REQUEST, "--listen %s: cannot resolve %s", listen, host);
+  memcpy(ss, ai->ai_addr, ai->ai_addrlen);
+  *family = ai->ai_family;
+  freeaddrinfo(ai);
+  return 0;
+}
+
 http_server *http_server_start(app *a, derr *e) {
   const config *cfg = a->cfg;
   http_server *hs = mem_xcalloc(1, sizeof *hs);
@@ -550,38 +574,12 @@ http_server *http_server_start(app *a, derr *e) {
   status_slots_init(hs->status_slots);
   atomic_init(&hs->body_bytes, 0);
   hs->body_limit = (size_t)cfg->max_body_memory;
-  /* HOST:PORT, HOST may be [v6] */
   char host[256];
-  const char *listen = cfg->listen, *colon = strrchr(listen, ':');
-  if (!colon || colon == listen) {
-    derr_set(e, E_BAD_REQUEST, "--listen %s: expected HOST:PORT", listen);
-    goto fail;
-  }
-  size_t hl = (size_t)(colon - listen);
-  if (listen[0] == '[' && hl >= 2 && listen[hl - 1] == ']') {
-    memcpy(host, listen + 1, hl - 2);
-    host[hl - 2] = 0;
-  } else {
-    snprintf(host, sizeof host, "%.*s", (int)hl, listen);
-  }
-  char *end;
-  long port = strtol(colon + 1, &end, 10);
-  if (*end || port < 0 || port > 65535) {
-    derr_set(e, E_BAD_REQUEST, "--listen %s: bad port", listen);
-    goto fail;
-  }
-  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
-  struct addrinfo *ai = NULL;
-  char portstr[16];
-  snprintf(portstr, sizeof portstr, "%ld", port);
-  if (getaddrinfo(host, portstr, &hints, &ai) != 0 || !ai) {
-    derr_set(e, E_BAD_REQUEST, "--listen %s: cannot resolve %s", listen, host);
-    goto fail;
-  }
+  const char *listen = cfg->listen;
   struct sockaddr_storage ss;
-  memcpy(&ss, ai->ai_addr, ai->ai_addrlen);
-  int family = ai->ai_family;
-  freeaddrinfo(ai);
+  int family = AF_UNSPEC;
+  long port = 0;
+  if (parse_listen(listen, &ss, &family, &port, host, sizeof host, e) < 0) goto fail;
 
   unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
                    MHD_USE_ERROR_LOG | MHD_USE_TURBO;

@@ -31,6 +31,7 @@ static void val(jbuf *b, double v) {
 
 typedef struct snap {
   instance *in;
+  instance_cfg cfg;
   struct instance_stats st;
   uint64_t step;
   double lr;
@@ -101,22 +102,40 @@ static void process_metrics(app *a, jbuf *b) {
   }
 }
 
-void metrics_write(app *a, jbuf *b) {
-  process_metrics(a, b);
-  instance **all;
-  size_t n = registry_list(a->reg, &all);
+/* A consistent copy of each instance's figures, each part taken under the
+ * instance's own lock (nothing here reads an instance's fields itself). */
+static size_t snaps_take(app *a, instance ***all, snap **out) {
+  size_t n = registry_list(a->reg, all);
   snap *s = mem_xcalloc(n ? n : 1, sizeof *s);
   for (size_t i = 0; i < n; i++) {
-    s[i].in = all[i];
-    instance_stats_copy(all[i], &s[i].st, &s[i].step);
-    s[i].lr = instance_lr(all[i]);
-    s[i].nw = instance_workers_copy(all[i], &s[i].w, &s[i].step);
+    instance *in = (*all)[i];
+    s[i].in = in;
+    instance_cfg_get(in, &s[i].cfg);
+    instance_stats_copy(in, &s[i].st, &s[i].step);
+    s[i].lr = instance_lr(in);
+    s[i].nw = instance_workers_copy(in, &s[i].w, &s[i].step);
   }
+  *out = s;
+  return n;
+}
+
+static void snaps_free(instance **all, snap *s, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    free(s[i].w);
+    instance_cfg_free(&s[i].cfg);
+    instance_unref(all[i]);
+  }
+  free(s);
+  free(all);
+}
+
 #define EACH for (size_t i = 0; i < n; i++)
-#define L(i) s[i].in->cfg.name
+#define L(i) s[i].cfg.name
+
+static void instance_counters(jbuf *b, const snap *s, size_t n) {
   head(b, "descent_instance_info", "gauge", "One series per instance, with its algorithm and mode.");
   EACH jbuf_printf(b, "descent_instance_info{instance=\"%s\",algorithm=\"%s\",mode=\"%s\"} 1\n", L(i),
-                   optim_alg_name(s[i].in->cfg.alg), s[i].in->cfg.mode == MODE_SYNC ? "sync" : "async");
+                   optim_alg_name(s[i].cfg.alg), s[i].cfg.mode == MODE_SYNC ? "sync" : "async");
   head(b, "descent_steps_total", "counter", "Optimizer steps applied.");
   EACH jbuf_printf(b, "descent_steps_total{instance=\"%s\"} %llu\n", L(i), (unsigned long long)s[i].st.steps);
   head(b, "descent_step", "gauge", "The instance's current step.");
@@ -127,10 +146,13 @@ void metrics_write(app *a, jbuf *b) {
   EACH for (int c = 1; c < E__COUNT; c++) if (s[i].st.rejected[c])
       jbuf_printf(b, "descent_pushes_rejected_total{instance=\"%s\",reason=\"%s\"} %llu\n", L(i), derr_name(c),
                   (unsigned long long)s[i].st.rejected[c]);
+}
+
+static void instance_timing(jbuf *b, const snap *s, size_t n) {
   head(b, "descent_step_apply_seconds", "histogram", "Time to apply one optimizer step (under the instance lock).");
   EACH {
     uint64_t cum = 0;
-    for (int k = 0; k < 16; k++) {
+    for (size_t k = 0; k < sizeof s[i].st.latency_buckets / sizeof *s[i].st.latency_buckets; k++) {
       cum += s[i].st.latency_buckets[k];
       jbuf_printf(b, "descent_step_apply_seconds_bucket{instance=\"%s\",le=\"%.6g\"} %llu\n", L(i),
                   (double)(1u << k) * 1e-6, (unsigned long long)cum);
@@ -151,6 +173,9 @@ void metrics_write(app *a, jbuf *b) {
     jbuf_printf(b, "descent_step_phase_seconds_total{instance=\"%s\",phase=\"encode\"}", L(i));
     val(b, (double)s[i].st.encode_ns_total * 1e-9);
   }
+}
+
+static void instance_gauges(jbuf *b, const snap *s, size_t n) {
   head(b, "descent_loss", "gauge", "The last loss reported by workers (NaN: none yet).");
   EACH {
     jbuf_printf(b, "descent_loss{instance=\"%s\"}", L(i));
@@ -167,7 +192,10 @@ void metrics_write(app *a, jbuf *b) {
     val(b, s[i].lr);
   }
   head(b, "descent_parameters", "gauge", "Parameters held by the instance.");
-  EACH jbuf_printf(b, "descent_parameters{instance=\"%s\"} %zu\n", L(i), s[i].in->cfg.n);
+  EACH jbuf_printf(b, "descent_parameters{instance=\"%s\"} %zu\n", L(i), s[i].cfg.n);
+}
+
+static void worker_series(jbuf *b, const snap *s, size_t n) {
   head(b, "descent_workers", "gauge", "Workers seen, by lease state.");
   EACH {
     size_t live = 0;
@@ -192,12 +220,19 @@ void metrics_write(app *a, jbuf *b) {
   EACH for (size_t k = 0; k < s[i].nw; k++)
       jbuf_printf(b, "descent_worker_staleness_steps{instance=\"%s\",worker=\"%s\"} %llu\n", L(i), s[i].w[k].name,
                   (unsigned long long)s[i].w[k].staleness);
+}
+
 #undef EACH
 #undef L
-  for (size_t i = 0; i < n; i++) {
-    free(s[i].w);
-    instance_unref(all[i]);
-  }
-  free(s);
-  free(all);
+
+void metrics_write(app *a, jbuf *b) {
+  process_metrics(a, b);
+  instance **all;
+  snap *s;
+  size_t n = snaps_take(a, &all, &s);
+  instance_counters(b, s, n);
+  instance_timing(b, s, n);
+  instance_gauges(b, s, n);
+  worker_series(b, s, n);
+  snaps_free(all, s, n);
 }
