@@ -178,5 +178,14 @@ size_t bufpool_trim(bufpool *bp, unsigned idle_ms) {
   return freed;
 }
 
-size_t bufpool_idle_bytes(const bufpool *bp) { return bp ? bp->idle : 0; }
-size_t bufpool_busy_bytes(const bufpool *bp) { return bp ? bp->busy : 0; }
+/* Under the lock: any thread may ask while others get and put. */
+static size_t locked_read(const bufpool *bp, const size_t *field) {
+  if (!bp) return 0;
+  pthread_mutex_lock((pthread_mutex_t *)&bp->lock);
+  size_t v = *field;
+  pthread_mutex_unlock((pthread_mutex_t *)&bp->lock);
+  return v;
+}
+
+size_t bufpool_idle_bytes(const bufpool *bp) { return bp ? locked_read(bp, &bp->idle) : 0; }
+size_t bufpool_busy_bytes(const bufpool *bp) { return bp ? locked_read(bp, &bp->busy) : 0; }

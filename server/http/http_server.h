@@ -8,10 +8,12 @@
  *
  * Bodies: the route, the token, the query parameters and the declared size
  * are checked when the headers are in, before a byte of the body is read.
- * Memory is taken as the bytes arrive (a pooled buffer that grows by
- * doubling, up to the declared size), except that a body whose declared size
- * matches an idle pooled buffer takes it whole at its first byte (already
- * touched: it costs no new memory, and the binary push stays zero-copy).
+ * Memory is taken as the bytes arrive: a pooled buffer that doubles, up to
+ * the declared size (in place once it is 2 MiB or more: its pages move, none
+ * is copied or touched ahead of the data), except that a body whose declared
+ * size matches an idle pooled buffer takes it whole at its first byte
+ * (already touched: it costs no new memory, and the binary push stays
+ * zero-copy).
  * Every body buffer is charged to one budget (--max-body-memory) until its
  * request ends; a body that would pass it is refused with 503 busy: when the
  * headers are in if its declared size does not fit, else at its end, the
