@@ -133,6 +133,9 @@ static void report_wire(void) {
          num(step, "%.2f"), num(V("wire.step.ms"), "%.1f"), num(V("wire.step.apply_ms"), "%.1f"), num(tcp, "%.2f"),
          num(V("wire.tcp.ms"), "%.1f"), num(step / tcp, "%.2f"));
   target("binary step round trip / raw loopback TCP", step / tcp, 0.5, 1, "x");
+  printf("  bfloat16 step %s ms: %s x faster than raw float32 TCP  (>=1.7)\n", num(V("wire.bf16.ms"), "%.1f"),
+         num(V("wire.bf16.vs_tcp"), "%.2f"));
+  target("bfloat16 step round trip vs raw float32 TCP", V("wire.bf16.vs_tcp"), 1.7, 1, "x");
 }
 
 /* JSON floats per second against jansson. */

@@ -176,6 +176,17 @@ DESCENT_API void descent_info_free(descent_info *info);
 
 /* ---- training ----------------------------------------------------------------- */
 
+/* Wire precision of binary bodies (proto/binary.md): gradients and
+ * parameters may travel as bfloat16 or float16 (little-endian, 2 bytes a
+ * value), half the bytes of float32.  The daemon widens them exactly and
+ * keeps every parameter and buffer in float32. */
+typedef enum descent_dtype { DESCENT_FLOAT32 = 0, DESCENT_BFLOAT16 = 1, DESCENT_FLOAT16 = 2 } descent_dtype;
+
+/* n floats rounded (nearest even) to dtype values at out, and back
+ * (exact).  DESCENT_FLOAT32 copies. */
+DESCENT_API void descent_to_dtype(descent_dtype dtype, const float *in, void *out, size_t n);
+DESCENT_API void descent_from_dtype(descent_dtype dtype, const void *in, float *out, size_t n);
+
 typedef struct descent_push_opts {
   const char *worker;          /* ?worker= (needed in sync mode), NULL: none */
   int64_t step;                /* step the gradient was computed at, -1: not sent */
@@ -200,6 +211,15 @@ typedef struct descent_push_opts {
 DESCENT_API int descent_push(descent *d, const char *name, const float *grads, size_t n,
                              const descent_push_opts *opts, float *params, uint64_t *step,
                              descent_error *err);
+
+/* descent_push and descent_pull with the gradient and the parameters as n
+ * values of `dtype` each (2 bytes for the half types, 4 for float32).
+ * Sharded: the global gradient norm is computed from the widened values,
+ * exactly as one daemon would (that costs one n-float buffer here). */
+DESCENT_API int descent_push_dtype(descent *d, const char *name, const void *grads, size_t n, descent_dtype dtype,
+                                   const descent_push_opts *opts, void *params, uint64_t *step, descent_error *err);
+DESCENT_API int descent_pull_dtype(descent *d, const char *name, void *params, size_t n, descent_dtype dtype,
+                                   int64_t wait_for_step, long timeout_ms, uint64_t *step, descent_error *err);
 
 /* Pulls the parameters (n floats, the instance's size) into `params`.
  * wait_for_step >= 0 long-polls until the instance reaches that step or

@@ -1,4 +1,7 @@
-/* daemon: wiring the modules together around the libuv loop. */
+/* daemon: wiring the modules together around the libuv loop: start-up,
+ * periodic snapshots (on a libuv pool thread), idle-buffer trimming and the
+ * graceful shutdown.  Runs on the main thread, which is the loop thread;
+ * only snap_work runs elsewhere (a pool thread).  See daemon.h. */
 #include "daemon.h"
 
 #include <signal.h>
@@ -12,6 +15,7 @@
 #include "app.h"
 #include "http_server.h"
 #include "log.h"
+#include "mem.h"
 #include "persist.h"
 
 #define DRAIN_MS 10000
@@ -27,6 +31,7 @@ typedef struct daemon_state {
   uv_timer_t snap_timer, drain_timer, pool_timer;
   uv_work_t snap_work;
   bool snap_busy, stopping, drained, handles;
+  int exit_code; /* of a run that got as far as the loop */
   uint64_t drain_deadline;
   atomic_uint_fast64_t incarnations;
 } daemon_state;
@@ -49,7 +54,7 @@ static void raise_fd_limit(void) {
 
 static void snap_work(uv_work_t *w) {
   daemon_state *d = w->data;
-  int n = persist_snapshot_changed(d->a.ps, d->a.reg);
+  int n = persist_snapshot_changed(d->a.ps, d->a.reg, NULL, NULL);
   if (n) log_debug("snapshots written", "count=%d", n);
 }
 
@@ -75,16 +80,35 @@ static void on_pool_timer(uv_timer_t *t) {
 
 /* ---- shutdown ---------------------------------------------------------------------- */
 
+/* The last snapshots of a clean stop, retried for --final-snapshot-timeout
+ * seconds (a full disk may free up); each instance still unwritten is
+ * named in the log, and the exit status says so (DAEMON_EXIT_SNAPSHOT). */
+static void final_snapshots(daemon_state *d) {
+  uint64_t deadline = timers_now_ms() + (uint64_t)(d->a.cfg->final_snapshot_timeout * 1000);
+  size_t failed = 0;
+  int written = 0;
+  for (;;) {
+    bool last = timers_now_ms() >= deadline;
+    written += persist_snapshot_changed(d->a.ps, d->a.reg,
+                                        last ? "final snapshot failed" : "final snapshot failed, retrying", &failed);
+    if (!failed || last) break;
+    uv_sleep(200);
+  }
+  if (failed) {
+    log_error("final snapshots incomplete: exiting 74", "failed=%zu written=%d", failed, written);
+    d->exit_code = DAEMON_EXIT_SNAPSHOT;
+  } else {
+    log_info("final snapshots written", "count=%d", written);
+  }
+}
+
 static void finish(daemon_state *d) {
   if (d->drained) return;
   d->drained = true;
   uv_timer_stop(&d->drain_timer);
   http_server_stop(d->a.http);
   d->a.http = NULL;
-  if (d->a.ps) {
-    int n = persist_snapshot_changed(d->a.ps, d->a.reg);
-    log_info("final snapshots written", "count=%d", n);
-  }
+  if (d->a.ps) final_snapshots(d);
   uv_close((uv_handle_t *)&d->sigint, NULL);
   uv_close((uv_handle_t *)&d->sigterm, NULL);
   uv_close((uv_handle_t *)&d->snap_timer, NULL);
@@ -126,9 +150,66 @@ static void on_signal(uv_signal_t *s, int signum) {
 
 /* ---- run ----------------------------------------------------------------------------- */
 
+/* The modules every request needs, and the instances of the data dir.
+ * Returns 0, or a negative error code after printing why (the caller
+ * cleans up). */
+static int start_modules(daemon_state *d, uv_loop_t *loop) {
+  app *a = &d->a;
+  const config *cfg = a->cfg;
+  derr e = {0};
+  a->pool = bufpool_new((size_t)1 << 30);
+  a->tm = timers_new(loop);
+  a->kp = kpool_new((int)cfg->threads);
+  a->reg = registry_new((size_t)cfg->max_instances, (uint64_t)cfg->max_params);
+  a->env = (instance_env){a->pool, a->tm, a->kp, &d->incarnations};
+  if (cfg->token_file && !(a->au = auth_load(cfg->token_file, &e))) {
+    fprintf(stderr, "descentd: %s\n", e.msg);
+    return -e.code;
+  }
+  if (cfg->data_dir) {
+    if (!(a->ps = persist_open(cfg->data_dir, &e))) {
+      fprintf(stderr, "descentd: %s\n", e.msg);
+      return -e.code;
+    }
+    int n = persist_load_all(a->ps, a->reg, &a->env);
+    log_info("data dir ready", "dir=%s instances=%d", cfg->data_dir, n);
+  }
+  return 0;
+}
+
+/* The loop's handles (signals, timers), then the HTTP server (0, or a
+ * negative error code after printing why).  Handles
+ * first: once "listening on" is printed, SIGTERM must be graceful (signals
+ * are delivered only inside uv_run, after the server started). */
+static int start_serving(daemon_state *d, uv_loop_t *loop) {
+  app *a = &d->a;
+  const config *cfg = a->cfg;
+  derr e = {0};
+  uv_timer_init(loop, &d->snap_timer);
+  uv_timer_init(loop, &d->drain_timer);
+  uv_timer_init(loop, &d->pool_timer);
+  d->snap_timer.data = d->drain_timer.data = d->pool_timer.data = d;
+  d->handles = true;
+  uv_signal_init(loop, &d->sigint);
+  uv_signal_init(loop, &d->sigterm);
+  d->sigint.data = d->sigterm.data = d;
+  uv_signal_start(&d->sigint, on_signal, SIGINT);
+  uv_signal_start(&d->sigterm, on_signal, SIGTERM);
+  if (!(a->http = http_server_start(a, &e))) {
+    fprintf(stderr, "descentd: %s\n", e.msg);
+    return -e.code;
+  }
+  if (a->ps && cfg->snapshot_interval > 0) {
+    uint64_t ms = (uint64_t)(cfg->snapshot_interval * 1000);
+    if (!ms) ms = 1;
+    uv_timer_start(&d->snap_timer, on_snap_timer, ms, ms);
+  }
+  uv_timer_start(&d->pool_timer, on_pool_timer, POOL_TRIM_MS, POOL_TRIM_MS);
+  return 0;
+}
+
 int daemon_run(const config *cfg) {
-  daemon_state *d = calloc(1, sizeof *d);
-  if (!d) return 1;
+  daemon_state *d = mem_xcalloc(1, sizeof *d);
   int code = 1;
   uv_loop_t loop;
   uv_loop_init(&loop);
@@ -144,48 +225,9 @@ int daemon_run(const config *cfg) {
   log_set_level(lvl);
   signal(SIGPIPE, SIG_IGN);
   raise_fd_limit();
-  derr e = {0};
-  a->pool = bufpool_new((size_t)1 << 30);
-  a->tm = timers_new(&loop);
-  a->kp = kpool_new((int)cfg->threads);
-  a->reg = registry_new((size_t)cfg->max_instances, (uint64_t)cfg->max_params);
-  a->env = (instance_env){a->pool, a->tm, a->kp, &d->incarnations};
-  if (cfg->token_file && !(a->au = auth_load(cfg->token_file, &e))) {
-    fprintf(stderr, "descentd: %s\n", e.msg);
-    goto out;
-  }
-  if (cfg->data_dir) {
-    if (!(a->ps = persist_open(cfg->data_dir, &e))) {
-      fprintf(stderr, "descentd: %s\n", e.msg);
-      goto out;
-    }
-    int n = persist_load_all(a->ps, a->reg, &a->env);
-    log_info("data dir ready", "dir=%s instances=%d", cfg->data_dir, n);
-  }
-  /* handles first: once "listening on" is printed, SIGTERM must be graceful
-   * (signals are delivered only inside uv_run, after the server started) */
-  uv_timer_init(&loop, &d->snap_timer);
-  uv_timer_init(&loop, &d->drain_timer);
-  uv_timer_init(&loop, &d->pool_timer);
-  d->snap_timer.data = d->drain_timer.data = d->pool_timer.data = d;
-  d->handles = true;
-  uv_signal_init(&loop, &d->sigint);
-  uv_signal_init(&loop, &d->sigterm);
-  d->sigint.data = d->sigterm.data = d;
-  uv_signal_start(&d->sigint, on_signal, SIGINT);
-  uv_signal_start(&d->sigterm, on_signal, SIGTERM);
-  if (!(a->http = http_server_start(a, &e))) {
-    fprintf(stderr, "descentd: %s\n", e.msg);
-    goto out;
-  }
-  if (a->ps && cfg->snapshot_interval > 0) {
-    uint64_t ms = (uint64_t)(cfg->snapshot_interval * 1000);
-    if (!ms) ms = 1;
-    uv_timer_start(&d->snap_timer, on_snap_timer, ms, ms);
-  }
-  uv_timer_start(&d->pool_timer, on_pool_timer, POOL_TRIM_MS, POOL_TRIM_MS);
+  if (start_modules(d, &loop) < 0 || start_serving(d, &loop) < 0) goto out;
   uv_run(&loop, UV_RUN_DEFAULT);
-  code = 0;
+  code = d->exit_code;
   log_info("stopped", "%s", "");
 out:
   if (d->handles && !d->drained) { /* failed before the loop ran: close the handles */

@@ -58,7 +58,7 @@ static void forget_on(descent *d, const char *name, const descent_error *e) {
  * that refused a push as ahead of it or stale while others took it means
  * the shards disagree: DESCENT_ESHARDS with every step. */
 static int gather(descent *d, const char *name, descent__req *r, size_t s, const descent__layout *l,
-                  bool want_body, int64_t *steps, descent_error *err) {
+                  bool want_body, size_t vsize, int64_t *steps, descent_error *err) {
   int rc = 0, first = 0, ok = 0;
   bool step_refusal = false;
   descent_error e0 = {0};
@@ -69,9 +69,9 @@ static int gather(descent *d, const char *name, descent__req *r, size_t s, const
     if (x == 0) {
       ok++;
       steps[k] = r[k].step;
-      if (want_body && (!r[k].binary || r[k].target_len != (l->lo[k + 1] - l->lo[k]) * sizeof(float))) {
+      if (want_body && (!r[k].binary || r[k].target_len != (l->lo[k + 1] - l->lo[k]) * vsize)) {
         x = descent__fail(&e, DESCENT_EPROTO, "shard %zu sent %zu bytes of parameters, expected %zu", k,
-                          r[k].target_len, (l->lo[k + 1] - l->lo[k]) * sizeof(float));
+                          r[k].target_len, (l->lo[k + 1] - l->lo[k]) * vsize);
       } else if (steps[k] < 0) {
         x = descent__fail(&e, DESCENT_EPROTO, "shard %zu sent no Descent-Step header", k);
       }
@@ -125,28 +125,51 @@ static int push_query(char *q, size_t cap, const descent_push_opts *o, bool want
   return 0;
 }
 
+/* The global norm of a gradient of n dtype values (sharded clipping). */
+static int global_norm(const void *grads, size_t n, descent_dtype dtype, double *norm, descent_error *err) {
+  if (dtype == DESCENT_FLOAT32) {
+    *norm = descent_grad_norm(grads, n);
+    return 0;
+  }
+  float *wide = malloc(n * sizeof(float) + 1);
+  if (!wide) return descent__fail(err, DESCENT_ENOMEM, NULL);
+  descent_from_dtype(dtype, grads, wide, n);
+  *norm = descent_grad_norm(wide, n);
+  free(wide);
+  return 0;
+}
+
 int descent_push(descent *d, const char *name, const float *grads, size_t n, const descent_push_opts *opts,
                  float *params, uint64_t *step, descent_error *err) {
+  return descent_push_dtype(d, name, grads, n, DESCENT_FLOAT32, opts, params, step, err);
+}
+
+int descent_push_dtype(descent *d, const char *name, const void *grads, size_t n, descent_dtype dtype,
+                       const descent_push_opts *opts, void *params, uint64_t *step, descent_error *err) {
   if (!d || (!grads && n)) return descent__fail(err, DESCENT_EINVAL, "push: NULL handle or gradient");
+  if (dtype < DESCENT_FLOAT32 || dtype > DESCENT_FLOAT16) return descent__fail(err, DESCENT_EINVAL, "push: unknown dtype");
   int rc = descent__check_name(name, err);
   if (rc < 0) return rc;
-  size_t s = d->nshards;
+  size_t s = d->nshards, es = descent__dtype_size(dtype);
   const descent__layout *l = NULL;
   double norm = NAN;
   if (s > 1) {
     if ((rc = descent__layout_get(d, name, false, &l, err)) < 0) return rc;
     if (n != l->n) return bad_length(err, l->n, n, "push");
-    if (!l->sync) norm = descent_grad_norm(grads, n); /* the global norm, for clipping and history */
+    /* the global norm, for clipping and history */
+    if (!l->sync && (rc = global_norm(grads, n, dtype, &norm, err)) < 0) return rc;
   }
   char q[400];
   if ((rc = push_query(q, sizeof q, opts, params != NULL, norm, err)) < 0) return rc;
-  const float *body = grads;
+  const char *body = grads;
 #if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-  float *swapped = malloc(n * sizeof(float) + 1);
-  if (!swapped) return descent__fail(err, DESCENT_ENOMEM, NULL);
-  memcpy(swapped, grads, n * sizeof(float));
-  swap32(swapped, n);
-  body = swapped;
+  float *swapped = NULL;
+  if (dtype == DESCENT_FLOAT32) {
+    if (!(swapped = malloc(n * sizeof(float) + 1))) return descent__fail(err, DESCENT_ENOMEM, NULL);
+    memcpy(swapped, grads, n * sizeof(float));
+    swap32(swapped, n);
+    body = (const char *)swapped;
+  }
 #endif
   descent__req *r = descent__reqs_new(s);
   int64_t steps[DESCENT__MAX_SHARDS];
@@ -158,14 +181,15 @@ int descent_push(descent *d, const char *name, const float *grads, size_t n, con
     size_t lo = l ? l->lo[k] : 0, hi = l ? l->lo[k + 1] : n;
     descent__req_init(&r[k], k, "POST");
     if ((rc = descent__req_path(&r[k], err, "/v1/optimizers/%s/step%s", name, q)) < 0) goto out;
-    r[k].body = body + lo;
-    r[k].body_len = (hi - lo) * sizeof(float);
-    r[k].content_type = "application/octet-stream";
+    r[k].body = body + lo * es;
+    r[k].body_len = (hi - lo) * es;
+    r[k].content_type = descent__dtype_type(dtype);
     r[k].accept_binary = true;
+    r[k].accept_type = dtype == DESCENT_FLOAT32 ? NULL : descent__dtype_type(dtype);
     r[k].idem_key = opts ? opts->idempotency_key : NULL;
     if (params) {
-      r[k].target = params + lo;
-      r[k].target_cap = (hi - lo) * sizeof(float);
+      r[k].target = (char *)params + lo * es;
+      r[k].target_cap = (hi - lo) * es;
     } else {
       r[k].sink = true;
     }
@@ -173,9 +197,9 @@ int descent_push(descent *d, const char *name, const float *grads, size_t n, con
   if ((rc = descent__perform(d, r, s, err)) < 0) goto out;
   if (s == 1) {
     if ((rc = descent__req_result(d, &r[0], err, NULL)) < 0) goto out;
-    if (params && (!r[0].binary || r[0].target_len != n * sizeof(float))) {
+    if (params && (!r[0].binary || r[0].target_len != n * es)) {
       rc = descent__fail(err, DESCENT_EPROTO, "the reply holds %zu bytes of parameters, expected %zu",
-                         r[0].target_len, n * sizeof(float));
+                         r[0].target_len, n * es);
       goto out;
     }
     if (r[0].step < 0) {
@@ -185,12 +209,12 @@ int descent_push(descent *d, const char *name, const float *grads, size_t n, con
     if (step) *step = (uint64_t)r[0].step;
   } else {
     uint64_t st;
-    if ((rc = gather(d, name, r, s, l, params != NULL, steps, err)) < 0) goto out;
-    if ((rc = descent__settle(d, name, l, steps, params, &st, err)) < 0) goto out;
+    if ((rc = gather(d, name, r, s, l, params != NULL, es, steps, err)) < 0) goto out;
+    if ((rc = descent__settle(d, name, l, steps, params, dtype, &st, err)) < 0) goto out;
     if (step) *step = st;
   }
 #if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-  if (params) swap32(params, n);
+  if (params && dtype == DESCENT_FLOAT32) swap32(params, n);
 #endif
 out:
   descent__reqs_free(r, s);
@@ -204,7 +228,14 @@ out:
 
 int descent_pull(descent *d, const char *name, float *params, size_t n, int64_t wait_for_step, long timeout_ms,
                  uint64_t *step, descent_error *err) {
+  return descent_pull_dtype(d, name, params, n, DESCENT_FLOAT32, wait_for_step, timeout_ms, step, err);
+}
+
+int descent_pull_dtype(descent *d, const char *name, void *params, size_t n, descent_dtype dtype,
+                       int64_t wait_for_step, long timeout_ms, uint64_t *step, descent_error *err) {
   if (!d || (!params && n)) return descent__fail(err, DESCENT_EINVAL, "pull: NULL handle or buffer");
+  if (dtype < DESCENT_FLOAT32 || dtype > DESCENT_FLOAT16) return descent__fail(err, DESCENT_EINVAL, "pull: unknown dtype");
+  size_t es = descent__dtype_size(dtype);
   int rc = descent__check_name(name, err);
   if (rc < 0) return rc;
   if (wait_for_step >= 0 && timeout_ms < 0)
@@ -226,19 +257,21 @@ int descent_pull(descent *d, const char *name, float *params, size_t n, int64_t 
     descent__req_init(&r[k], k, "GET");
     if ((rc = descent__req_path(&r[k], err, "/v1/optimizers/%s/params%s", name, q)) < 0) goto out;
     r[k].accept_binary = true;
-    r[k].target = params + lo;
-    r[k].target_cap = (hi - lo) * sizeof(float);
+    r[k].accept_type = dtype == DESCENT_FLOAT32 ? NULL : descent__dtype_type(dtype);
+    r[k].target = (char *)params + lo * es;
+    r[k].target_cap = (hi - lo) * es;
     r[k].wait_ms = wait_for_step >= 0 ? timeout_ms : 0;
   }
   if ((rc = descent__perform(d, r, s, err)) < 0) goto out;
   if (s == 1) {
     if ((rc = descent__req_result(d, &r[0], err, NULL)) < 0) goto out;
-    if (!r[0].binary || r[0].target_len % sizeof(float)) {
-      rc = descent__fail(err, DESCENT_EPROTO, "the reply is not float32 parameters");
+    if (!r[0].binary || r[0].target_len % es) {
+      rc = descent__fail(err, DESCENT_EPROTO, "the reply is not %s parameters",
+                         dtype == DESCENT_FLOAT32 ? "float32" : "half-precision");
       goto out;
     }
-    if (r[0].target_len != n * sizeof(float)) {
-      rc = bad_length(err, r[0].target_len / sizeof(float), n, "pull");
+    if (r[0].target_len != n * es) {
+      rc = bad_length(err, r[0].target_len / es, n, "pull");
       goto out;
     }
     if (r[0].step < 0) {
@@ -248,12 +281,12 @@ int descent_pull(descent *d, const char *name, float *params, size_t n, int64_t 
     if (step) *step = (uint64_t)r[0].step;
   } else {
     uint64_t st;
-    if ((rc = gather(d, name, r, s, l, true, steps, err)) < 0) goto out;
-    if ((rc = descent__settle(d, name, l, steps, params, &st, err)) < 0) goto out;
+    if ((rc = gather(d, name, r, s, l, true, es, steps, err)) < 0) goto out;
+    if ((rc = descent__settle(d, name, l, steps, params, dtype, &st, err)) < 0) goto out;
     if (step) *step = st;
   }
 #if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-  swap32(params, n);
+  if (dtype == DESCENT_FLOAT32) swap32(params, n);
 #endif
 out:
   descent__reqs_free(r, s);

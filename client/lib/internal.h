@@ -71,6 +71,7 @@ typedef struct descent__req {
   size_t body_len;
   const char *content_type; /* of the body */
   bool accept_binary;   /* Accept: application/octet-stream */
+  const char *accept_type; /* the whole Accept value when it is not the default (dtype=...) */
   const char *idem_key; /* Idempotency-Key header, NULL: none */
   long wait_ms;         /* a long-poll's wait, added to the handle's timeout */
   void *target;         /* a 2xx binary reply is written here ... */
@@ -157,9 +158,14 @@ void descent__layout_forget(descent *d, const char *name);
  * a bad reply).  Equal: *step = that step.  Different: every shard below
  * the largest is long-polled for it for up to settle_ms (their parameters
  * land in params + lo[k] when params is not NULL); if all reach it, *step =
- * the smallest step now held, else DESCENT_ESHARDS listing every step. */
-int descent__settle(descent *d, const char *name, const descent__layout *l, int64_t *steps, float *params,
-                    uint64_t *step, descent_error *err);
+ * the smallest step now held, else DESCENT_ESHARDS listing every step.
+ * params holds values of `dtype`. */
+int descent__settle(descent *d, const char *name, const descent__layout *l, int64_t *steps, void *params,
+                    descent_dtype dtype, uint64_t *step, descent_error *err);
+
+/* ---- wire precision (half.c) ---- */
+size_t descent__dtype_size(descent_dtype t);             /* bytes per value */
+const char *descent__dtype_type(descent_dtype t);        /* the media type with its dtype */
 
 /* Splits a create body into one body per shard (*bodies: nshards new
  * strings in a new array); the instance's name into name.  See

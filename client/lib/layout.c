@@ -229,7 +229,7 @@ int descent__layout_read(descent *d, const char *name, const descent__layout **o
   int64_t steps[DESCENT__MAX_SHARDS];
   for (size_t k = 0; k < d->nshards; k++) steps[k] = jint(dv[k], "step");
   uint64_t st;
-  if ((rc = descent__settle(d, name, l, steps, NULL, &st, err)) < 0) goto out;
+  if ((rc = descent__settle(d, name, l, steps, NULL, DESCENT_FLOAT32, &st, err)) < 0) goto out;
   if (step) *step = st;
   *out = l;
 out:
@@ -269,8 +269,9 @@ static int mismatch(descent *d, const char *name, const int64_t *steps, descent_
                        name, list);
 }
 
-int descent__settle(descent *d, const char *name, const descent__layout *l, int64_t *steps, float *params,
-                    uint64_t *step, descent_error *err) {
+int descent__settle(descent *d, const char *name, const descent__layout *l, int64_t *steps, void *params,
+                    descent_dtype dtype, uint64_t *step, descent_error *err) {
+  size_t es = descent__dtype_size(dtype);
   size_t s = d->nshards;
   int64_t hi = -1, lo = INT64_MAX;
   for (size_t k = 0; k < s; k++) {
@@ -295,10 +296,11 @@ int descent__settle(descent *d, const char *name, const descent__layout *l, int6
     snprintf(q->path, sizeof q->path, "/v1/optimizers/%s/params?wait_for_step=%" PRId64 "&timeout_ms=%ld", name, hi,
              d->settle_ms);
     q->accept_binary = true;
+    q->accept_type = dtype == DESCENT_FLOAT32 ? NULL : descent__dtype_type(dtype);
     q->wait_ms = d->settle_ms;
     if (params) {
-      q->target = params + l->lo[k];
-      q->target_cap = (l->lo[k + 1] - l->lo[k]) * sizeof(float);
+      q->target = (char *)params + l->lo[k] * es;
+      q->target_cap = (l->lo[k + 1] - l->lo[k]) * es;
     } else {
       q->sink = true;
     }

@@ -143,7 +143,13 @@ static int setup(descent *d, descent__req *r, struct curl_slist **hdrs, descent_
   } while (0)
   char line[160];
   if (d->auth) ADD(d->auth);
-  ADD(r->accept_binary ? "Accept: application/octet-stream" : "Accept: application/json");
+  if (r->accept_type) {
+    char acc[160];
+    snprintf(acc, sizeof acc, "Accept: %s", r->accept_type);
+    ADD(acc);
+  } else {
+    ADD(r->accept_binary ? "Accept: application/octet-stream" : "Accept: application/json");
+  }
   ADD("Expect:"); /* no 100-continue round trip before big bodies */
   if (r->body) {
     snprintf(line, sizeof line, "Content-Type: %s", r->content_type ? r->content_type : "application/json");

@@ -27,29 +27,28 @@ static const option_row rows[] = {
 };
 #define NROWS (sizeof rows / sizeof *rows)
 
-/* A non-negative integer with an optional K/M/G suffix; false if s is not one. */
-static bool parse_long(const char *s, long *out) {
+static int parse_long(const char *s, long *out) {
   char *end;
   errno = 0;
   double v = strtod(s, &end);
-  if (end == s || errno) return false;
+  if (end == s || errno) return -E_BAD_REQUEST;
   double mul = 1;
   if (*end) {
     switch (toupper((unsigned char)*end)) {
     case 'K': mul = 1024.0; break;
     case 'M': mul = 1024.0 * 1024; break;
     case 'G': mul = 1024.0 * 1024 * 1024; break;
-    default: return false;
+    default: return -E_BAD_REQUEST;
     }
     end++;
     if (*end == 'i' || *end == 'B') end++;
     if (*end == 'B') end++;
-    if (*end) return false;
+    if (*end) return -E_BAD_REQUEST;
   }
   v *= mul;
-  if (!(v >= 0 && v < 9.2e18) || v != floor(v)) return false;
+  if (!(v >= 0 && v < 9.2e18) || v != floor(v)) return -E_BAD_REQUEST;
   *out = (long)v;
-  return true;
+  return 0;
 }
 
 static int set(config *cfg, const option_row *r, const char *val, const char *src, derr *e) {
@@ -70,7 +69,7 @@ static int set(config *cfg, const option_row *r, const char *val, const char *sr
     return 0;
   }
   case K_INT:
-    if (!parse_long(val, (long *)base))
+    if (parse_long(val, (long *)base) < 0)
       return derr_set(e, E_BAD_REQUEST, "%s %s: not a non-negative integer: '%s'", src, r->name, val);
     return 0;
   default: { /* FLAG */

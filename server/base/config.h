@@ -17,6 +17,7 @@ typedef struct config {
   char *listen;             /* HOST:PORT */
   char *data_dir;           /* NULL: nothing is persisted */
   double snapshot_interval; /* seconds */
+  double final_snapshot_timeout; /* seconds a clean stop retries its last snapshots */
   char *token_file, *tls_cert, *tls_key;
   long threads;             /* HTTP worker threads */
   long max_body;            /* bytes */
@@ -36,7 +37,9 @@ typedef struct config {
     "address to listen on; port 0 picks a free port (printed on stdout)")                      \
   X("data-dir", STR, data_dir, NULL, "DIR", "directory for snapshots; none: nothing persists") \
   X("snapshot-interval", NUM, snapshot_interval, "30", "SECONDS",                               \
-    "how often changed instances are snapshotted")                                              \
+    "how often changed instances are snapshotted (0: only at a clean stop, on request and on configuration changes)") \
+  X("final-snapshot-timeout", NUM, final_snapshot_timeout, "10", "SECONDS",                    \
+    "how long a clean stop retries snapshots it cannot write before exiting 74")               \
   X("token-file", STR, token_file, NULL, "FILE",                                               \
     "bearer tokens, one per line (ro:TOKEN = read-only); none: no auth")                      \
   X("tls-cert", STR, tls_cert, NULL, "FILE", "PEM certificate: serve HTTPS")                   \

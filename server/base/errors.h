@@ -30,6 +30,7 @@
   X(E_ALREADY_PUSHED, 409, "already_pushed", "this worker already pushed this round")  \
   X(E_WRONG_ALGORITHM, 409, "wrong_algorithm", "not supported by this algorithm")      \
   X(E_CONFLICT, 409, "conflict", "the request conflicts with the instance's state")    \
+  X(E_NO_DATA_DIR, 409, "no_data_dir", "the daemon runs without --data-dir: nothing is persisted") \
   X(E_TOO_LARGE, 413, "body_too_large", "the body is larger than the limit")           \
   X(E_MEDIA_TYPE, 415, "unsupported_media_type", "unsupported content type")           \
   X(E_NOT_FINITE, 422, "not_finite", "NaN or infinite value")                          \

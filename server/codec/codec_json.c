@@ -41,7 +41,7 @@ static int store_push(jdoc *d, float f) {
     size_t ncap = d->store_cap ? d->store_cap * 2 : 4096;
     size_t cap_bytes;
     float *n = bufpool_get(d->pool, ncap * sizeof(float), &cap_bytes);
-    if (!n) return -1;
+    if (!n) return -E_QUOTA;
     if (d->store_len) memcpy(n, d->store, d->store_len * sizeof(float));
     bufpool_put(d->pool, d->store, d->store_cap * sizeof(float));
     d->store = n;
@@ -351,7 +351,7 @@ void jbuf_release(jbuf *b) {
 }
 
 static int reserve(jbuf *b, size_t more) {
-  if (b->failed) return -1;
+  if (b->failed) return -E_QUOTA;
   if (b->len + more <= b->cap) return 0;
   size_t want = b->cap * 2;
   if (want < b->len + more) want = b->len + more;
@@ -359,7 +359,7 @@ static int reserve(jbuf *b, size_t more) {
   char *n = bufpool_get(b->pool, want, &ncap);
   if (!n) {
     b->failed = true;
-    return -1;
+    return -E_QUOTA;
   }
   memcpy(n, b->p, b->len);
   bufpool_put(b->pool, b->p, b->cap);

@@ -24,7 +24,7 @@
  * -E_BAD_NAME, -E_BAD_LENGTH, -E_UNKNOWN_TENSOR or -E_QUOTA with e saying
  * which field is wrong; then *p, *seq, *grad and *grad_cap are unchanged
  * and nothing is left allocated. */
-int codec_push_json(const jdoc *d, const instance_cfg *c, bufpool *pool, push *p, int64_t *seq,
+int codec_push_json(const jdoc *d, const instance_layout *c, bufpool *pool, push *p, int64_t *seq,
                     float **grad, size_t *grad_cap, derr *e);
 
 #endif

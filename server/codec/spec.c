@@ -224,8 +224,12 @@ static int parse_runtime(json_t *root, instance_cfg *c, derr *e) {
   if (rc) c->workers = (uint32_t)iv;
   if ((rc = get_int(root, "min_workers", 1, 100000, &iv, "", e)) < 0) return rc;
   if (rc) c->min_workers = (uint32_t)iv;
-  if ((rc = get_int(root, "round_timeout_ms", 0, INT64_MAX / 2, &iv, "", e)) < 0) return rc;
+  if ((rc = get_int(root, "round_timeout_ms", 1, SPEC_ROUND_TIMEOUT_MAX_MS, &iv, "", e)) < 0) return rc;
   if (rc) c->round_timeout_ms = (uint64_t)iv;
+  /* no sync push waits without a bound: a round has a deadline even when
+   * none was asked for (older snapshots said null) */
+  if (c->mode == MODE_SYNC && (!c->round_timeout_ms || json_is_null(json_object_get(root, "round_timeout_ms"))))
+    c->round_timeout_ms = SPEC_ROUND_TIMEOUT_DEFAULT_MS;
   if ((rc = get_int(root, "worker_lease_ms", 0, INT64_MAX / 2, &iv, "", e)) < 0) return rc;
   if (rc) c->worker_lease_ms = (uint64_t)iv;
   double clip = c->clip_grad_norm;
@@ -240,8 +244,6 @@ static int parse_runtime(json_t *root, instance_cfg *c, derr *e) {
     if (c->workers < 1) return derr_set(e, E_BAD_REQUEST, "workers: sync mode needs \"workers\": N");
     if (c->min_workers > c->workers)
       return derr_set(e, E_BAD_VALUE, "min_workers: must be at most workers (%u)", c->workers);
-    if (c->min_workers && c->min_workers < c->workers && !c->round_timeout_ms)
-      return derr_set(e, E_BAD_VALUE, "min_workers: needs round_timeout_ms to close a late round");
   } else {
     static const char *const sync_only[] = {"workers", "min_workers", "round_timeout_ms", "aggregate"};
     for (size_t i = 0; i < 4; i++)
@@ -445,6 +447,7 @@ static const char *const create_keys[] = {
 
 int spec_parse_create(const jdoc *d, uint64_t max_floats, instance_cfg *cfg, float **params, derr *e) {
   *params = NULL;
+  memset(cfg, 0, sizeof *cfg); /* every failure below frees it */
   json_t *root = d->root;
   int rc;
   if (!json_is_object(root)) return derr_set(e, E_BAD_REQUEST, "the body must be a JSON object");
@@ -575,6 +578,90 @@ static int read_per_tensor(const jdoc *d, json_t *obj, const instance_cfg *c, fl
   return 0;
 }
 
+/* The state document's "buffers": each must be state the algorithm keeps
+ * with these hyperparameters; the ones torch would have by now must be
+ * there. */
+static int parse_state_buffers(const jdoc *d, json_t *root, instance_state *s, derr *e) {
+  size_t n = s->cfg.n;
+  unsigned need = optim_buffers(s->cfg.alg, &s->cfg.hyper);
+  s->fresh = need;
+  json_t *bufs = json_object_get(root, "buffers");
+  if (bufs && !json_is_object(bufs)) return derr_set(e, E_BAD_REQUEST, "buffers: expected an object by state name");
+  const char *k;
+  json_t *v;
+  json_object_foreach(bufs, k, v) {
+    int b = optim_buf_from_name(k);
+    bool known = b >= 0 && (need & (1u << b));
+    /* an sgd/rmsprop momentum_buffer kept while momentum is 0 is still torch state */
+    if (b == OPTIM_BUF_MOMENTUM && (s->cfg.alg == OPTIM_SGD || s->cfg.alg == OPTIM_RMSPROP)) known = true;
+    if (!known)
+      return derr_set(e, E_BAD_VALUE, "buffers.%.64s: %s with these hyperparameters has no such state", k,
+                      optim_alg_name(s->cfg.alg));
+    if (!(s->buf[b] = mem_alloc_floats(n))) return derr_set(e, E_QUOTA, "not enough memory");
+    char what[80];
+    snprintf(what, sizeof what, "buffers.%s", k);
+    int rc = read_per_tensor(d, v, &s->cfg, s->buf[b], what, e);
+    if (rc < 0) return rc;
+    s->have |= 1u << b;
+    s->fresh &= ~(1u << b);
+  }
+  /* state that torch would have created by now must be present, except the
+   * buffers a hyperparameter switches on (momentum, centered, amsgrad): a
+   * PATCH may do that at any step, and the export leaves them out until
+   * their first step (sgd's first step even clones the gradient into it) */
+  optim_hyper base = s->cfg.hyper;
+  base.momentum = 0;
+  base.centered = false;
+  base.amsgrad = false;
+  unsigned always = optim_buffers(s->cfg.alg, &base);
+  if (s->step > 0)
+    for (int b = 0; b < OPTIM_NBUF; b++)
+      if ((need & always & (1u << b)) && !(s->have & (1u << b)))
+        return derr_set(e, E_BAD_REQUEST, "buffers.%s: required at step %llu", optim_buf_name(b),
+                        (unsigned long long)s->step);
+  return 0;
+}
+
+/* The state document's "random_search" object. */
+static int parse_state_search(json_t *root, instance_state *s, derr *e) {
+  s->best_loss = INFINITY;
+  s->next_id = 1;
+  json_t *rs = json_object_get(root, "random_search");
+  if (!rs) return 0;
+  if (s->cfg.alg != OPTIM_RANDOM_SEARCH || !json_is_object(rs))
+    return derr_set(e, E_BAD_VALUE, "random_search: only for random_search instances, as an object");
+  double bl = INFINITY;
+  int64_t nid = 1, tells = 0, bid = 0;
+  int rc;
+  if ((rc = get_double(rs, "best_loss", &bl, "random_search.", e)) < 0 ||
+      (rc = get_int(rs, "next_candidate", 1, INT64_MAX / 2, &nid, "random_search.", e)) < 0 ||
+      (rc = get_int(rs, "tells", 0, INT64_MAX / 2, &tells, "random_search.", e)) < 0 ||
+      (rc = get_int(rs, "best_candidate", 0, INT64_MAX / 2, &bid, "random_search.", e)) < 0)
+    return rc;
+  s->best_loss = bl;
+  s->next_id = (uint64_t)nid;
+  s->tells = (uint64_t)tells;
+  s->best_id = (uint64_t)bid;
+  return 0;
+}
+
+/* The state document's step, created time and params. */
+static int parse_state_head(const jdoc *d, json_t *root, instance_state *s, derr *e) {
+  int64_t step = -1;
+  int rc;
+  if ((rc = get_int(root, "step", 0, INT64_MAX / 2, &step, "", e)) < 0) return rc;
+  if (step < 0) return derr_set(e, E_BAD_REQUEST, "step: required");
+  s->step = (uint64_t)step;
+  double created = 0;
+  if ((rc = get_double(root, "created", &created, "", e)) < 0) return rc;
+  if (!(isfinite(created) && created >= 0)) return derr_set(e, E_BAD_VALUE, "created: a non-negative unix time");
+  s->created = created;
+  if (!(s->params = mem_alloc_floats(s->cfg.n))) return derr_set(e, E_QUOTA, "not enough memory");
+  json_t *params = json_object_get(root, "params");
+  if (!params) return derr_set(e, E_BAD_REQUEST, "params: required");
+  return read_per_tensor(d, params, &s->cfg, s->params, "params", e);
+}
+
 int spec_parse_state(const jdoc *d, const char *name, uint64_t max_floats, instance_state *s, derr *e) {
   memset(s, 0, sizeof *s);
   json_t *root = d->root;
@@ -594,96 +681,9 @@ int spec_parse_state(const jdoc *d, const char *name, uint64_t max_floats, insta
     goto fail;
   }
   snprintf(s->cfg.name, sizeof s->cfg.name, "%s", name);
-  int64_t step = -1;
-  if ((rc = get_int(root, "step", 0, INT64_MAX / 2, &step, "", e)) < 0) goto fail;
-  if (step < 0) {
-    rc = derr_set(e, E_BAD_REQUEST, "step: required");
+  if ((rc = parse_state_head(d, root, s, e)) < 0 || (rc = parse_state_buffers(d, root, s, e)) < 0 ||
+      (rc = parse_state_search(root, s, e)) < 0)
     goto fail;
-  }
-  s->step = (uint64_t)step;
-  double created = 0;
-  if ((rc = get_double(root, "created", &created, "", e)) < 0) goto fail;
-  if (!(isfinite(created) && created >= 0)) {
-    rc = derr_set(e, E_BAD_VALUE, "created: a non-negative unix time");
-    goto fail;
-  }
-  s->created = created;
-  size_t n = s->cfg.n;
-  if (!(s->params = mem_alloc_floats(n))) {
-    rc = derr_set(e, E_QUOTA, "not enough memory");
-    goto fail;
-  }
-  json_t *params = json_object_get(root, "params");
-  if (!params) {
-    rc = derr_set(e, E_BAD_REQUEST, "params: required");
-    goto fail;
-  }
-  if ((rc = read_per_tensor(d, params, &s->cfg, s->params, "params", e)) < 0) goto fail;
-  unsigned need = optim_buffers(s->cfg.alg, &s->cfg.hyper);
-  s->fresh = need;
-  json_t *bufs = json_object_get(root, "buffers");
-  if (bufs && !json_is_object(bufs)) {
-    rc = derr_set(e, E_BAD_REQUEST, "buffers: expected an object by state name");
-    goto fail;
-  }
-  const char *k;
-  json_t *v;
-  json_object_foreach(bufs, k, v) {
-    int b = optim_buf_from_name(k);
-    bool known = b >= 0 && (need & (1u << b));
-    /* an sgd/rmsprop momentum_buffer kept while momentum is 0 is still torch state */
-    if (b == OPTIM_BUF_MOMENTUM && (s->cfg.alg == OPTIM_SGD || s->cfg.alg == OPTIM_RMSPROP)) known = true;
-    if (!known) {
-      rc = derr_set(e, E_BAD_VALUE, "buffers.%.64s: %s with these hyperparameters has no such state", k,
-                    optim_alg_name(s->cfg.alg));
-      goto fail;
-    }
-    if (!(s->buf[b] = mem_alloc_floats(n))) {
-      rc = derr_set(e, E_QUOTA, "not enough memory");
-      goto fail;
-    }
-    char what[80];
-    snprintf(what, sizeof what, "buffers.%s", k);
-    if ((rc = read_per_tensor(d, v, &s->cfg, s->buf[b], what, e)) < 0) goto fail;
-    s->have |= 1u << b;
-    s->fresh &= ~(1u << b);
-  }
-  /* state that torch would have created by now must be present, except the
-   * buffers a hyperparameter switches on (momentum, centered, amsgrad): a
-   * PATCH may do that at any step, and the export leaves them out until
-   * their first step (sgd's first step even clones the gradient into it) */
-  optim_hyper base = s->cfg.hyper;
-  base.momentum = 0;
-  base.centered = false;
-  base.amsgrad = false;
-  unsigned always = optim_buffers(s->cfg.alg, &base);
-  if (s->step > 0)
-    for (int b = 0; b < OPTIM_NBUF; b++)
-      if ((need & always & (1u << b)) && !(s->have & (1u << b))) {
-        rc = derr_set(e, E_BAD_REQUEST, "buffers.%s: required at step %llu", optim_buf_name(b),
-                      (unsigned long long)s->step);
-        goto fail;
-      }
-  s->best_loss = INFINITY;
-  s->next_id = 1;
-  json_t *rs = json_object_get(root, "random_search");
-  if (rs) {
-    if (s->cfg.alg != OPTIM_RANDOM_SEARCH || !json_is_object(rs)) {
-      rc = derr_set(e, E_BAD_VALUE, "random_search: only for random_search instances, as an object");
-      goto fail;
-    }
-    double bl = INFINITY;
-    int64_t nid = 1, tells = 0, bid = 0;
-    if ((rc = get_double(rs, "best_loss", &bl, "random_search.", e)) < 0 ||
-        (rc = get_int(rs, "next_candidate", 1, INT64_MAX / 2, &nid, "random_search.", e)) < 0 ||
-        (rc = get_int(rs, "tells", 0, INT64_MAX / 2, &tells, "random_search.", e)) < 0 ||
-        (rc = get_int(rs, "best_candidate", 0, INT64_MAX / 2, &bid, "random_search.", e)) < 0)
-      goto fail;
-    s->best_loss = bl;
-    s->next_id = (uint64_t)nid;
-    s->tells = (uint64_t)tells;
-    s->best_id = (uint64_t)bid;
-  }
   return 0;
 fail:
   instance_state_free(s);

@@ -11,6 +11,11 @@
 #include <jansson.h>
 #include <stdbool.h>
 
+/* A sync round's deadline when the create gives none (5 minutes), and the
+ * largest one may ask for (a day): no request waits without a bound. */
+#define SPEC_ROUND_TIMEOUT_DEFAULT_MS 300000
+#define SPEC_ROUND_TIMEOUT_MAX_MS 86400000
+
 #include "codec_json.h"
 #include "errors.h"
 #include "instance.h"

@@ -27,6 +27,7 @@ enum MHD_Result h_list(request *r);
 enum MHD_Result h_describe(request *r);
 enum MHD_Result h_patch(request *r);
 enum MHD_Result h_delete(request *r);
+enum MHD_Result h_snapshot(request *r);
 enum MHD_Result h_step(request *r);
 enum MHD_Result h_params(request *r);
 enum MHD_Result h_state_get(request *r);

@@ -1,5 +1,8 @@
-/* handlers_optimizers: create, list, describe, change and delete instances.
- * Configuration changes are written to the data dir before the reply. */
+/* handlers_optimizers: create, list, describe, change, delete and snapshot
+ * instances.  Every change is written to the data dir before it is made in
+ * memory and before the reply: a refused write changes nothing.  Create and
+ * delete hold the registry's catalog lock, so no request sees an instance
+ * before its file is durable.  HTTP threads. */
 #include <stdio.h>
 #include <string.h>
 
@@ -12,16 +15,42 @@
 #include "registry.h"
 #include "spec.h"
 
-/* Saves in when there is a data dir; on failure replies 500 and returns -1. */
-static int save(request *r, instance *in, enum MHD_Result *ret) {
+/* Writes in's snapshot when there is a data dir (the caller holds its
+ * change lock); on failure logs it and returns the error. */
+static int save(request *r, instance *in, derr *e) {
   if (!r->app->ps) return 0;
-  derr e = {0};
-  if (persist_save(r->app->ps, in, &e) < 0) {
-    log_error("snapshot failed", "instance=%s error=\"%s\"", in->cfg.name, e.msg);
-    *ret = reply_error(r, E_IO, &e);
-    return -1;
+  int rc = persist_save(r->app->ps, in, e);
+  if (rc < 0) log_error("snapshot failed", "instance=%s error=\"%s\"", instance_name(in), e->msg);
+  return rc;
+}
+
+/* A new instance from cfg and params, charged to the quota and written to
+ * the data dir, not yet visible.  Under the catalog lock.  NULL on failure
+ * (e says why; nothing was changed). */
+static instance *build(request *r, const instance_cfg *cfg, const float *params, derr *e) {
+  registry *reg = r->app->reg;
+  if (registry_check_new(reg, cfg->name, e) < 0 || registry_check_quota(reg, instance_cfg_footprint(cfg), e) < 0)
+    return NULL;
+  instance *in = instance_new(cfg, &r->app->env);
+  if (!in) {
+    derr_set(e, E_QUOTA, "not enough memory for this instance");
+    return NULL;
   }
-  return 0;
+  instance_init_params(in, params);
+  uint64_t floats = instance_floats(in);
+  if (registry_charge(reg, floats, e) < 0) {
+    instance_unref(in);
+    return NULL;
+  }
+  instance_change_lock(in);
+  int rc = save(r, in, e); /* durable before anyone can see it */
+  instance_change_unlock(in);
+  if (rc < 0) {
+    registry_uncharge(reg, floats);
+    instance_unref(in);
+    return NULL;
+  }
+  return in;
 }
 
 enum MHD_Result h_create(request *r) {
@@ -42,37 +71,20 @@ enum MHD_Result h_create(request *r) {
   int rc = spec_parse_create(&r->doc, (uint64_t)r->app->cfg->max_params, &cfg, &params, &e);
   if (rc < 0) return reply_error(r, rc, &e);
   r->decode_ms = 0;
-  if ((rc = registry_check_quota(r->app->reg, &cfg, 0, &e)) < 0) {
-    mem_free_floats(params, cfg.n);
-    instance_cfg_free(&cfg);
-    return reply_error(r, rc, &e);
+  registry_change_lock(r->app->reg);
+  instance *in = build(r, &cfg, params, &e);
+  if (in && (rc = registry_add(r->app->reg, in, &e)) < 0) { /* cannot happen under the catalog lock */
+    registry_uncharge(r->app->reg, instance_floats(in));
+    instance_unref(in);
+    in = NULL;
   }
-  instance *in = instance_new(&cfg, &r->app->env);
-  if (!in) {
-    mem_free_floats(params, cfg.n);
-    instance_cfg_free(&cfg);
-    derr_set(&e, E_QUOTA, "not enough memory for this instance");
-    return reply_error(r, E_QUOTA, &e);
-  }
-  memcpy(in->params, params, cfg.n * sizeof(float));
+  registry_change_unlock(r->app->reg);
   mem_free_floats(params, cfg.n);
   instance_cfg_free(&cfg);
-  pthread_mutex_lock(&in->cfg_lock);
-  if ((rc = registry_add(r->app->reg, in, &e)) < 0) {
-    pthread_mutex_unlock(&in->cfg_lock);
-    instance_unref(in);
-    return reply_error(r, rc, &e);
-  }
-  if (save(r, in, &ret) < 0) {
-    instance *gone = registry_remove(r->app->reg, in->cfg.name);
-    if (gone) instance_unref(gone);
-    pthread_mutex_unlock(&in->cfg_lock);
-    instance_unref(in);
-    return ret;
-  }
-  pthread_mutex_unlock(&in->cfg_lock);
-  log_info("instance created", "instance=%s algorithm=%s size=%zu mode=%s", in->cfg.name,
-           optim_alg_name(in->cfg.alg), in->cfg.n, in->cfg.mode == MODE_SYNC ? "sync" : "async");
+  if (!in) return reply_error(r, e.code, &e);
+  const instance_layout *l = instance_layout_of(in);
+  log_info("instance created", "instance=%s algorithm=%s size=%zu mode=%s", l->name, optim_alg_name(l->alg), l->n,
+           l->mode == MODE_SYNC ? "sync" : "async");
   json_t *desc = handlers_describe_json(in);
   instance_unref(in);
   return reply_json(r, MHD_HTTP_CREATED, desc);
@@ -85,13 +97,12 @@ enum MHD_Result h_list(request *r) {
   for (size_t i = 0; i < n; i++) {
     instance_info info;
     instance_info_get(all[i], &info);
-    instance *in = all[i];
-    json_array_append_new(arr, json_pack("{s:s,s:s,s:s,s:I,s:I,s:I}", "name", in->cfg.name, "algorithm",
-                                         optim_alg_name(in->cfg.alg), "mode",
-                                         in->cfg.mode == MODE_SYNC ? "sync" : "async", "step",
-                                         (json_int_t)info.step, "size", (json_int_t)in->cfg.n, "workers_seen",
+    const instance_layout *l = instance_layout_of(all[i]);
+    json_array_append_new(arr, json_pack("{s:s,s:s,s:s,s:I,s:I,s:I}", "name", l->name, "algorithm",
+                                         optim_alg_name(l->alg), "mode", l->mode == MODE_SYNC ? "sync" : "async",
+                                         "step", (json_int_t)info.step, "size", (json_int_t)l->n, "workers_seen",
                                          (json_int_t)info.workers_seen));
-    instance_unref(in);
+    instance_unref(all[i]);
   }
   free(all);
   return reply_json(r, MHD_HTTP_OK, json_pack("{s:o}", "optimizers", arr));
@@ -105,7 +116,9 @@ enum MHD_Result h_describe(request *r) {
 }
 
 /* Writes the instance's state with configuration c (the change about to be
- * made) before it is made in memory: a refused write changes nothing. */
+ * made) before it is made in memory: a refused write changes nothing.  The
+ * caller holds the change lock, so no snapshot of this instance can come
+ * between this write and the change in memory. */
 static int save_with(request *r, instance *in, const instance_cfg *c, derr *e) {
   if (!r->app->ps) return 0;
   instance_state st;
@@ -119,31 +132,36 @@ static int save_with(request *r, instance *in, const instance_cfg *c, derr *e) {
   return rc;
 }
 
+/* Under the change lock: parse, charge, write, change. */
+static int patch_locked(request *r, instance *in, derr *e) {
+  bool deleted;
+  instance_version(in, &deleted);
+  if (deleted) return derr_set(e, E_NO_INSTANCE, "the instance was deleted or replaced meanwhile");
+  instance_cfg cur, next;
+  instance_cfg_get(in, &cur);
+  int rc = spec_parse_patch(&r->doc, &cur, &next, e);
+  instance_cfg_free(&cur);
+  if (rc < 0) return rc;
+  uint64_t cost = instance_reconfigure_cost(in, &next);
+  if ((rc = registry_charge(r->app->reg, cost, e)) == 0) {
+    if ((rc = save_with(r, in, &next, e)) == 0) rc = instance_reconfigure(in, &next, e);
+    if (rc < 0) registry_uncharge(r->app->reg, cost);
+  }
+  instance_cfg_free(&next);
+  return rc;
+}
+
 enum MHD_Result h_patch(request *r) {
   enum MHD_Result ret = MHD_NO;
   instance *in = handlers_instance(r, &ret);
   if (!in) return ret;
   if (handlers_json_body(r, &ret) < 0) return ret;
   derr e = {0};
-  pthread_mutex_lock(&in->cfg_lock);
-  instance_cfg cur, next;
-  instance_cfg_get(in, &cur);
-  int rc = spec_parse_patch(&r->doc, &cur, &next, &e);
-  if (rc == 0) {
-    uint64_t more = instance_cfg_footprint(&next) > instance_cfg_footprint(&cur)
-                        ? instance_cfg_footprint(&next) - instance_cfg_footprint(&cur)
-                        : 0;
-    if (more && registry_floats(r->app->reg) + more > (uint64_t)r->app->cfg->max_params)
-      rc = derr_set(&e, E_QUOTA, "the new optimizer state needs %llu more floats than --max-params allows",
-                    (unsigned long long)more);
-    if (rc == 0) rc = save_with(r, in, &next, &e);
-    if (rc == 0) rc = instance_reconfigure(in, &next, &e);
-    instance_cfg_free(&next);
-  }
-  instance_cfg_free(&cur);
-  pthread_mutex_unlock(&in->cfg_lock);
+  instance_change_lock(in);
+  int rc = patch_locked(r, in, &e);
+  instance_change_unlock(in);
   if (rc < 0) return reply_error(r, rc, &e);
-  log_info("instance changed", "instance=%s", in->cfg.name);
+  log_info("instance changed", "instance=%s", instance_name(in));
   return reply_json(r, MHD_HTTP_OK, handlers_describe_json(in));
 }
 
@@ -151,21 +169,42 @@ enum MHD_Result h_delete(request *r) {
   enum MHD_Result ret = MHD_NO;
   instance *in = handlers_instance(r, &ret);
   if (!in) return ret;
-  /* the files go first: if they cannot, nothing changes */
-  pthread_mutex_lock(&in->cfg_lock);
   derr e = {0};
-  int rc = r->app->ps ? persist_remove(r->app->ps, r->name, &e) : 0;
-  if (rc < 0) {
-    pthread_mutex_unlock(&in->cfg_lock);
-    log_error("snapshot removal failed", "instance=%s error=\"%s\"", r->name, e.msg);
-    return reply_error(r, rc, &e);
+  registry *reg = r->app->reg;
+  registry_change_lock(reg);
+  instance *cur = registry_get(reg, r->name); /* the one to delete: another request may have replaced it */
+  int rc = cur ? 0 : derr_set(&e, E_NO_INSTANCE, NULL);
+  if (cur) {
+    instance_change_lock(cur);
+    /* the files go first: if they cannot, nothing changes */
+    if (r->app->ps && (rc = persist_remove(r->app->ps, r->name, &e)) < 0)
+      log_error("snapshot removal failed", "instance=%s error=\"%s\"", r->name, e.msg);
+    instance *gone = rc == 0 ? registry_remove(reg, r->name) : NULL;
+    if (gone) {
+      instance_close(gone, E_NO_INSTANCE, "the instance was deleted");
+      registry_uncharge(reg, instance_floats(gone));
+      instance_unref(gone);
+    }
+    instance_change_unlock(cur);
+    instance_unref(cur);
   }
-  instance *gone = registry_remove(r->app->reg, r->name);
-  if (gone) {
-    instance_close(gone, E_NO_INSTANCE, "the instance was deleted");
-    instance_unref(gone);
-  }
-  pthread_mutex_unlock(&in->cfg_lock);
+  registry_change_unlock(reg);
+  if (rc < 0) return reply_error(r, rc, &e);
   log_info("instance deleted", "instance=%s", r->name);
   return reply_json(r, MHD_HTTP_OK, json_pack("{s:s,s:b}", "name", r->name, "deleted", 1));
+}
+
+enum MHD_Result h_snapshot(request *r) {
+  enum MHD_Result ret = MHD_NO;
+  instance *in = handlers_instance(r, &ret);
+  if (!in) return ret;
+  derr e = {0};
+  if (!r->app->ps) return reply_error(r, E_NO_DATA_DIR, NULL);
+  uint64_t step;
+  if (persist_save_now(r->app->ps, in, &step, &e) < 0) {
+    log_error("snapshot failed", "instance=%s error=\"%s\"", instance_name(in), e.msg);
+    return reply_error(r, e.code, &e);
+  }
+  return reply_json(r, MHD_HTTP_OK, json_pack("{s:s,s:I,s:b}", "name", instance_name(in), "step", (json_int_t)step,
+                                              "durable", 1));
 }

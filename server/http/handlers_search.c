@@ -7,8 +7,6 @@
 #include "http_reply.h"
 #include "http_server.h"
 
-static enum MHD_Result ask_reply(request *r, instance *in, const instance_cfg *c);
-
 enum MHD_Result h_ask(request *r) {
   instance *in;
   if (handlers_find(r, &in) == HANDLERS_REPLIED) return http_replied(r);
@@ -20,16 +18,7 @@ enum MHD_Result h_ask(request *r) {
       return reply_error(r, E_BAD_REQUEST, &e);
     }
   }
-  instance_cfg cfg; /* a copy: a PATCH may change the instance's meanwhile */
-  instance_cfg_get(in, &cfg);
-  enum MHD_Result ret = ask_reply(r, in, &cfg);
-  instance_cfg_free(&cfg);
-  return ret;
-}
-
-/* The candidate as float32 (Accept: application/octet-stream, its id in
- * Descent-Candidate) or as JSON. */
-static enum MHD_Result ask_reply(request *r, instance *in, const instance_cfg *c) {
+  const instance_layout *c = instance_layout_of(in);
   size_t cap;
   float *x = bufpool_get(r->app->pool, c->n * sizeof(float) + 1, &cap);
   if (!x) return reply_error(r, E_QUOTA, NULL);

@@ -25,6 +25,43 @@ enum MHD_Result h_state_get(request *r) {
   return reply_jbuf(r, MHD_HTTP_OK, &b, "application/json");
 }
 
+/* Under the catalog lock and the change lock of `old` (the instance it
+ * replaces, or NULL): builds the instance of s, charges its quota, writes
+ * it, and only then puts it in the registry.  On failure nothing changed. */
+static instance *import(request *r, const instance_state *s, instance *old, derr *e) {
+  registry *reg = r->app->reg;
+  uint64_t old_floats = old ? instance_floats(old) : 0, want = instance_cfg_footprint(&s->cfg);
+  if ((!old && registry_check_new(reg, s->cfg.name, e) < 0) ||
+      registry_check_quota(reg, want > old_floats ? want - old_floats : 0, e) < 0)
+    return NULL;
+  instance *in = instance_from_state(s, &r->app->env);
+  if (!in) {
+    derr_set(e, E_QUOTA, "not enough memory for this state");
+    return NULL;
+  }
+  uint64_t floats = instance_floats(in), more = floats > old_floats ? floats - old_floats : 0;
+  if (registry_charge(reg, more, e) < 0) {
+    instance_unref(in);
+    return NULL;
+  }
+  instance_change_lock(in);
+  int rc = r->app->ps ? persist_save(r->app->ps, in, e) : 0; /* durable first */
+  instance_change_unlock(in);
+  if (rc < 0) {
+    log_error("snapshot failed", "instance=%s error=\"%s\"", s->cfg.name, e->msg);
+    registry_uncharge(reg, more);
+    instance_unref(in);
+    return NULL;
+  }
+  instance *prev = registry_replace(reg, in);
+  if (prev) {
+    instance_close(prev, E_CONFLICT, "the instance was replaced by an imported state");
+    registry_uncharge(reg, old_floats > floats ? old_floats - floats : 0);
+    instance_unref(prev);
+  }
+  return in;
+}
+
 enum MHD_Result h_state_put(request *r) {
   enum MHD_Result ret = MHD_NO;
   if (handlers_json_body(r, &ret) < 0) return ret;
@@ -32,45 +69,24 @@ enum MHD_Result h_state_put(request *r) {
   instance_state s;
   int rc = spec_parse_state(&r->doc, r->name, (uint64_t)r->app->cfg->max_params, &s, &e);
   if (rc < 0) return reply_error(r, rc, &e);
-  instance *old = registry_get(r->app->reg, r->name);
-  uint64_t replacing = old ? instance_cfg_footprint(&old->cfg) : 0;
-  if (old) instance_unref(old);
-  if ((rc = registry_check_quota(r->app->reg, &s.cfg, replacing, &e)) < 0) {
-    instance_state_free(&s);
-    return reply_error(r, rc, &e);
-  }
-  instance *in = instance_from_state(&s, &r->app->env);
-  instance_state_free(&s);
-  if (!in) return reply_error(r, E_QUOTA, NULL);
-  pthread_mutex_lock(&in->cfg_lock);
-  /* durable first: if the data dir refuses, nothing changes */
-  if (r->app->ps && (rc = persist_save(r->app->ps, in, &e)) < 0) {
-    pthread_mutex_unlock(&in->cfg_lock);
-    log_error("snapshot failed", "instance=%s error=\"%s\"", in->cfg.name, e.msg);
-    instance_unref(in);
-    return reply_error(r, rc, &e);
-  }
-  if ((rc = registry_replace(r->app->reg, in, &old, &e)) < 0) {
-    /* lost a race for the quota: put the files back as they were */
-    derr e2 = {0};
-    instance *cur = registry_get(r->app->reg, r->name);
-    if (r->app->ps) {
-      if (cur) persist_save(r->app->ps, cur, &e2);
-      else persist_remove(r->app->ps, r->name, &e2);
-    }
-    if (cur) instance_unref(cur);
-    pthread_mutex_unlock(&in->cfg_lock);
-    instance_unref(in);
-    return reply_error(r, rc, &e);
-  }
+  registry *reg = r->app->reg;
+  registry_change_lock(reg);
+  instance *old = registry_get(reg, r->name);
+  bool replaced = old != NULL;
+  if (old) instance_change_lock(old);
+  instance *in = import(r, &s, old, &e);
   if (old) {
-    instance_close(old, E_CONFLICT, "the instance was replaced by an imported state");
+    instance_change_unlock(old);
     instance_unref(old);
   }
-  pthread_mutex_unlock(&in->cfg_lock);
-  log_info("state imported", "instance=%s step=%llu replaced=%s", in->cfg.name, (unsigned long long)in->step,
-           replacing ? "yes" : "no");
+  registry_change_unlock(reg);
+  instance_state_free(&s);
+  if (!in) return reply_error(r, e.code, &e);
+  instance_info info;
+  instance_info_get(in, &info);
+  log_info("state imported", "instance=%s step=%llu replaced=%s", instance_name(in), (unsigned long long)info.step,
+           replaced ? "yes" : "no");
   json_t *desc = handlers_describe_json(in);
   instance_unref(in);
-  return reply_json(r, replacing ? MHD_HTTP_OK : MHD_HTTP_CREATED, desc);
+  return reply_json(r, replaced ? MHD_HTTP_OK : MHD_HTTP_CREATED, desc);
 }

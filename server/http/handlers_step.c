@@ -13,6 +13,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "codec_half.h"
 #include "codec_push.h"
 #include "handlers.h"
 #include "http_reply.h"
@@ -39,8 +40,17 @@ static uint64_t ns_now(void) {
 
 /* ---- encoding parameters ------------------------------------------------------- */
 
+/* The media type of a binary reply in dtype. */
+static const char *binary_type(int dtype) {
+  switch (dtype) {
+  case DTYPE_BFLOAT16: return "application/octet-stream; dtype=bfloat16";
+  case DTYPE_FLOAT16: return "application/octet-stream; dtype=float16";
+  default: return "application/octet-stream";
+  }
+}
+
 /* {"step":N,"params":{"W":[...],...}} into b. */
-static void params_json(jbuf *b, const instance_cfg *c, const float *v, uint64_t step) {
+static void params_json(jbuf *b, const instance_layout *c, const float *v, uint64_t step) {
   jbuf_printf(b, "{\"step\":%llu,\"params\":{", (unsigned long long)step);
   for (size_t i = 0; i < c->ntensors; i++) {
     const tensor *t = &c->tensors[i];
@@ -54,14 +64,16 @@ static void params_json(jbuf *b, const instance_cfg *c, const float *v, uint64_t
  * binary replies send the buffer itself. */
 static enum MHD_Result reply_params_buf(request *r, instance *in, float *buf, size_t cap, uint64_t step) {
   uint64_t t0 = ns_now();
-  size_t n = in->cfg.n;
+  size_t n = instance_layout_of(in)->n;
   if (r->accept_binary) {
+    codec_half_narrow(r->accept_dtype, buf, buf, n); /* in place; float32: nothing to do */
     r->encode_ms = ms_since(t0);
-    return reply_pooled_step(r, MHD_HTTP_OK, buf, n * sizeof(float), cap, "application/octet-stream", (int64_t)step);
+    return reply_pooled_step(r, MHD_HTTP_OK, buf, n * codec_half_size(r->accept_dtype), cap,
+                             binary_type(r->accept_dtype), (int64_t)step);
   }
   jbuf b;
   jbuf_init(&b, r->app->pool, n * 11 + 256);
-  params_json(&b, &in->cfg, buf, step);
+  params_json(&b, instance_layout_of(in), buf, step);
   bufpool_put(r->app->pool, buf, cap);
   r->encode_ms = ms_since(t0);
   return reply_jbuf(r, MHD_HTTP_OK, &b, "application/json");
@@ -72,6 +84,13 @@ static void unref_snap(void *cls) { psnap_unref(cls); }
 /* Replies with a shared snapshot of the parameters (a sync round's). */
 static enum MHD_Result reply_params_snap(request *r, instance *in, psnap *s) {
   uint64_t t0 = ns_now();
+  if (r->accept_binary && r->accept_dtype != DTYPE_FLOAT32) { /* narrowed into a buffer of its own */
+    size_t cap;
+    float *buf = bufpool_get(r->app->pool, s->n * sizeof(float) + 1, &cap);
+    if (!buf) return reply_error(r, E_QUOTA, NULL);
+    memcpy(buf, s->v, s->n * sizeof(float));
+    return reply_params_buf(r, in, buf, cap, s->step);
+  }
   if (r->accept_binary) {
     psnap_ref(s);
     struct MHD_Response *resp =
@@ -86,7 +105,7 @@ static enum MHD_Result reply_params_snap(request *r, instance *in, psnap *s) {
   }
   jbuf b;
   jbuf_init(&b, r->app->pool, s->n * 11 + 256);
-  params_json(&b, &in->cfg, s->v, s->step);
+  params_json(&b, instance_layout_of(in), s->v, s->step);
   r->encode_ms = ms_since(t0);
   return reply_jbuf(r, MHD_HTTP_OK, &b, "application/json");
 }
@@ -118,7 +137,7 @@ static enum MHD_Result push_reply(request *r) {
   r->apply_ms = w->apply_ms;
   if (!r->want_params) return reply_step_only(r, w->step);
   if (w->snap) return reply_params_snap(r, in, w->snap);
-  if (in->cfg.mode == MODE_ASYNC && r->grad && !w->replayed) {
+  if (instance_layout_of(in)->mode == MODE_ASYNC && r->grad && !w->replayed) {
     float *g = r->grad;
     size_t cap = r->grad_cap;
     r->grad = NULL; /* the reply takes the buffer */
@@ -129,7 +148,7 @@ static enum MHD_Result push_reply(request *r) {
    * budget): the current parameters, labelled with their own step, never
    * with the first reply's, so the worker's next push names the right step */
   size_t cap;
-  float *buf = bufpool_get(r->app->pool, in->cfg.n * sizeof(float) + 1, &cap);
+  float *buf = bufpool_get(r->app->pool, instance_layout_of(in)->n * sizeof(float) + 1, &cap);
   if (!buf) return reply_error(r, E_QUOTA, NULL);
   uint64_t now = instance_read(in, buf);
   return reply_params_buf(r, in, buf, cap, now);
@@ -143,6 +162,38 @@ static enum MHD_Result push_answer(request *r) {
 }
 
 static enum MHD_Result step_resumed(request *r) { return push_answer(r); }
+
+/* The binary body as the gradient: float32 bodies are used in place (the
+ * kernel reads them and writes the new parameters back); bfloat16 and
+ * float16 ones are widened in one pass into a pooled float buffer. */
+static int binary_grad(request *r, size_t n, derr *e) {
+  size_t vs = codec_half_size(r->dtype);
+  if (r->len != n * vs)
+    return derr_set(e, E_BAD_LENGTH, "binary body: expected %zu %s values (%zu bytes), got %zu bytes", n,
+                    codec_half_dtype_name(r->dtype), n * vs, r->len);
+  if (r->dtype != DTYPE_FLOAT32) {
+    size_t cap;
+    float *g = bufpool_get(r->app->pool, n * sizeof(float) + 1, &cap);
+    if (!g) return derr_set(e, E_QUOTA, "not enough memory for a %zu-float gradient", n);
+    codec_half_widen(r->dtype, r->body, g, n);
+    r->grad = g;
+    r->grad_cap = cap;
+    return 0;
+  }
+#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+  for (size_t i = 0; i < n; i++) {
+    uint32_t u;
+    memcpy(&u, r->body + 4 * i, 4);
+    u = __builtin_bswap32(u);
+    memcpy(r->body + 4 * i, &u, 4);
+  }
+#endif
+  r->grad = (float *)r->body;
+  r->grad_cap = r->cap;
+  r->body = NULL; /* now owned as r->grad */
+  r->cap = 0;
+  return 0;
+}
 
 /* Query-string settings of a push (binary pushes carry everything here). */
 static int push_query(request *r, push *p, int64_t *seq, enum MHD_Result *ret) {
@@ -202,28 +253,12 @@ enum MHD_Result h_step(request *r) {
     derr_set(&e, E_BAD_NAME, "?worker: names match [A-Za-z0-9][A-Za-z0-9._-]{0,63}");
     return reply_error(r, E_BAD_NAME, &e);
   }
-  size_t n = in->cfg.n;
+  size_t n = instance_layout_of(in)->n;
   if (r->content == CT_BINARY) {
-    if (r->len != n * sizeof(float)) {
-      derr_set(&e, E_BAD_LENGTH, "binary body: expected %zu bytes (%zu float32), got %zu", n * sizeof(float), n,
-               r->len);
-      return reply_error(r, E_BAD_LENGTH, &e);
-    }
-#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-    for (size_t i = 0; i < n; i++) {
-      uint32_t u;
-      memcpy(&u, r->body + 4 * i, 4);
-      u = __builtin_bswap32(u);
-      memcpy(r->body + 4 * i, &u, 4);
-    }
-#endif
-    r->grad = (float *)r->body;
-    r->grad_cap = r->cap;
-    r->body = NULL; /* now owned as r->grad */
-    r->cap = 0;
+    if (binary_grad(r, n, &e) < 0) return reply_error(r, e.code, &e);
   } else {
     if (handlers_json_body(r, &ret) < 0) return ret;
-    int rc = codec_push_json(&r->doc, &in->cfg, r->app->pool, &p, &seq, &r->grad, &r->grad_cap, &e);
+    int rc = codec_push_json(&r->doc, instance_layout_of(in), r->app->pool, &p, &seq, &r->grad, &r->grad_cap, &e);
     if (rc < 0) return reply_error(r, rc, &e);
   }
   p.grad = r->grad;
@@ -263,7 +298,7 @@ static enum MHD_Result params_now(request *r) {
   instance *in = r->in;
   if (r->w.code) return reply_error(r, r->w.code, &r->w.err);
   size_t cap;
-  float *buf = bufpool_get(r->app->pool, in->cfg.n * sizeof(float) + 1, &cap);
+  float *buf = bufpool_get(r->app->pool, instance_layout_of(in)->n * sizeof(float) + 1, &cap);
   if (!buf) return reply_error(r, E_QUOTA, NULL);
   uint64_t step = instance_read(in, buf);
   return reply_params_buf(r, in, buf, cap, step);

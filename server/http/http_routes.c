@@ -30,6 +30,7 @@ static const route routes[] = {
     {"GET", "/v1/optimizers/{name}/params", h_params, ONE, pull_params},
     {"GET", "/v1/optimizers/{name}/state", h_state_get, ONE, no_params},
     {"PUT", "/v1/optimizers/{name}/state", h_state_put, ONE | R_WRITE | R_JSON, no_params},
+    {"POST", "/v1/optimizers/{name}/snapshot", h_snapshot, ONE | R_WRITE, no_params},
     {"POST", "/v1/optimizers/{name}/ask", h_ask, ONE | R_WRITE | R_JSON | R_BODY_OPT, no_params},
     {"POST", "/v1/optimizers/{name}/tell", h_tell, ONE | R_WRITE | R_JSON, no_params},
     {"GET", "/v1/optimizers/{name}/workers", h_workers, ONE, no_params},

@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "codec_half.h"
 #include "http_reply.h"
 #include "http_routes.h"
 #include "log.h"
@@ -299,6 +300,8 @@ static enum MHD_Result check_body(request *r) {
                        r->route->flags & R_BINARY ? "application/json or application/octet-stream"
                                                   : "application/json (curl: -H 'Content-Type: application/json')");
   if (r->content == CT_NONE) r->content = CT_JSON;
+  if (r->content == CT_BINARY && (r->dtype = codec_half_dtype(http_header(r, MHD_HTTP_HEADER_CONTENT_TYPE))) < 0)
+    return early_error(r, E_MEDIA_TYPE, "Content-Type: dtype must be float32, bfloat16 or float16");
   r->declared = (size_t)len;
   size_t held = atomic_load(&hs->body_bytes), need = bufpool_capacity(a->pool, r->declared);
   if (need > hs->body_limit)
@@ -346,6 +349,8 @@ static enum MHD_Result begin(request *r, const char *url) {
     return early_error(r, E_BAD_REQUEST, "Content-Type and Content-Length may each be given once");
   const char *accept = http_header(r, MHD_HTTP_HEADER_ACCEPT);
   r->accept_binary = accept && strstr(accept, "application/octet-stream") != NULL;
+  if (r->accept_binary && (r->accept_dtype = codec_half_dtype(strstr(accept, "application/octet-stream"))) < 0)
+    return early_error(r, E_MEDIA_TYPE, "Accept: dtype must be float32, bfloat16 or float16");
   r->state = RS_BODY; /* before check_body: a refusal there sets RS_DONE */
   return check_body(r);
 }

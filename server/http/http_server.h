@@ -59,6 +59,8 @@ struct request {
   unsigned status;             /* the status queued */
   enum MHD_Result queued;      /* what queuing the reply returned; MHD_NO until then */
   bool accept_binary;
+  int dtype;        /* enum wire_dtype of a binary body (codec_half.h) */
+  int accept_dtype; /* enum wire_dtype binary replies are sent in */
   atomic_int refs;
   int state;
   /* body */

@@ -31,7 +31,6 @@ static void val(jbuf *b, double v) {
 
 typedef struct snap {
   instance *in;
-  instance_cfg cfg;
   struct instance_stats st;
   uint64_t step;
   double lr;
@@ -110,7 +109,6 @@ static size_t snaps_take(app *a, instance ***all, snap **out) {
   for (size_t i = 0; i < n; i++) {
     instance *in = (*all)[i];
     s[i].in = in;
-    instance_cfg_get(in, &s[i].cfg);
     instance_stats_copy(in, &s[i].st, &s[i].step);
     s[i].lr = instance_lr(in);
     s[i].nw = instance_workers_copy(in, &s[i].w, &s[i].step);
@@ -122,7 +120,6 @@ static size_t snaps_take(app *a, instance ***all, snap **out) {
 static void snaps_free(instance **all, snap *s, size_t n) {
   for (size_t i = 0; i < n; i++) {
     free(s[i].w);
-    instance_cfg_free(&s[i].cfg);
     instance_unref(all[i]);
   }
   free(s);
@@ -130,12 +127,13 @@ static void snaps_free(instance **all, snap *s, size_t n) {
 }
 
 #define EACH for (size_t i = 0; i < n; i++)
-#define L(i) s[i].cfg.name
+#define L(i) instance_name(s[i].in)
 
 static void instance_counters(jbuf *b, const snap *s, size_t n) {
   head(b, "descent_instance_info", "gauge", "One series per instance, with its algorithm and mode.");
   EACH jbuf_printf(b, "descent_instance_info{instance=\"%s\",algorithm=\"%s\",mode=\"%s\"} 1\n", L(i),
-                   optim_alg_name(s[i].cfg.alg), s[i].cfg.mode == MODE_SYNC ? "sync" : "async");
+                   optim_alg_name(instance_layout_of(s[i].in)->alg),
+                   instance_layout_of(s[i].in)->mode == MODE_SYNC ? "sync" : "async");
   head(b, "descent_steps_total", "counter", "Optimizer steps applied.");
   EACH jbuf_printf(b, "descent_steps_total{instance=\"%s\"} %llu\n", L(i), (unsigned long long)s[i].st.steps);
   head(b, "descent_step", "gauge", "The instance's current step.");
@@ -152,7 +150,8 @@ static void instance_timing(jbuf *b, const snap *s, size_t n) {
   head(b, "descent_step_apply_seconds", "histogram", "Time to apply one optimizer step (under the instance lock).");
   EACH {
     uint64_t cum = 0;
-    for (size_t k = 0; k < sizeof s[i].st.latency_buckets / sizeof *s[i].st.latency_buckets; k++) {
+    /* the last bucket holds the steps slower than every bound: only +Inf counts it */
+    for (int k = 0; k < INSTANCE_LATENCY_BUCKETS - 1; k++) {
       cum += s[i].st.latency_buckets[k];
       jbuf_printf(b, "descent_step_apply_seconds_bucket{instance=\"%s\",le=\"%.6g\"} %llu\n", L(i),
                   (double)(1u << k) * 1e-6, (unsigned long long)cum);
@@ -192,7 +191,7 @@ static void instance_gauges(jbuf *b, const snap *s, size_t n) {
     val(b, s[i].lr);
   }
   head(b, "descent_parameters", "gauge", "Parameters held by the instance.");
-  EACH jbuf_printf(b, "descent_parameters{instance=\"%s\"} %zu\n", L(i), s[i].cfg.n);
+  EACH jbuf_printf(b, "descent_parameters{instance=\"%s\"} %zu\n", L(i), instance_layout_of(s[i].in)->n);
 }
 
 static void worker_series(jbuf *b, const snap *s, size_t n) {

@@ -10,6 +10,8 @@
 
 #include <math.h>
 #include <stddef.h>
+#include <ctype.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "optim_internal.h"
@@ -67,18 +69,54 @@ void optim_hyper_defaults(optim_alg alg, optim_hyper *h) {
   }
 }
 
+/* Edit distance of a and b (short names only), for "did you mean". */
+static size_t distance(const char *a, const char *b) {
+  size_t la = strlen(a), lb = strlen(b), row[32];
+  if (la >= 32 || lb >= 32) return SIZE_MAX;
+  for (size_t j = 0; j <= lb; j++) row[j] = j;
+  for (size_t i = 1; i <= la; i++) {
+    size_t diag = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= lb; j++) {
+      size_t up = row[j], best = diag + (a[i - 1] != b[j - 1]);
+      if (up + 1 < best) best = up + 1;
+      if (row[j - 1] + 1 < best) best = row[j - 1] + 1;
+      diag = up;
+      row[j] = best;
+    }
+  }
+  return row[lb];
+}
+
 int optim_alg_parse(const char *name, optim_alg *alg, optim_hyper *h, derr *e) {
+  static const char *const known[] = {"sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw",
+                                      "random_search"};
+  char low[32];
+  size_t n = strlen(name);
+  if (n >= sizeof low) n = sizeof low - 1;
+  for (size_t i = 0; i < n; i++) low[i] = (char)tolower((unsigned char)name[i]);
+  low[n] = 0; /* names are matched case-insensitively: "Adam" is adam */
   optim_alg a = OPTIM__COUNT;
   for (int i = 0; i < OPTIM__COUNT; i++)
-    if (strcmp(name, alg_names[i]) == 0) a = (optim_alg)i;
-  bool momentum_alias = strcmp(name, "momentum") == 0;
-  bool nesterov_alias = strcmp(name, "nesterov") == 0;
+    if (strlen(name) < sizeof low && strcmp(low, alg_names[i]) == 0) a = (optim_alg)i;
+  bool momentum_alias = strcmp(low, "momentum") == 0;
+  bool nesterov_alias = strcmp(low, "nesterov") == 0;
   if (momentum_alias || nesterov_alias) a = OPTIM_SGD;
-  if (a == OPTIM__COUNT)
+  if (a == OPTIM__COUNT) {
+    const char *best = NULL;
+    size_t bd = 3; /* suggest only a close name: at most two edits away */
+    for (size_t i = 0; i < sizeof known / sizeof *known; i++) {
+      size_t d = distance(low, known[i]);
+      if (d < bd) bd = d, best = known[i];
+    }
+    if (best)
+      return derr_set(e, E_UNKNOWN_ALGORITHM, "unknown algorithm '%.64s': did you mean '%s'? (sgd, momentum, "
+                      "nesterov, adagrad, rmsprop, adam, adamw, random_search)", name, best);
     return derr_set(e, E_UNKNOWN_ALGORITHM,
                     "unknown algorithm '%.64s' (sgd, momentum, nesterov, adagrad, rmsprop, "
                     "adam, adamw, random_search)",
                     name);
+  }
   *alg = a;
   optim_hyper_defaults(a, h);
   if (momentum_alias || nesterov_alias) h->momentum = 0.9;

@@ -1,7 +1,23 @@
 /* instance: one named optimizer: its configuration, parameters, optimizer
- * state, and the coordination of the workers that push to it.
+ * state, and the coordination of the workers that push to it.  The state
+ * layer's public face; struct instance itself is private to server/state/
+ * (instance_internal.h), and every function here takes the locks it needs.
  *
- * Invariants (all under `lock`):
+ * The files of the state layer, one concern each:
+ *   instance.c   lifetime, configuration helpers, reads, close/shutdown
+ *   psnap.c      refcounted parameter copies shared by replies
+ *   waiters.c    wake lists and long-poll waiters
+ *   workers.c    the workers table (leases, staleness figures)
+ *   history.c    the per-step history ring
+ *   idem.c       the idempotency-key window
+ *   apply.c      one optimizer step, its scan and its latency histogram
+ *   round.c      sync rounds and worker leases (timers)
+ *   push.c       the push path: replay, staleness, async apply, round entry
+ *   transfer.c   export, import, reconfigure
+ *   search.c     random-search ask/tell
+ *   registry.c   the named instances and the memory quota
+ *
+ * Invariants (all under the instance lock):
  *   - params and every allocated buffer hold n floats; `step` counts the
  *     optimizer steps applied; all of them change together, inside one
  *     critical section, so any copy taken under the lock is one moment.
@@ -17,6 +33,17 @@
  *                            |--deadline, >= min_workers--> (apply) --> EMPTY
  *                            |--deadline, fewer----------> (504 all) --> EMPTY
  *                            '--lease of a silent member expires: expected--; may close
+ *
+ * Lock order (a thread holding one may take only those after it):
+ *   registry catalog lock (registry_change_lock: create, import, delete)
+ *   -> instance change lock (instance_change_lock: PATCH, snapshots of it)
+ *   -> persist's lock
+ *   -> instance lock (private; every function below takes it itself)
+ *   -> leaves: timers, kpool, bufpool, the HTTP suspended list, the
+ *      registry's table lock.
+ * Wake callbacks run after the instance lock is released.  Debug builds
+ * (-DDESCENT_DEBUG, the sanitizer builds) assert the lock is held wherever a
+ * function requires it.
  *
  * No I/O, no HTTP, no JSON here: handlers decode into a `push` and encode
  * what comes back.  Called from HTTP threads and the loop thread (timers).
@@ -99,9 +126,6 @@ typedef struct psnap {
   float *v;
   size_t cap;
   bufpool *pool;
-  pthread_mutex_t lock; /* guards cache */
-  void *cache[4];       /* encoded replies, owned by the HTTP layer */
-  void (*cache_free)(void *);
 } psnap;
 
 psnap *psnap_ref(psnap *s);
@@ -141,14 +165,14 @@ typedef struct history_entry {
   double time, loss, grad_norm, lr;
 } history_entry;
 
-typedef struct idem_entry {
+/* The outcome of a keyed push, as a snapshot keeps it (so a retry after a
+ * restart replays it rather than applying the push again). */
+typedef struct idem_record {
   char key[IDEM_KEY_MAX + 1];
-  int code;
+  int code;     /* 0: applied; else the refusal's code */
   derr err;
-  uint64_t step;
-  psnap *snap; /* the first reply's parameters, kept while within budget */
-  waiter *pending; /* sync: requests attached while the round is open */
-} idem_entry;
+  uint64_t step; /* the step its reply showed */
+} idem_record;
 
 /* One decoded push. */
 typedef struct push {
@@ -167,72 +191,62 @@ enum push_status {
   PUSH_FAILED,  /* refused: nothing changed */
 };
 
-typedef struct instance instance;
+/* Apply latency histogram: bucket k counts steps that took <= 2^k us; the
+ * last bucket counts everything slower. */
+#define INSTANCE_LATENCY_BUCKETS 16
 
-struct instance {
-  pthread_mutex_t lock;
-  pthread_mutex_t cfg_lock; /* serializes configuration changes (PATCH, saves) */
-  atomic_int refs;
-  instance_cfg cfg;
-  bufpool *pool;
-  timers *tm;
-  kpool *kp;
-  float *params;
-  float *buf[OPTIM_NBUF];
-  unsigned have;   /* allocated buffers */
-  unsigned fresh;  /* buffers with no history yet (sgd clones its first) */
-  uint64_t step;
-  uint64_t version; /* bumps on every change: snapshot dirty tracking */
-  uint64_t incarnation; /* unique per created/imported/loaded instance */
-  double created;   /* unix seconds */
-  bool deleted;
-  bool stopping; /* shutting down: no new waits */
-  rsearch *rs;      /* random_search only */
-  double lr_now;    /* lr of the next step (schedule applied) */
-  /* waiting requests */
-  waiter *pollers;
-  /* sync round */
-  struct round {
-    uint64_t step;     /* the step being gathered */
-    size_t count;
-    struct participant {
-      worker_info *w;
-      float *grad;
-      double loss;
-      waiter *waiters; /* the push and any retries with its key */
-      int idem;        /* idempotency slot or -1 */
-    } *part;
-    size_t part_cap;
-    dtimer deadline;
-    bool deadline_armed;
-  } round;
-  dtimer lease_timer;
-  bool lease_armed;
-  float *scratch; /* n floats for combining a round */
-  /* workers */
-  worker_info **workers;
-  size_t nworkers, workers_cap;
-  /* idempotency ring */
-  idem_entry *idem;
-  size_t idem_next;
-  size_t idem_snap_budget; /* bytes of psnap it may keep */
-  /* history ring */
-  history_entry *hist;
-  size_t hist_next, hist_count;
-  /* counters (metrics) */
-  struct instance_stats {
-    uint64_t pushes, steps;
-    uint64_t rejected[E__COUNT];
-    uint64_t apply_ns_total, decode_ns_total, encode_ns_total;
-    uint64_t latency_buckets[16]; /* apply latency: bucket k counts <= 2^k us */
-    double last_loss, last_grad_norm;
-  } stats;
+/* The counters /metrics shows, copied under the lock. */
+struct instance_stats {
+  uint64_t pushes, steps;
+  uint64_t rejected[E__COUNT];
+  uint64_t apply_ns_total, decode_ns_total, encode_ns_total;
+  uint64_t latency_buckets[INSTANCE_LATENCY_BUCKETS];
+  double last_loss, last_grad_norm;
 };
 
+/* What never changes after creation: name, algorithm, mode, tensors, size.
+ * Read without a lock by any thread holding a reference. */
+typedef struct instance_layout {
+  const char *name;
+  optim_alg alg;
+  int mode; /* enum instance_mode */
+  size_t n; /* total floats */
+  size_t ntensors;
+  const tensor *tensors;
+} instance_layout;
+
+/* The layout of a configuration (pointers into c, valid while c is). */
+instance_layout instance_cfg_layout(const instance_cfg *c);
+
+/* The instance is private to server/state/ (instance_internal.h). */
+typedef struct instance instance;
+
 /* Creates an instance from cfg (copied) with parameters zeroed and state at
- * its initial values.  Returns NULL (e untouched: caller reports 507) if the
- * memory cannot be had. */
+ * its initial values.  Returns NULL if the memory cannot be had (the caller
+ * reports the quota error). */
 instance *instance_new(const instance_cfg *cfg, const instance_env *env);
+/* Before the instance is published (registry_add), sets its initial
+ * parameters (n floats).  No lock: nobody else can see it yet. */
+void instance_init_params(instance *in, const float *params);
+
+/* The parts that never change; valid while a reference is held.  No lock. */
+const instance_layout *instance_layout_of(const instance *in);
+const char *instance_name(const instance *in);
+uint64_t instance_incarnation(const instance *in);
+
+/* Floats the instance holds now (parameters, buffers, sync scratch): what
+ * the registry's quota counts.  Takes the lock. */
+uint64_t instance_floats(instance *in);
+
+/* The change lock serializes configuration changes (PATCH, import of this
+ * name) with the snapshots of this instance, so that no snapshot can carry
+ * an older configuration over a newer acknowledged one.  Held across the
+ * write of a file; never while the instance lock is held. */
+void instance_change_lock(instance *in);
+void instance_change_unlock(instance *in);
+
+/* The version (bumped by every change) and whether it was deleted. */
+uint64_t instance_version(instance *in, bool *deleted);
 instance *instance_ref(instance *in);
 void instance_unref(instance *in); /* frees at zero */
 
@@ -301,6 +315,9 @@ typedef struct instance_state {
   /* random_search */
   double best_loss;
   uint64_t next_id, tells, best_id;
+  /* the idempotency window, oldest first (completed keys only) */
+  idem_record *idem;
+  size_t nidem;
 } instance_state;
 
 /* Copies everything under the lock (one memcpy per array).  Returns 0 or
@@ -313,8 +330,11 @@ instance *instance_from_state(const instance_state *s, const instance_env *env);
 
 /* Replaces the configuration with c (already validated against the current
  * one: same algorithm, tensors and mode).  Allocates buffers the new
- * hyperparameters need.  Returns 0, or -E_QUOTA with nothing changed. */
+ * hyperparameters need.  Returns 0, or -E_QUOTA with nothing changed.
+ * Requires the change lock (so the cost below stays true). */
 int instance_reconfigure(instance *in, const instance_cfg *c, derr *e);
+/* Floats a reconfigure to c would allocate (0 if none).  Takes the lock. */
+uint64_t instance_reconfigure_cost(instance *in, const instance_cfg *c);
 
 /* random_search: proposes candidate *id into out (n floats). */
 int instance_ask(instance *in, uint64_t *id, float *out, derr *e);

@@ -1,4 +1,6 @@
-/* registry: FNV-1a hashed chains of instances under a rwlock. */
+/* registry: FNV-1a hashed chains of instances under a rwlock, the catalog
+ * mutex, and the float quota (an atomic-free counter under its own mutex).
+ * See registry.h.  Any thread. */
 #include "registry.h"
 
 #include <pthread.h>
@@ -12,11 +14,12 @@
 typedef struct entry {
   struct entry *next;
   instance *in;
-  uint64_t floats;
 } entry;
 
 struct registry {
-  pthread_rwlock_t lock;
+  pthread_rwlock_t lock;      /* the table */
+  pthread_mutex_t catalog;    /* registry_change_lock */
+  pthread_mutex_t quota_lock; /* floats */
   entry *bucket[NBUCKETS];
   size_t count, max_instances;
   uint64_t floats, max_floats;
@@ -31,6 +34,8 @@ static unsigned hash(const char *s) {
 registry *registry_new(size_t max_instances, uint64_t max_floats) {
   registry *r = mem_xcalloc(1, sizeof *r);
   pthread_rwlock_init(&r->lock, NULL);
+  pthread_mutex_init(&r->catalog, NULL);
+  pthread_mutex_init(&r->quota_lock, NULL);
   r->max_instances = max_instances;
   r->max_floats = max_floats;
   return r;
@@ -46,12 +51,14 @@ void registry_free(registry *r) {
       e = next;
     }
   pthread_rwlock_destroy(&r->lock);
+  pthread_mutex_destroy(&r->catalog);
+  pthread_mutex_destroy(&r->quota_lock);
   free(r);
 }
 
 static entry **find(registry *r, const char *name) {
   entry **p = &r->bucket[hash(name)];
-  while (*p && strcmp((*p)->in->cfg.name, name) != 0) p = &(*p)->next;
+  while (*p && strcmp(instance_name((*p)->in), name) != 0) p = &(*p)->next;
   return p;
 }
 
@@ -63,69 +70,82 @@ instance *registry_get(registry *r, const char *name) {
   return in;
 }
 
-static int quota(registry *r, uint64_t need, uint64_t replacing, bool adding, derr *e) {
-  if (adding && r->count >= r->max_instances)
-    return derr_set(e, E_QUOTA, "the daemon holds its maximum of %zu instances (--max-instances)",
-                    r->max_instances);
-  if (r->floats - replacing + need > r->max_floats)
-    return derr_set(e, E_QUOTA,
-                    "this instance needs %llu floats (parameters and state) but only %llu of the "
-                    "%llu allowed are free (--max-params)",
-                    (unsigned long long)need,
-                    (unsigned long long)(r->max_floats - (r->floats - replacing)),
-                    (unsigned long long)r->max_floats);
-  return 0;
-}
+void registry_change_lock(registry *r) { pthread_mutex_lock(&r->catalog); }
+void registry_change_unlock(registry *r) { pthread_mutex_unlock(&r->catalog); }
 
-int registry_check_quota(registry *r, const instance_cfg *cfg, uint64_t replacing, derr *e) {
+int registry_check_new(registry *r, const char *name, derr *e) {
   pthread_rwlock_rdlock(&r->lock);
-  int rc = quota(r, instance_cfg_footprint(cfg), replacing, replacing == 0, e);
+  int rc = 0;
+  if (*find(r, name)) rc = derr_set(e, E_EXISTS, "an instance named '%s' exists", name);
+  else if (r->count >= r->max_instances)
+    rc = derr_set(e, E_QUOTA, "the daemon holds its maximum of %zu instances (--max-instances)", r->max_instances);
   pthread_rwlock_unlock(&r->lock);
   return rc;
+}
+
+/* Under quota_lock. */
+static int over(registry *r, uint64_t floats, derr *e) {
+  if (floats <= r->max_floats && r->floats <= r->max_floats - floats) return 0;
+  return derr_set(e, E_QUOTA,
+                  "this needs %llu floats (parameters and state) but only %llu of the %llu allowed are "
+                  "free (--max-params)",
+                  (unsigned long long)floats,
+                  (unsigned long long)(r->floats < r->max_floats ? r->max_floats - r->floats : 0),
+                  (unsigned long long)r->max_floats);
+}
+
+int registry_check_quota(registry *r, uint64_t floats, derr *e) {
+  pthread_mutex_lock(&r->quota_lock);
+  int rc = over(r, floats, e);
+  pthread_mutex_unlock(&r->quota_lock);
+  return rc;
+}
+
+int registry_charge(registry *r, uint64_t floats, derr *e) {
+  pthread_mutex_lock(&r->quota_lock);
+  int rc = over(r, floats, e);
+  if (rc == 0) r->floats += floats;
+  pthread_mutex_unlock(&r->quota_lock);
+  return rc;
+}
+
+void registry_uncharge(registry *r, uint64_t floats) {
+  pthread_mutex_lock(&r->quota_lock);
+  r->floats = floats <= r->floats ? r->floats - floats : 0;
+  pthread_mutex_unlock(&r->quota_lock);
 }
 
 int registry_add(registry *r, instance *in, derr *e) {
   pthread_rwlock_wrlock(&r->lock);
-  entry **p = find(r, in->cfg.name);
+  entry **p = find(r, instance_name(in));
   int rc = 0;
-  uint64_t need = instance_cfg_footprint(&in->cfg);
-  if (*p) rc = derr_set(e, E_EXISTS, "an instance named '%s' exists", in->cfg.name);
-  else rc = quota(r, need, 0, true, e);
-  if (rc == 0) {
+  if (*p) {
+    rc = derr_set(e, E_EXISTS, "an instance named '%s' exists", instance_name(in));
+  } else {
     entry *n = mem_xcalloc(1, sizeof *n);
     n->in = instance_ref(in);
-    n->floats = need;
     *p = n;
     r->count++;
-    r->floats += need;
   }
   pthread_rwlock_unlock(&r->lock);
   return rc;
 }
 
-int registry_replace(registry *r, instance *in, instance **old, derr *e) {
-  *old = NULL;
+instance *registry_replace(registry *r, instance *in) {
+  instance *old = NULL;
   pthread_rwlock_wrlock(&r->lock);
-  entry **p = find(r, in->cfg.name);
-  uint64_t need = instance_cfg_footprint(&in->cfg);
-  int rc = quota(r, need, *p ? (*p)->floats : 0, *p == NULL, e);
-  if (rc == 0) {
-    if (*p) {
-      *old = (*p)->in;
-      r->floats -= (*p)->floats;
-      (*p)->in = instance_ref(in);
-      (*p)->floats = need;
-    } else {
-      entry *n = mem_xcalloc(1, sizeof *n);
-      n->in = instance_ref(in);
-      n->floats = need;
-      *p = n;
-      r->count++;
-    }
-    r->floats += need;
+  entry **p = find(r, instance_name(in));
+  if (*p) {
+    old = (*p)->in;
+    (*p)->in = instance_ref(in);
+  } else {
+    entry *n = mem_xcalloc(1, sizeof *n);
+    n->in = instance_ref(in);
+    *p = n;
+    r->count++;
   }
   pthread_rwlock_unlock(&r->lock);
-  return rc;
+  return old;
 }
 
 instance *registry_remove(registry *r, const char *name) {
@@ -137,7 +157,6 @@ instance *registry_remove(registry *r, const char *name) {
     *p = e->next;
     in = e->in;
     r->count--;
-    r->floats -= e->floats;
     free(e);
   }
   pthread_rwlock_unlock(&r->lock);
@@ -145,8 +164,7 @@ instance *registry_remove(registry *r, const char *name) {
 }
 
 static int by_name(const void *a, const void *b) {
-  const instance *x = *(instance *const *)a, *y = *(instance *const *)b;
-  return strcmp(x->cfg.name, y->cfg.name);
+  return strcmp(instance_name(*(instance *const *)a), instance_name(*(instance *const *)b));
 }
 
 size_t registry_list(registry *r, instance ***out) {
@@ -168,8 +186,8 @@ size_t registry_count(registry *r) {
 }
 
 uint64_t registry_floats(registry *r) {
-  pthread_rwlock_rdlock(&r->lock);
+  pthread_mutex_lock(&r->quota_lock);
   uint64_t n = r->floats;
-  pthread_rwlock_unlock(&r->lock);
+  pthread_mutex_unlock(&r->quota_lock);
   return n;
 }

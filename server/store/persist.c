@@ -81,6 +81,19 @@ static json_t *header_json(const instance_state *s) {
   for (int b = 0; b < OPTIM_NBUF; b++)
     if ((s->have & (1u << b)) && !(s->fresh & (1u << b))) json_array_append_new(bufs, json_string(optim_buf_name(b)));
   json_object_set_new(h, "buffers", bufs);
+  if (s->nidem) {
+    json_t *keys = json_array();
+    for (size_t i = 0; i < s->nidem; i++) {
+      const idem_record *k = &s->idem[i];
+      json_t *o = json_pack("{s:s,s:I}", "key", k->key, "step", (json_int_t)k->step);
+      if (k->code) {
+        json_object_set_new(o, "error", json_string(derr_name(k->code)));
+        json_object_set_new(o, "message", json_string(k->err.msg));
+      }
+      json_array_append_new(keys, o);
+    }
+    json_object_set_new(h, "idempotency", keys);
+  }
   if (s->cfg.alg == OPTIM_RANDOM_SEARCH)
     json_object_set_new(h, "random_search",
                         json_pack("{s:o,s:I,s:I,s:I}", "best_loss",
@@ -188,6 +201,32 @@ static void get_floats(float *out, const unsigned char *b, size_t n) {
 #endif
 }
 
+/* The header's "idempotency" list: the keys the snapshot reflects. */
+static int decode_idem(json_t *keys, instance_state *s, derr *e) {
+  if (!keys) return 0;
+  if (!json_is_array(keys) || json_array_size(keys) > IDEM_LEN)
+    return derr_set(e, E_BAD_REQUEST, "header: idempotency: not a list of at most %d keys", IDEM_LEN);
+  s->idem = mem_xcalloc(json_array_size(keys) + 1, sizeof *s->idem);
+  for (size_t i = 0; i < json_array_size(keys); i++) {
+    json_t *o = json_array_get(keys, i), *key = json_object_get(o, "key"), *step = json_object_get(o, "step");
+    json_t *err = json_object_get(o, "error"), *msg = json_object_get(o, "message");
+    idem_record *k = &s->idem[s->nidem];
+    if (!json_is_string(key) || json_string_length(key) == 0 || json_string_length(key) > IDEM_KEY_MAX ||
+        !json_is_integer(step) || json_integer_value(step) < 0 || (err && !json_is_string(err)))
+      return derr_set(e, E_BAD_REQUEST, "header: idempotency[%zu]: bad entry", i);
+    snprintf(k->key, sizeof k->key, "%s", json_string_value(key));
+    k->step = (uint64_t)json_integer_value(step);
+    if (err) {
+      k->code = derr_from_name(json_string_value(err));
+      if (!k->code) return derr_set(e, E_BAD_REQUEST, "header: idempotency[%zu]: unknown error", i);
+      k->err.code = k->code;
+      snprintf(k->err.msg, sizeof k->err.msg, "%s", json_is_string(msg) ? json_string_value(msg) : "");
+    }
+    s->nidem++;
+  }
+  return 0;
+}
+
 int persist_decode(const unsigned char *buf, size_t len, instance_state *s, derr *e) {
   memset(s, 0, sizeof *s);
   if (len < 20 || memcmp(buf, MAGIC, 8) != 0) return derr_set(e, E_BAD_REQUEST, "not a descent snapshot (bad magic)");
@@ -252,6 +291,7 @@ int persist_decode(const unsigned char *buf, size_t len, instance_state *s, derr
   s->fresh = optim_buffers(s->cfg.alg, &s->cfg.hyper) & ~have;
   s->best_loss = INFINITY;
   s->next_id = 1;
+  if ((rc = decode_idem(json_object_get(h, "idempotency"), s, e)) < 0) goto out;
   json_t *rs = json_object_get(h, "random_search");
   if (rs) {
     json_t *bl = json_object_get(rs, "best_loss");
@@ -384,13 +424,17 @@ int persist_save_state(persist *p, const instance_state *s, derr *e) {
   return rc;
 }
 
-int persist_save(persist *p, instance *in, derr *e) {
+/* Exports in and writes it; *step (may be NULL) gets the step written. */
+static int save(persist *p, instance *in, uint64_t *step, derr *e) {
   instance_state s;
   if (instance_export(in, &s) < 0) return derr_set(e, E_QUOTA, "out of memory copying the state");
   int rc = persist_save_state(p, &s, e);
+  if (step) *step = s.step;
   instance_state_free(&s);
   return rc;
 }
+
+int persist_save(persist *p, instance *in, derr *e) { return save(p, in, NULL, e); }
 
 int persist_remove(persist *p, const char *name, derr *e) {
   char fin[NAME_MAX_LEN + 16], prev[NAME_MAX_LEN + 16];
@@ -412,17 +456,17 @@ int persist_remove(persist *p, const char *name, derr *e) {
 
 static int read_all(int dirfd, const char *name, unsigned char **out, size_t *len) {
   int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return -1;
+  if (fd < 0) return -E_IO;
   struct stat st;
   if (fstat(fd, &st) < 0 || st.st_size < 0) {
     close(fd);
-    return -1;
+    return -E_IO;
   }
   size_t n = (size_t)st.st_size;
   unsigned char *b = mem_alloc_big(n ? n : 1);
   if (!b) {
     close(fd);
-    return -1;
+    return -E_IO;
   }
   size_t got = 0;
   while (got < n) {
@@ -435,6 +479,15 @@ static int read_all(int dirfd, const char *name, unsigned char **out, size_t *le
   *out = b;
   *len = got;
   return 0;
+}
+
+/* Charges a loaded instance's floats and adds it. */
+static int load_add(registry *r, instance *in, derr *e) {
+  uint64_t floats = instance_floats(in);
+  int rc = registry_check_new(r, instance_name(in), e);
+  if (rc == 0) rc = registry_charge(r, floats, e);
+  if (rc == 0 && (rc = registry_add(r, in, e)) < 0) registry_uncharge(r, floats);
+  return rc;
 }
 
 int persist_load_all(persist *p, registry *r, const instance_env *env) {
@@ -473,21 +526,21 @@ int persist_load_all(persist *p, registry *r, const instance_env *env) {
       continue;
     }
     instance *in = instance_from_state(&s, env);
-    uint64_t version = s.version;
+    uint64_t version = s.version, step = s.step;
     instance_state_free(&s);
-    if (!in || registry_add(r, in, &e) < 0) {
+    if (!in || load_add(r, in, &e) < 0) {
       log_error("snapshot not loaded", "file=%s reason=\"%s\"", de->d_name, in ? e.msg : "out of memory");
       instance_unref(in);
       continue;
     }
     pthread_mutex_lock(&p->lock);
     written *w = written_get(p, name);
-    w->incarnation = in->incarnation;
+    w->incarnation = instance_incarnation(in);
     w->version = version;
     w->valid = true;
     w->deleted = false;
     pthread_mutex_unlock(&p->lock);
-    log_info("snapshot loaded", "instance=%s step=%llu", name, (unsigned long long)in->step);
+    log_info("snapshot loaded", "instance=%s step=%llu", name, (unsigned long long)step);
     instance_unref(in);
     loaded++;
   }
@@ -495,29 +548,53 @@ int persist_load_all(persist *p, registry *r, const instance_env *env) {
   return loaded;
 }
 
-int persist_snapshot_changed(persist *p, registry *r) {
+/* Whether in changed since the file last written for it. */
+static bool changed(persist *p, instance *in) {
+  pthread_mutex_lock(&p->lock);
+  written *w = written_get(p, instance_name(in));
+  bool same = w->incarnation == instance_incarnation(in) && w->valid;
+  uint64_t last = w->version;
+  pthread_mutex_unlock(&p->lock);
+  bool deleted;
+  uint64_t v = instance_version(in, &deleted);
+  return !deleted && !(same && v == last);
+}
+
+int persist_save_now(persist *p, instance *in, uint64_t *step, derr *e) {
+  instance_change_lock(in);
+  int rc;
+  if (changed(p, in)) {
+    rc = save(p, in, step, e);
+  } else {
+    instance_info info; /* unchanged since its file: the file holds this step */
+    instance_info_get(in, &info);
+    *step = info.step;
+    rc = 0;
+  }
+  instance_change_unlock(in);
+  return rc;
+}
+
+int persist_snapshot_changed(persist *p, registry *r, const char *fail_msg, size_t *failed) {
   instance **all;
-  size_t n = registry_list(r, &all);
+  size_t n = registry_list(r, &all), bad = 0;
   int count = 0;
   for (size_t i = 0; i < n; i++) {
     instance *in = all[i];
-    pthread_mutex_lock(&p->lock);
-    written *w = written_get(p, in->cfg.name);
-    bool same = w->incarnation == in->incarnation && w->valid;
-    uint64_t last = w->version;
-    pthread_mutex_unlock(&p->lock);
-    pthread_mutex_lock(&in->lock);
-    uint64_t v = in->version;
-    bool deleted = in->deleted;
-    pthread_mutex_unlock(&in->lock);
-    if (!deleted && !(same && v == last)) {
-      derr e = {0};
-      if (persist_save(p, in, &e) == 0) count++;
-      else log_error("snapshot failed", "instance=%s error=\"%s\"", in->cfg.name, e.msg);
+    derr e = {0};
+    instance_change_lock(in);
+    int rc = changed(p, in) ? persist_save(p, in, &e) : 1;
+    instance_change_unlock(in);
+    if (rc == 0) {
+      count++;
+    } else if (rc < 0) {
+      bad++;
+      log_error(fail_msg ? fail_msg : "snapshot failed", "instance=%s error=\"%s\"", instance_name(in), e.msg);
     }
     instance_unref(in);
   }
   free(all);
+  if (failed) *failed = bad;
   return count;
 }
 

@@ -29,7 +29,8 @@ typedef struct persist persist;
 persist *persist_open(const char *dir, derr *e);
 void persist_close(persist *p);
 
-/* Writes a snapshot of in now (config changes: durable before the reply). */
+/* Writes a snapshot of in now (config changes: durable before the reply).
+ * The caller holds in's change lock. */
 int persist_save(persist *p, instance *in, derr *e);
 
 /* Writes an already exported state (used by the periodic snapshotter). */
@@ -39,13 +40,22 @@ int persist_save_state(persist *p, const instance_state *s, derr *e);
  * are as they were. */
 int persist_remove(persist *p, const char *name, derr *e);
 
-/* Loads every NAME.snap into r.  Returns the number loaded; damaged files
- * are logged, set aside and skipped. */
+/* Loads every NAME.snap into r (charging its quota).  Returns the number
+ * loaded; damaged files are logged, set aside and skipped. */
 int persist_load_all(persist *p, registry *r, const instance_env *env);
 
-/* Saves every instance whose state changed since its last snapshot.
- * Returns how many were written.  Blocking: run it off the loop thread. */
-int persist_snapshot_changed(persist *p, registry *r);
+/* Saves every instance whose state changed since its last snapshot, each
+ * under its change lock (instance_change_lock), so that a save never
+ * carries an older configuration over a newer acknowledged one.  Returns
+ * how many were written; *failed (may be NULL) receives how many could not
+ * be, each logged with `fail_msg` ("snapshot failed" if NULL) and its name.
+ * Blocking: run it off the loop thread. */
+int persist_snapshot_changed(persist *p, registry *r, const char *fail_msg, size_t *failed);
+
+/* Writes a snapshot of in now, under its change lock, if it changed since
+ * the last one (POST .../snapshot).  0 once durable (*step: the step the
+ * file holds), or -E_IO. */
+int persist_save_now(persist *p, instance *in, uint64_t *step, derr *e);
 
 /* Encodes / decodes the snapshot bytes (exposed for tests and fuzzing). */
 int persist_encode(const instance_state *s, unsigned char **out, size_t *len);

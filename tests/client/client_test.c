@@ -172,6 +172,53 @@ static int sockets_on_port(void) {
   return n;
 }
 
+/* bfloat16 and float16 bodies: a half push gives exactly what a float32
+ * push of the widened values gives; parameters come back rounded. */
+START_TEST(test_half_precision) {
+  descent_error err = {0};
+  descent *d = open_dm();
+  static const char a_spec[] = "{\"name\":\"ha\",\"algorithm\":\"adam\",\"hyper\":{\"lr\":0.01},"
+                               "\"tensors\":[{\"name\":\"w\",\"shape\":[8],\"init\":{\"constant\":0.5}}]}";
+  static const char b_spec[] = "{\"name\":\"hb\",\"algorithm\":\"adam\",\"hyper\":{\"lr\":0.01},"
+                               "\"tensors\":[{\"name\":\"w\",\"shape\":[8],\"init\":{\"constant\":0.5}}]}";
+  OK(descent_create(d, a_spec, NULL, &err), &err);
+  OK(descent_create(d, b_spec, NULL, &err), &err);
+  for (int dt = DESCENT_BFLOAT16; dt <= DESCENT_FLOAT16; dt++) {
+    for (int t = 0; t < 5; t++) {
+      float g[8], wide[8], pa[8], pb[8];
+      uint16_t h[8], ph[8];
+      for (int i = 0; i < 8; i++) g[i] = qa[i] * (float)(t + 1) - qc[i];
+      descent_to_dtype((descent_dtype)dt, g, h, 8);
+      descent_from_dtype((descent_dtype)dt, h, wide, 8);
+      uint64_t sa, sb;
+      OK(descent_push_dtype(d, "ha", h, 8, (descent_dtype)dt, NULL, ph, &sa, &err), &err);
+      OK(descent_push(d, "hb", wide, 8, NULL, pb, &sb, &err), &err);
+      ck_assert_uint_eq(sa, sb);
+      OK(descent_pull(d, "ha", pa, 8, -1, 0, &sa, &err), &err);
+      ck_assert_mem_eq(pa, pb, sizeof pa); /* bit for bit */
+      uint16_t want[8];
+      descent_to_dtype((descent_dtype)dt, pb, want, 8);
+      ck_assert_mem_eq(ph, want, sizeof want); /* the reply, rounded to nearest even */
+      OK(descent_pull_dtype(d, "ha", ph, 8, (descent_dtype)dt, -1, 0, &sa, &err), &err);
+      ck_assert_mem_eq(ph, want, sizeof want);
+    }
+  }
+  /* a wrong length is refused with the daemon's code */
+  uint16_t h3[3] = {0, 0, 0};
+  ck_assert_int_lt(descent_push_dtype(d, "ha", h3, 3, DESCENT_BFLOAT16, NULL, NULL, NULL, &err), 0);
+  ck_assert_str_eq(err.code, "bad_length");
+  /* conversions: ties to even, in place */
+  float v[3] = {1.0f + 0x1p-8f, 1.0f + 0x1.8p-7f, 65520.0f};
+  uint16_t o[3];
+  descent_to_dtype(DESCENT_BFLOAT16, v, o, 2);
+  ck_assert_uint_eq(o[0], 0x3f80);
+  ck_assert_uint_eq(o[1], 0x3f82);
+  descent_to_dtype(DESCENT_FLOAT16, v + 2, o, 1);
+  ck_assert_uint_eq(o[0], 0x7c00);
+  descent_close(d);
+}
+END_TEST
+
 START_TEST(test_keep_alive) {
   descent_error err = {0};
   descent *d = open_dm();
@@ -450,6 +497,7 @@ Suite *suite_client(void) {
   tcase_set_timeout(tc, 60);
   tcase_add_test(tc, test_train_sgd_exact);
   tcase_add_test(tc, test_keep_alive);
+  tcase_add_test(tc, test_half_precision);
   tcase_add_test(tc, test_errors);
   tcase_add_test(tc, test_longpoll);
   tcase_add_test(tc, test_idempotency);

@@ -253,6 +253,64 @@ START_TEST(test_clip_async_identical) {
 }
 END_TEST
 
+/* ---- bfloat16 and float16 over shards ---------------------------------------------------- */
+
+/* A sharded half-precision push equals one daemon's, clipping included
+ * (the global norm is taken of the widened values), and both equal a
+ * float32 push of the widened values. */
+START_TEST(test_half_sharded_identical) {
+  start_daemons(4, NULL);
+  char one[128], three[400];
+  urls(one, sizeof one, 0, 1);
+  urls(three, sizeof three, 1, 3);
+  const size_t n = 30001;
+  const char *spec =
+      "{\"name\":\"%s\",\"algorithm\":\"adam\",\"hyper\":{\"lr\":0.01},\"clip_grad_norm\":1.5,"
+      "\"tensors\":[{\"name\":\"w\",\"shape\":[30001],\"init\":{\"normal\":{\"std\":1,\"seed\":5}}}]}";
+  char sh[400], sf[400];
+  snprintf(sh, sizeof sh, spec, "half");
+  snprintf(sf, sizeof sf, spec, "wide");
+  descent_error err = {0};
+  descent *d1 = open_urls(one), *d3 = open_urls(three);
+  OK(descent_create(d1, sh, NULL, &err), &err);
+  OK(descent_create(d1, sf, NULL, &err), &err);
+  OK(descent_create(d3, sh, NULL, &err), &err);
+  float *g = malloc(n * sizeof *g), *w = malloc(n * sizeof *w), *c = malloc(n * sizeof *c);
+  uint16_t *h = malloc(n * 2), *a = malloc(n * 2), *b = malloc(n * 2), *cw = malloc(n * 2);
+  uint64_t sa, sb, sc;
+  for (int t = 0; t < 6; t++) {
+    descent_dtype dt = t % 2 ? DESCENT_FLOAT16 : DESCENT_BFLOAT16;
+    for (size_t i = 0; i < n; i++) g[i] = (float)(((mix((uint32_t)(i * 31 + (size_t)t)) & 4095) / 1024.0) - 2.0);
+    descent_to_dtype(dt, g, h, n);
+    descent_from_dtype(dt, h, w, n);
+    OK(descent_push_dtype(d1, "half", h, n, dt, NULL, a, &sa, &err), &err);
+    OK(descent_push_dtype(d3, "half", h, n, dt, NULL, b, &sb, &err), &err);
+    OK(descent_push(d1, "wide", w, n, NULL, c, &sc, &err), &err);
+    descent_to_dtype(dt, c, cw, n);
+    ck_assert_uint_eq(sb, sa);
+    ck_assert_uint_eq(sc, sa);
+    ck_assert_msg(!memcmp(a, b, n * 2), "step %d: sharded half parameters differ", t + 1);
+    ck_assert_msg(!memcmp(a, cw, n * 2), "step %d: half and float32 pushes differ", t + 1);
+  }
+  size_t la, lb;
+  char *xa = export_state(d1, "half", &la), *xb = export_state(d3, "half", &lb);
+  ck_assert_uint_eq(la, lb);
+  ck_assert_msg(!memcmp(xa, xb, la), "the sharded half state differs from one daemon's");
+  free(xa);
+  free(xb);
+  free(g);
+  free(w);
+  free(c);
+  free(h);
+  free(a);
+  free(b);
+  free(cw);
+  descent_close(d1);
+  descent_close(d3);
+  stop_daemons();
+}
+END_TEST
+
 /* ---- concurrent async workers: nothing lost, no false alarm ------------------------------ */
 
 struct apusher {
@@ -531,6 +589,7 @@ Suite *suite_sharding(void) {
   tcase_set_timeout(tc, client_test_quick() ? 300 : 120);
   tcase_add_test(tc, test_create_rules_and_layout);
   tcase_add_test(tc, test_clip_async_identical);
+  tcase_add_test(tc, test_half_sharded_identical);
   tcase_add_test(tc, test_async_workers_sharded);
   tcase_add_test(tc, test_restored_shard_reported);
   tcase_add_test(tc, test_adam_sync_million_bit_identical);

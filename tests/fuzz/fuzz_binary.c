@@ -52,7 +52,7 @@ static void fixtures(void) {
     jdoc_free(&d);
     instance *in = instance_new(&cfg, &env);
     FUZZ_CHECK(in);
-    memcpy(in->params, params, cfg.n * sizeof(float));
+    instance_init_params(in, params);
     if (i % 2 == 0) { /* every other one with history: one step already taken */
       float *g = mem_alloc_floats(cfg.n);
       for (size_t k = 0; k < cfg.n; k++) g[k] = 0.25f * (float)k - 1.0f;

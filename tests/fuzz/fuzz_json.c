@@ -218,7 +218,8 @@ static void check_push(const jdoc *d, const instance_cfg *c) {
   float *g = NULL;
   size_t cap = 0;
   derr e = {0};
-  int rc = codec_push_json(d, c, NULL, &p, &seq, &g, &cap, &e);
+  instance_layout lay = instance_cfg_layout(c);
+  int rc = codec_push_json(d, &lay, NULL, &p, &seq, &g, &cap, &e);
   if (rc < 0) {
     check_failed(rc, &e);
     FUZZ_CHECK(g == NULL && cap == 0 && seq == -1 && !memcmp(&p, &before, sizeof p), "a refused push changed its outputs");
@@ -239,7 +240,7 @@ static void check_push(const jdoc *d, const instance_cfg *c) {
     int64_t seq2 = -1;
     float *g2 = NULL;
     size_t cap2 = 0;
-    rc = codec_push_json(&d2, c, NULL, &q, &seq2, &g2, &cap2, &e);
+    rc = codec_push_json(&d2, &lay, NULL, &q, &seq2, &g2, &cap2, &e);
     FUZZ_CHECK(rc == 0, "a push written back is refused: %s\n%.*s", e.msg, (int)b.len, b.p);
     FUZZ_CHECK(q.step == p.step && seq2 == seq && fz_deq(q.loss, p.loss) && fz_deq(q.grad_norm, p.grad_norm) &&
                    (p.worker ? q.worker && !strcmp(p.worker, q.worker) : !q.worker),

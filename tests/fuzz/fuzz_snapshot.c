@@ -44,7 +44,7 @@ static void build_state(fuzz_in *in, instance_state *s) {
     c->mode = MODE_SYNC;
     c->workers = 1 + (m >> 1) % 4;
     c->min_workers = (m >> 3) % (c->workers + 1);
-    c->round_timeout_ms = c->min_workers && c->min_workers < c->workers ? 1 + fuzz_u64(in, 2) : 0;
+    c->round_timeout_ms = 1 + fuzz_u64(in, 2); /* sync rounds always have a deadline */
     c->aggregate = (m >> 5) & 1 ? AGG_SUM : AGG_MEAN;
   } else if (m & 2) {
     c->max_staleness = (int64_t)fuzz_u64(in, 2);

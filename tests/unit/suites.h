@@ -13,6 +13,7 @@
   X(codec_json)       \
   X(kpool)            \
   X(bufpool)          \
+  X(codec_half)       \
   X(timers)           \
   X(auth)             \
   X(routes)

@@ -1,0 +1,170 @@
+/* instance_internal: struct instance and the state layer's cross-file
+ * functions (named instance__*, round__*, idem__* ...).  Included only by
+ * the files of server/state/: everything outside the state layer goes through
+ * instance.h, whose functions take the lock themselves.
+ *
+ * Every function declared here that says "under the lock" requires the
+ * instance lock held by the calling thread; debug builds assert it
+ * (INSTANCE_ASSERT_LOCKED).  None of them takes a lock itself, does I/O, or
+ * calls a wake callback: completed waiters are collected on a wake_list that
+ * the public function runs after unlocking.
+ */
+#ifndef DESCENT_INSTANCE_INTERNAL_H
+#define DESCENT_INSTANCE_INTERNAL_H
+
+#include <assert.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "instance.h"
+
+#define IDEM_SNAP_BUDGET (64u << 20) /* bytes of kept parameters per instance */
+
+typedef struct idem_entry {
+  idem_record r;   /* key (empty: free slot), outcome */
+  psnap *snap;     /* the first reply's parameters, kept while within budget */
+  waiter *pending; /* sync: requests attached while the round is open */
+} idem_entry;
+
+struct participant {
+  worker_info *w;
+  float *grad;
+  double loss;
+  waiter *waiters; /* the push and any retries with its key */
+  int idem;        /* idempotency slot or -1 */
+};
+
+struct round {
+  uint64_t step; /* the step being gathered */
+  size_t count;
+  struct participant *part;
+  size_t part_cap;
+  dtimer deadline;
+  bool deadline_armed;
+};
+
+struct instance {
+  pthread_mutex_t lock;
+  pthread_mutex_t change_lock; /* instance_change_lock */
+#ifdef DESCENT_DEBUG
+  atomic_uintptr_t owner; /* the thread holding `lock` (instance__self), 0 */
+#endif
+  atomic_int refs;
+  instance_layout layout; /* immutable; its pointers point into cfg */
+  uint64_t incarnation;   /* immutable: unique per created/imported/loaded instance */
+  instance_cfg cfg;       /* name, alg, mode, tensors, n never change */
+  bufpool *pool;
+  timers *tm;
+  kpool *kp;
+  float *params;
+  float *buf[OPTIM_NBUF];
+  unsigned have;  /* allocated buffers */
+  unsigned fresh; /* buffers with no history yet (sgd clones its first) */
+  uint64_t step;
+  uint64_t version; /* bumps on every change: snapshot dirty tracking */
+  double created;   /* unix seconds */
+  bool deleted;
+  bool stopping; /* shutting down: no new waits */
+  rsearch *rs;   /* random_search only */
+  double lr_now; /* lr of the next step (schedule applied) */
+  waiter *pollers;
+  struct round round;
+  dtimer lease_timer;
+  bool lease_armed;
+  float *scratch; /* n floats for combining a round (sync mode) */
+  worker_info **workers;
+  size_t nworkers, workers_cap;
+  idem_entry *idem; /* IDEM_LEN slots, a ring */
+  size_t idem_next;
+  size_t idem_snap_budget;
+  history_entry *hist;
+  size_t hist_next, hist_count;
+  struct instance_stats stats;
+};
+
+/* ---- locking (instance.c) ---- */
+void instance__lock(instance *in);
+void instance__unlock(instance *in);
+#ifdef DESCENT_DEBUG
+uintptr_t instance__self(void);
+#define INSTANCE_ASSERT_LOCKED(in) assert(atomic_load(&(in)->owner) == instance__self())
+#else
+#define INSTANCE_ASSERT_LOCKED(in) ((void)(in))
+#endif
+
+/* ---- time (instance.c) ---- */
+double instance__wall_now(void);
+uint64_t instance__mono_ns(void);
+
+/* ---- buffers (instance.c) ---- */
+/* Allocates the buffers in `need` not yet held (under the lock, or before
+ * publication).  0, or -E_QUOTA if memory cannot be had (those allocated
+ * stay). */
+int instance__alloc_buffers(instance *in, unsigned need);
+/* A new instance with cfg's configuration and zeroed parameters, no buffers. */
+instance *instance__alloc(const instance_cfg *cfg, const instance_env *env);
+
+/* ---- psnap.c ---- */
+psnap *psnap__new(bufpool *pool, const float *v, size_t n, uint64_t step);
+
+/* ---- waiters.c ---- */
+typedef struct wake_list {
+  waiter *head;
+} wake_list;
+void waiters__add(wake_list *wl, waiter *w);
+void waiters__run(wake_list *wl); /* after unlocking */
+/* Sets w's outcome (code 0 or positive, message e or the table's). */
+void waiters__complete(waiter *w, int code, const derr *e, uint64_t step);
+/* Completes every long-poll whose step has come (under the lock). */
+void waiters__wake_pollers(instance *in, wake_list *wl);
+/* Completes every long-poll with code (under the lock). */
+void waiters__fail_pollers(instance *in, int code, const derr *e, wake_list *wl);
+
+/* ---- workers.c ---- */
+/* The worker named `name`, created if `create` (under the lock). */
+worker_info *workers__get(instance *in, const char *name, bool create);
+
+/* ---- history.c ---- */
+void history__add(instance *in, double loss, double norm, double lr); /* under the lock */
+
+/* ---- idem.c ---- (all under the lock) */
+int idem__find(instance *in, const char *key);     /* slot or -1 */
+int idem__claim(instance *in, const char *key);    /* next slot, evicting the oldest */
+/* Records a keyed push's outcome; keeps its parameters (snap, or a copy of
+ * the current ones) while the budget allows. */
+void idem__done(instance *in, int slot, int code, const derr *err, uint64_t step, psnap *snap);
+void idem__forget(instance *in, int slot);
+/* Copies the completed keys, oldest first, into s (export). */
+void idem__export(instance *in, instance_state *s);
+/* Restores keys from s into a fresh ring (import, load). */
+void idem__import(instance *in, const instance_state *s);
+
+/* ---- apply.c ---- */
+/* Refuses w with rc (negative or positive code), counting it (under the lock). */
+void apply__reject(instance *in, waiter *w, int rc, const derr *e);
+/* One optimizer step on gradient g (n floats) with global norm `norm`
+ * (clipping, history); writes the new parameters into g if emit.  Under the
+ * lock. */
+void apply__step(instance *in, float *g, double norm, double loss, bool emit);
+/* Finite check and norm of g; no lock (reads g and the immutable layout). */
+int apply__scan(const instance *in, const float *g, double *norm, derr *e);
+
+/* ---- round.c ---- (under the lock) */
+size_t round__expected(instance *in);
+/* Adds the push of worker wk to the open round (or opens it) and closes the
+ * round when it is complete; PUSH_DONE/PUSH_FAILED if it closed with w's
+ * outcome, PUSH_WAITING if w waits (suspend was called). */
+int round__join(instance *in, push *p, waiter *w, worker_info *wk, void (*suspend)(void *), void *arg,
+                wake_list *wl);
+/* Attaches w to the pending round entry of idempotency slot k; false if none. */
+bool round__attach_retry(instance *in, int k, waiter *w);
+void round__close(instance *in, wake_list *wl, waiter *self);
+void round__fail(instance *in, int code, const char *msg, wake_list *wl, waiter *self);
+void round__reset(instance *in); /* empties the round, cancels its timers */
+void round__init(instance *in);  /* timers' callbacks (at allocation) */
+
+/* ---- transfer.c ---- */
+uint64_t instance__held_floats(const instance *in); /* under the lock, or unpublished */
+
+#endif

@@ -1,0 +1,123 @@
+/* push: the way of one decoded push into an instance.  In order:
+ *   1. checks that need no lock (algorithm, worker given in sync mode, a
+ *      finite gradient and its norm);
+ *   2. under the lock: a known idempotency key replays its first outcome
+ *      (or waits with the first push while its round is open);
+ *   3. a step ahead of the instance is refused;
+ *   4. async: staleness, then one optimizer step (apply.c);
+ *      sync: the round (round.c).
+ * A refused push changes nothing but the counters.  HTTP threads. */
+#include <math.h>
+#include <string.h>
+
+#include "instance_internal.h"
+
+/* Step 1: the checks that read only the push and the layout. */
+static int check_unlocked(instance *in, push *p, double *norm, derr *e) {
+  if (in->layout.alg == OPTIM_RANDOM_SEARCH)
+    return derr_set(e, E_WRONG_ALGORITHM, "random_search instances take ask and tell, not gradients");
+  if (in->layout.mode == MODE_SYNC && !(p->worker && *p->worker))
+    return derr_set(e, E_MISSING_WORKER, "sync mode needs \"worker\" (or ?worker=) on every push");
+  int rc = apply__scan(in, p->grad, norm, e);
+  if (rc == 0 && !isnan(p->grad_norm)) *norm = p->grad_norm;
+  return rc;
+}
+
+/* Step 2: a retry of a known key.  Returns a push_status, or -1 if the key
+ * is new. */
+static int replay(instance *in, push *p, waiter *w, void (*suspend)(void *), void *arg) {
+  int k = idem__find(in, p->key);
+  if (k < 0) return -1;
+  idem_entry *ie = &in->idem[k];
+  if (ie->pending && round__attach_retry(in, k, w)) { /* the first is still in its round */
+    suspend(arg);
+    return PUSH_WAITING;
+  }
+  waiters__complete(w, ie->r.code, ie->r.code ? &ie->r.err : NULL, ie->r.step);
+  w->snap = psnap_ref(ie->snap);
+  w->replayed = true;
+  return ie->r.code ? PUSH_FAILED : PUSH_DONE;
+}
+
+/* Step 3 and the async staleness check: 0, or the refusal (w completed). */
+static int refuse_step(instance *in, push *p, waiter *w, worker_info *wk) {
+  derr e = {0};
+  if (p->step > (int64_t)in->step)
+    derr_set(&e, E_STEP_AHEAD, "step %lld is ahead of the instance, which is at step %llu", (long long)p->step,
+             (unsigned long long)in->step);
+  else if (in->cfg.mode == MODE_ASYNC && in->cfg.max_staleness >= 0 && p->step >= 0 &&
+           (int64_t)in->step - p->step > in->cfg.max_staleness)
+    derr_set(&e, E_STALE,
+             "gradient computed at step %lld is %lld steps old (max_staleness %lld); the instance is at step %llu",
+             (long long)p->step, (long long)((int64_t)in->step - p->step), (long long)in->cfg.max_staleness,
+             (unsigned long long)in->step);
+  else
+    return 0;
+  apply__reject(in, w, e.code, &e);
+  if (wk) wk->rejected++;
+  return -e.code;
+}
+
+/* Step 4, async: one optimizer step now. */
+static int apply_async(instance *in, push *p, waiter *w, worker_info *wk, double norm, wake_list *wl) {
+  int slot = p->key ? idem__claim(in, p->key) : -1;
+  uint64_t t0 = instance__mono_ns();
+  apply__step(in, p->grad, norm, p->loss, p->emit);
+  w->apply_ms = (double)(instance__mono_ns() - t0) / 1e6;
+  waiters__complete(w, 0, NULL, in->step);
+  if (wk) {
+    wk->last_push_time = instance__wall_now();
+    wk->last_push_step = p->step >= 0 ? p->step : (int64_t)in->step - 1;
+    wk->staleness = (uint64_t)((int64_t)in->step - 1 - wk->last_push_step);
+    wk->pushes++;
+  }
+  idem__done(in, slot, 0, NULL, in->step, NULL);
+  waiters__wake_pollers(in, wl);
+  return PUSH_DONE;
+}
+
+/* Steps 2-4, under the lock. */
+static int push_locked(instance *in, push *p, waiter *w, double norm, void (*suspend)(void *), void *arg,
+                       wake_list *wl) {
+  INSTANCE_ASSERT_LOCKED(in);
+  worker_info *wk = p->worker && *p->worker ? workers__get(in, p->worker, true) : NULL;
+  if (wk) wk->last_seen_ms = timers_now_ms();
+  if (in->deleted) {
+    apply__reject(in, w, E_NO_INSTANCE, NULL);
+    return PUSH_FAILED;
+  }
+  if (p->key) {
+    int status = replay(in, p, w, suspend, arg);
+    if (status >= 0) return status;
+  }
+  if (refuse_step(in, p, w, wk) < 0) return PUSH_FAILED;
+  if (in->cfg.mode == MODE_ASYNC) return apply_async(in, p, w, wk, norm, wl);
+  return round__join(in, p, w, wk, suspend, arg, wl);
+}
+
+int instance_push(instance *in, push *p, waiter *w, void (*suspend)(void *), void *suspend_arg) {
+  derr e = {0};
+  double norm = NAN;
+  w->code = 0;
+  w->snap = NULL;
+  w->linked = 0;
+  w->replayed = false;
+  int rc = check_unlocked(in, p, &norm, &e);
+  if (rc < 0 && e.code != E_NOT_FINITE) { /* not counted: it never reached the instance */
+    waiters__complete(w, e.code, &e, 0);
+    return PUSH_FAILED;
+  }
+  wake_list wl = {0};
+  instance__lock(in);
+  in->stats.pushes++;
+  int status;
+  if (rc < 0) {
+    apply__reject(in, w, rc, &e);
+    status = PUSH_FAILED;
+  } else {
+    status = push_locked(in, p, w, norm, suspend, suspend_arg, &wl);
+  }
+  instance__unlock(in);
+  waiters__run(&wl);
+  return status;
+}
