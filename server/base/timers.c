@@ -81,19 +81,21 @@ static void rearm(timers *t) { /* loop thread */
   uv_timer_start(&t->timer, on_timer, next > now ? next - now : 0, 0);
 }
 
+size_t timers_take_due(timers *t, uint64_t now, dtimer **out, size_t max) {
+  size_t k = 0;
+  pthread_mutex_lock(&t->lock);
+  while (k < max && t->n && t->heap[0]->deadline <= now) {
+    out[k++] = t->heap[0];
+    remove_at(t, 0);
+  }
+  pthread_mutex_unlock(&t->lock);
+  return k;
+}
+
 static void on_timer(uv_timer_t *h) {
   timers *t = h->data;
-  for (;;) {
-    pthread_mutex_lock(&t->lock);
-    dtimer *d = NULL;
-    if (t->n && t->heap[0]->deadline <= timers_now_ms()) {
-      d = t->heap[0];
-      remove_at(t, 0);
-    }
-    pthread_mutex_unlock(&t->lock);
-    if (!d) break;
-    d->cb(d);
-  }
+  dtimer *d;
+  while (timers_take_due(t, timers_now_ms(), &d, 1)) d->cb(d); /* one at a time: a callback may cancel others */
   rearm(t);
 }
 

@@ -45,6 +45,12 @@ bool timers_arm(timers *t, dtimer *d, uint64_t deadline);
  * False: it was not armed, or it is firing now / has fired.  Any thread. */
 bool timers_cancel(timers *t, dtimer *d);
 
+/* Pops up to max timers due at `now` into out (earliest first) without
+ * running them: from here they count as firing (timers_cancel says false)
+ * until the caller runs out[i]->cb(out[i]).  The loop thread's own timer
+ * uses it one at a time; tests use it to run a callback late.  Any thread. */
+size_t timers_take_due(timers *t, uint64_t now, dtimer **out, size_t max);
+
 uint64_t timers_now_ms(void); /* monotonic milliseconds */
 size_t timers_armed(timers *t);
 

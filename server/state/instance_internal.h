@@ -41,7 +41,8 @@ struct round {
   struct participant *part;
   size_t part_cap;
   dtimer deadline;
-  bool deadline_armed;
+  bool deadline_armed;  /* for this round: deadline_at is its time */
+  uint64_t deadline_at; /* ms; a callback that fires before it is a stale one */
 };
 
 struct instance {

@@ -56,17 +56,16 @@ static void drop_timer_ref(instance *in) {
   (void)before;
 }
 
+/* A timer whose cancel fails is firing now, its callback waiting for the
+ * lock: it keeps its reference and finds itself stale (round_deadline_cb),
+ * while this round's state says no timer, so the next round arms its own. */
 void round__reset(instance *in) {
   INSTANCE_ASSERT_LOCKED(in);
   in->round.count = 0;
-  if (in->round.deadline_armed && timers_cancel(in->tm, &in->round.deadline)) {
-    in->round.deadline_armed = false;
-    drop_timer_ref(in);
-  }
-  if (in->lease_armed && timers_cancel(in->tm, &in->lease_timer)) {
-    in->lease_armed = false;
-    drop_timer_ref(in);
-  }
+  if (in->round.deadline_armed && timers_cancel(in->tm, &in->round.deadline)) drop_timer_ref(in);
+  in->round.deadline_armed = false;
+  if (in->lease_armed && timers_cancel(in->tm, &in->lease_timer)) drop_timer_ref(in);
+  in->lease_armed = false;
 }
 
 /* Completes every waiter of participant p; `self` is the caller's own
@@ -174,10 +173,13 @@ static void arm_lease_timer(instance *in) {
 static void arm_deadline(instance *in) {
   if (in->round.count != 1 || !in->cfg.round_timeout_ms || in->round.deadline_armed) return;
   instance_ref(in);
-  if (timers_arm(in->tm, &in->round.deadline, timers_now_ms() + in->cfg.round_timeout_ms))
+  uint64_t at = timers_now_ms() + in->cfg.round_timeout_ms;
+  if (timers_arm(in->tm, &in->round.deadline, at)) {
     in->round.deadline_armed = true;
-  else
+    in->round.deadline_at = at;
+  } else {
     drop_timer_ref(in);
+  }
 }
 
 /* Loop thread: drops members whose lease ran out; closes the round if it now can. */
@@ -201,13 +203,16 @@ static void lease_cb(dtimer *t) {
   instance_unref(in);
 }
 
-/* Loop thread: the round's deadline. */
+/* Loop thread: the round's deadline.  A callback that was already firing
+ * when its round closed (its cancel failed) finds no deadline armed, or the
+ * next round's, not yet due: it does nothing. */
 static void round_deadline_cb(dtimer *t) {
   instance *in = t->arg;
   wake_list wl = {0};
   instance__lock(in);
-  in->round.deadline_armed = false;
-  if (!in->deleted && in->round.count) {
+  bool stale = !in->round.deadline_armed || timers_now_ms() < in->round.deadline_at;
+  if (!stale) in->round.deadline_armed = false;
+  if (!stale && !in->deleted && in->round.count) {
     size_t m = in->cfg.min_workers;
     if (m && in->round.count >= m) {
       round__close(in, &wl, NULL);

@@ -14,6 +14,13 @@
   X(kpool)            \
   X(bufpool)          \
   X(codec_half)       \
+  X(state_push)       \
+  X(state_rounds)     \
+  X(state_waiters)    \
+  X(registry)         \
+  X(persist)          \
+  X(spec)             \
+  X(bugs)             \
   X(timers)           \
   X(auth)             \
   X(routes)
