@@ -29,7 +29,7 @@
 
 struct http_server {
   app *app;
-  struct MHD_Daemon *d;
+  struct MHD_Daemon *_Atomic d; /* set once MHD_start_daemon returns, while its threads may already serve */
   uint16_t port;
   MHD_socket quiesced; /* the listening socket after quiesce: closed after the daemon stops */
   pthread_mutex_t lock; /* guards the suspended list and counters */
@@ -664,6 +664,8 @@ void http_server_stop(http_server *hs) {
 uint16_t http_server_port(http_server *hs) { return hs->port; }
 
 unsigned http_server_connections(http_server *hs) {
-  const union MHD_DaemonInfo *i = MHD_get_daemon_info(hs->d, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+  struct MHD_Daemon *d = atomic_load(&hs->d);
+  if (!d) return 0; /* still starting */
+  const union MHD_DaemonInfo *i = MHD_get_daemon_info(d, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
   return i ? i->num_connections : 0;
 }

@@ -102,6 +102,7 @@ void http_server_quiesce(http_server *hs);
 void http_server_stop(http_server *hs);
 
 uint16_t http_server_port(http_server *hs);
+/* Open connections (0 while the server is still starting).  Any thread. */
 unsigned http_server_connections(http_server *hs);
 size_t http_server_suspended(http_server *hs);
 /* Requests currently inside a handler or waiting (for shutdown). */

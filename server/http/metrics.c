@@ -38,7 +38,7 @@ typedef struct snap {
   size_t nw;
 } snap;
 
-static void process_metrics(app *a, jbuf *b) {
+static void process_metrics(app *a, http_server *hs, jbuf *b) {
   head(b, "descent_build_info", "gauge", "Version and kernel instruction set of this daemon.");
   jbuf_printf(b, "descent_build_info{version=\"%s\",kernels=\"%s\"} 1\n", DESCENT_VERSION, optim_isa());
   head(b, "descent_start_time_seconds", "gauge", "Unix time the daemon started.");
@@ -53,20 +53,20 @@ static void process_metrics(app *a, jbuf *b) {
   jbuf_printf(b, "descent_memory_floats %llu\n", (unsigned long long)registry_floats(a->reg));
   head(b, "descent_memory_floats_limit", "gauge", "The --max-params quota.");
   jbuf_printf(b, "descent_memory_floats_limit %ld\n", a->cfg->max_params);
-  if (a->http) {
+  if (hs) {
     head(b, "descent_http_connections", "gauge", "Open HTTP connections.");
-    jbuf_printf(b, "descent_http_connections %u\n", http_server_connections(a->http));
+    jbuf_printf(b, "descent_http_connections %u\n", http_server_connections(hs));
     head(b, "descent_http_waiting_requests", "gauge", "Requests suspended in a sync round or a long-poll.");
-    jbuf_printf(b, "descent_http_waiting_requests %zu\n", http_server_suspended(a->http));
+    jbuf_printf(b, "descent_http_waiting_requests %zu\n", http_server_suspended(hs));
     const unsigned *statuses;
     size_t ns, nr = routes_count();
     head(b, "descent_http_body_bytes", "gauge", "Memory the bodies of requests in flight hold, against --max-body-memory.");
-    jbuf_printf(b, "descent_http_body_bytes %zu\n", http_server_body_bytes(a->http));
+    jbuf_printf(b, "descent_http_body_bytes %zu\n", http_server_body_bytes(hs));
     head(b, "descent_http_body_bytes_limit", "gauge", "The --max-body-memory budget.");
-    jbuf_printf(b, "descent_http_body_bytes_limit %zu\n", http_server_body_limit(a->http));
+    jbuf_printf(b, "descent_http_body_bytes_limit %zu\n", http_server_body_limit(hs));
     uint64_t *counts = mem_xmalloc((nr + 1) * HTTP_STATUS_SLOTS * sizeof *counts);
     {
-      http_server_counts(a->http, &statuses, &ns, counts);
+      http_server_counts(hs, &statuses, &ns, counts);
       head(b, "descent_http_requests_total", "counter", "HTTP requests answered, by route and status.");
       for (size_t r = 0; r <= nr; r++)
         for (size_t k = 0; k < ns; k++) {
@@ -224,8 +224,8 @@ static void worker_series(jbuf *b, const snap *s, size_t n) {
 #undef EACH
 #undef L
 
-void metrics_write(app *a, jbuf *b) {
-  process_metrics(a, b);
+void metrics_write(app *a, http_server *hs, jbuf *b) {
+  process_metrics(a, hs, b);
   instance **all;
   snap *s;
   size_t n = snaps_take(a, &all, &s);

@@ -15,7 +15,9 @@
 #include "app.h"
 #include "codec_json.h"
 
-/* Writes the whole exposition into b. */
-void metrics_write(app *a, jbuf *b);
+/* Writes the whole exposition into b.  hs is the server the scrape came
+ * through (the request's own, not a->http, which the main thread sets only
+ * once the server has started, racing with the first requests). */
+void metrics_write(app *a, http_server *hs, jbuf *b);
 
 #endif
