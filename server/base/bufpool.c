@@ -8,6 +8,7 @@
 #include "bufpool.h"
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <time.h>
@@ -67,12 +68,33 @@ void bufpool_free(bufpool *bp) {
   free(bp);
 }
 
+static bool pooled(const bufpool *bp, size_t bytes) { return bp && bytes >= ((size_t)1 << MIN_SHIFT) / 2; }
+
+size_t bufpool_capacity(const bufpool *bp, size_t bytes) {
+  if (!pooled(bp, bytes)) return bytes;
+  size_t cap;
+  return class_of(bytes, &cap) < 0 ? 0 : cap;
+}
+
+void *bufpool_get_idle(bufpool *bp, size_t bytes, size_t *cap) {
+  if (!pooled(bp, bytes)) return NULL;
+  int c = class_of(bytes, cap);
+  if (c < 0) return NULL;
+  pthread_mutex_lock(&bp->lock);
+  node *n = bp->free[c];
+  if (n) {
+    bp->free[c] = n->next;
+    bp->idle -= *cap;
+    bp->busy += *cap;
+  }
+  pthread_mutex_unlock(&bp->lock);
+  return n;
+}
+
 void *bufpool_get(bufpool *bp, size_t bytes, size_t *cap) {
-  if (bytes < ((size_t)1 << MIN_SHIFT) / 2 || !bp) {
+  if (!pooled(bp, bytes)) {
     *cap = bytes;
-    void *p = NULL;
-    if (posix_memalign(&p, 64, bytes ? bytes : 64) != 0) return NULL;
-    return p;
+    return mem_alloc_big(bytes); /* small: posix_memalign'd, 64-byte aligned */
   }
   int c = class_of(bytes, cap);
   if (c < 0) return NULL;
@@ -94,10 +116,22 @@ void *bufpool_get(bufpool *bp, size_t bytes, size_t *cap) {
   return p;
 }
 
+void *bufpool_grow(bufpool *bp, void *p, size_t cap, size_t bytes, size_t *ncap) {
+  size_t want = bufpool_capacity(bp, bytes);
+  if (!pooled(bp, cap) || !want || want < cap) return NULL;
+  void *q = mem_grow_big(p, cap, want);
+  if (!q) return NULL;
+  pthread_mutex_lock(&bp->lock);
+  bp->busy += want - cap;
+  pthread_mutex_unlock(&bp->lock);
+  *ncap = want;
+  return q;
+}
+
 void bufpool_put(bufpool *bp, void *p, size_t cap) {
   if (!p) return;
-  if (!bp || cap < ((size_t)1 << MIN_SHIFT) / 2) {
-    free(p);
+  if (!pooled(bp, cap)) {
+    mem_free_big(p, cap);
     return;
   }
   size_t ccap;
@@ -146,5 +180,14 @@ size_t bufpool_trim(bufpool *bp, unsigned idle_ms) {
   return freed;
 }
 
-size_t bufpool_idle_bytes(const bufpool *bp) { return bp ? bp->idle : 0; }
-size_t bufpool_busy_bytes(const bufpool *bp) { return bp ? bp->busy : 0; }
+/* Under the lock: any thread may ask while others get and put. */
+static size_t locked_read(const bufpool *bp, const size_t *field) {
+  if (!bp) return 0;
+  pthread_mutex_lock((pthread_mutex_t *)&bp->lock);
+  size_t v = *field;
+  pthread_mutex_unlock((pthread_mutex_t *)&bp->lock);
+  return v;
+}
+
+size_t bufpool_idle_bytes(const bufpool *bp) { return bp ? locked_read(bp, &bp->idle) : 0; }
+size_t bufpool_busy_bytes(const bufpool *bp) { return bp ? locked_read(bp, &bp->busy) : 0; }

@@ -35,6 +35,23 @@ void bufpool_free(bufpool *bp); /* frees idle buffers; all must have been put ba
  * system refuses (bp may be NULL: plain allocation). */
 void *bufpool_get(bufpool *bp, size_t bytes, size_t *cap);
 
+/* An idle buffer of the class that bufpool_get(bytes) would use, or NULL
+ * when that class has none: never allocates, so it costs no new memory (the
+ * buffer is already touched).  Request bodies take one whole when their
+ * declared size has been seen before. */
+void *bufpool_get_idle(bufpool *bp, size_t bytes, size_t *cap);
+
+/* The capacity bufpool_get(bp, bytes) would hand out (0 if none can be),
+ * to charge a budget before allocating. */
+size_t bufpool_capacity(const bufpool *bp, size_t bytes);
+
+/* Grows p (a buffer of capacity cap from this pool) in place to at least
+ * `bytes`, without copying and without touching the added pages (see
+ * mem_grow_big), and returns it with *ncap its new capacity.  NULL (p
+ * unchanged, still of cap) when p is too small to be mapped or the system
+ * refuses: the caller then copies into a new buffer. */
+void *bufpool_grow(bufpool *bp, void *p, size_t cap, size_t bytes, size_t *ncap);
+
 /* Returns a buffer from bufpool_get (NULL is ignored). */
 void bufpool_put(bufpool *bp, void *p, size_t cap);
 

@@ -124,6 +124,12 @@ int config_load(config *cfg, int argc, char **argv, derr *e) {
     double half = pages > 0 && page > 0 ? (double)pages * (double)page / 2 : 8.0 * (1 << 30);
     cfg->max_params = (long)(half / sizeof(float));
   }
+  if (cfg->max_body_memory == 0) { /* auto: 4 bodies of the largest size, at most 1/4 of the memory */
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+    double quarter = pages > 0 && page > 0 ? (double)pages * (double)page / 4 : 2.0 * (1 << 30);
+    double four = 4.0 * (double)cfg->max_body;
+    cfg->max_body_memory = (long)(four < quarter ? four : quarter);
+  }
   if (!!cfg->tls_cert != !!cfg->tls_key)
     return derr_set(e, E_BAD_REQUEST, "--tls-cert and --tls-key go together");
   return 0;

@@ -23,6 +23,7 @@ typedef struct config {
   char *token_file, *tls_cert, *tls_key;
   long threads;             /* HTTP worker threads */
   long max_body;            /* bytes */
+  long max_body_memory;     /* bytes all request bodies in flight may hold together */
   char *log_level;
   long max_connections;
   long max_instances;
@@ -48,6 +49,8 @@ typedef struct config {
   X("tls-key", STR, tls_key, NULL, "FILE", "PEM private key for --tls-cert")                   \
   X("threads", INT, threads, "0", "N", "HTTP worker threads (0: one per CPU)")                 \
   X("max-body", INT, max_body, "512M", "BYTES", "largest request body (413 above)")           \
+  X("max-body-memory", INT, max_body_memory, "0", "BYTES",                                     \
+    "memory the bodies of all requests in flight may hold together; a body that would pass it is refused with 503 busy (0: the smaller of 4 x --max-body and a quarter of the physical memory)") \
   X("log-level", STR, log_level, "info", "LEVEL", "debug, info, warn or error")                \
   X("max-connections", INT, max_connections, "4096", "N", "simultaneous connections")          \
   X("max-instances", INT, max_instances, "1024", "N", "optimizer instances")                   \

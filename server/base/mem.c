@@ -10,7 +10,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
-#define BIG_THRESHOLD (2u << 20)
+#define BIG_THRESHOLD MEM_BIG_THRESHOLD
 
 static void oom(size_t n) {
   fprintf(stderr, "level=error msg=\"out of memory\" bytes=%zu\n", n);
@@ -68,6 +68,14 @@ void mem_free_big(void *p, size_t bytes) {
   if (!p) return;
   if (bytes < BIG_THRESHOLD) free(p);
   else munmap(p, round_big(bytes));
+}
+
+void *mem_grow_big(void *p, size_t bytes, size_t new_bytes) {
+  if (!p || bytes < BIG_THRESHOLD || new_bytes < bytes) return NULL;
+  size_t len = round_big(bytes), nlen = round_big(new_bytes);
+  if (nlen == len) return p;
+  void *q = mremap(p, len, nlen, MREMAP_MAYMOVE);
+  return q == MAP_FAILED ? NULL : q;
 }
 
 float *mem_alloc_floats(size_t n) {

@@ -32,4 +32,13 @@ void mem_free_floats(float *p, size_t n);
 void *mem_alloc_big(size_t bytes);
 void mem_free_big(void *p, size_t bytes);
 
+/* Grows p, a mem_alloc_big array of `bytes`, to new_bytes without copying
+ * or doubling its memory: the pages move (mremap) and the added ones are not
+ * touched (they cost nothing until written).  Only for arrays big enough to
+ * be mapped (bytes >= MEM_BIG_THRESHOLD); otherwise, or if the system
+ * refuses, NULL and p is unchanged.  The result is freed with
+ * mem_free_big(q, new_bytes). */
+#define MEM_BIG_THRESHOLD ((size_t)2 << 20)
+void *mem_grow_big(void *p, size_t bytes, size_t new_bytes);
+
 #endif

@@ -11,7 +11,10 @@
 #ifndef DESCENT_HANDLERS_H
 #define DESCENT_HANDLERS_H
 
+#include <jansson.h>
 #include <microhttpd.h>
+#include <stdbool.h>
+#include <stdint.h>
 
 typedef struct request request;
 
@@ -34,17 +37,39 @@ enum MHD_Result h_tell(request *r);
 enum MHD_Result h_workers(request *r);
 enum MHD_Result h_history(request *r);
 
-/* Shared by the handler files (handlers_common.c). */
+/* ---- shared by the handler files (handlers_common.c) ----------------------------
+ *
+ * A helper that finds the request wrong answers it itself (an error from the
+ * table) and says so with HANDLERS_REPLIED; the handler then returns
+ * http_replied(r), what queuing that reply returned:
+ *
+ *   instance *in;
+ *   if (handlers_find(r, &in) == HANDLERS_REPLIED) return http_replied(r);
+ */
+typedef enum handlers_flow {
+  HANDLERS_GO_ON = 0, /* nothing was replied: carry on */
+  HANDLERS_REPLIED,   /* an error reply is queued: return http_replied(r) */
+} handlers_flow;
+
 struct instance;
-/* r->in = the instance named in the path, or replies 404/400 and returns NULL. */
+/* *in = r->in = the instance named in the path (a reference the request
+ * holds), or replies 404 unknown_instance. */
+handlers_flow handlers_find(request *r, struct instance **in);
+/* Parses the JSON body into r->doc, or replies its error. */
+handlers_flow handlers_parse_body(request *r);
+/* The integer query argument key, which must lie in [lo, hi]: *given says
+ * whether it was there (*out set then; untouched otherwise); a bad one is
+ * replied 400 bad_query. */
+handlers_flow handlers_arg_int(request *r, const char *key, int64_t lo, int64_t hi, int64_t *out, bool *given);
+
+/* The former convention (-1 or NULL: replied; *ret: what to return), kept
+ * for handlers_optimizers.c, handlers_state.c and handlers_step.c until they
+ * use the functions above.  Do not use in new code. */
 struct instance *handlers_instance(request *r, enum MHD_Result *ret);
-/* Parses the JSON body into r->doc; replies the error and returns -1 on failure. */
 int handlers_json_body(request *r, enum MHD_Result *ret);
-/* Reads an integer query argument; *out untouched if absent.  -1 (replied 400) if bad. */
 int handlers_query_int(request *r, const char *key, int64_t lo, int64_t hi, int64_t *out, enum MHD_Result *ret);
 
-#endif
-
 /* The description of an instance (GET /v1/optimizers/{name}): a new object. */
-#include <jansson.h>
 json_t *handlers_describe_json(struct instance *in);
+
+#endif

@@ -1,4 +1,6 @@
-/* handlers_common: lookups every handler family shares. */
+/* handlers_common: lookups every handler family shares (the instance of the
+ * path, the JSON body, integer query arguments), each answering the request
+ * itself when it is wrong.  HTTP threads. */
 #include <errno.h>
 #include <stdlib.h>
 
@@ -7,33 +9,30 @@
 #include "http_server.h"
 #include "registry.h"
 #include "spec.h"
-#include <math.h>
 
-instance *handlers_instance(request *r, enum MHD_Result *ret) {
-  if (r->in) return r->in;
-  r->in = registry_get(r->app->reg, r->name);
-  if (!r->in) {
-    derr e;
-    derr_set(&e, E_NO_INSTANCE, "no optimizer instance named '%s'", r->name);
-    *ret = reply_error(r, E_NO_INSTANCE, &e);
-  }
-  return r->in;
+handlers_flow handlers_find(request *r, instance **in) {
+  if (!r->in) r->in = registry_get(r->app->reg, r->name);
+  *in = r->in;
+  if (r->in) return HANDLERS_GO_ON;
+  derr e;
+  derr_set(&e, E_NO_INSTANCE, "no optimizer instance named '%s'", r->name);
+  reply_error(r, E_NO_INSTANCE, &e);
+  return HANDLERS_REPLIED;
 }
 
-int handlers_json_body(request *r, enum MHD_Result *ret) {
+handlers_flow handlers_parse_body(request *r) {
   derr e = {0};
   int rc = jdoc_parse(&r->doc, r->app->pool, r->body ? r->body : "", r->len, &e);
   r->doc_used = true;
-  if (rc < 0) {
-    *ret = reply_error(r, rc, &e);
-    return -1;
-  }
-  return 0;
+  if (rc == 0) return HANDLERS_GO_ON;
+  reply_error(r, rc, &e);
+  return HANDLERS_REPLIED;
 }
 
-int handlers_query_int(request *r, const char *key, int64_t lo, int64_t hi, int64_t *out, enum MHD_Result *ret) {
+handlers_flow handlers_arg_int(request *r, const char *key, int64_t lo, int64_t hi, int64_t *out, bool *given) {
+  *given = false;
   const char *v = http_arg(r, key);
-  if (!v) return 0;
+  if (!v) return HANDLERS_GO_ON;
   char *end;
   errno = 0;
   long long x = strtoll(v, &end, 10);
@@ -41,11 +40,33 @@ int handlers_query_int(request *r, const char *key, int64_t lo, int64_t hi, int6
     derr e;
     derr_set(&e, E_BAD_QUERY, "?%s=%.40s: expected an integer between %lld and %lld", key, v, (long long)lo,
              (long long)hi);
-    *ret = reply_error(r, E_BAD_QUERY, &e);
-    return -1;
+    reply_error(r, E_BAD_QUERY, &e);
+    return HANDLERS_REPLIED;
   }
   *out = x;
-  return 1;
+  *given = true;
+  return HANDLERS_GO_ON;
+}
+
+/* ---- the former convention, over the above ---- */
+
+instance *handlers_instance(request *r, enum MHD_Result *ret) {
+  instance *in;
+  if (handlers_find(r, &in) == HANDLERS_REPLIED) *ret = http_replied(r);
+  return in;
+}
+
+int handlers_json_body(request *r, enum MHD_Result *ret) {
+  if (handlers_parse_body(r) == HANDLERS_GO_ON) return 0;
+  *ret = http_replied(r);
+  return -1;
+}
+
+int handlers_query_int(request *r, const char *key, int64_t lo, int64_t hi, int64_t *out, enum MHD_Result *ret) {
+  bool given;
+  if (handlers_arg_int(r, key, lo, hi, out, &given) == HANDLERS_GO_ON) return given;
+  *ret = http_replied(r);
+  return -1;
 }
 
 json_t *handlers_describe_json(instance *in) {

@@ -16,7 +16,7 @@ enum MHD_Result h_healthz(request *r) {
 enum MHD_Result h_metrics(request *r) {
   jbuf b;
   jbuf_init(&b, r->app->pool, 64 << 10);
-  metrics_write(r->app, &b);
+  metrics_write(r->app, r->hs, &b);
   return reply_jbuf(r, MHD_HTTP_OK, &b, "text/plain; version=0.0.4; charset=utf-8");
 }
 

@@ -9,6 +9,7 @@
 #include "handlers.h"
 #include "http_reply.h"
 #include "http_server.h"
+#include "mem.h"
 #include "playground.h"
 #include "spec.h"
 
@@ -63,21 +64,16 @@ static int parse(request *r, pg_run *run, derr *e) {
 }
 
 enum MHD_Result h_playground(request *r) {
-  enum MHD_Result ret = MHD_NO;
-  if (handlers_json_body(r, &ret) < 0) return ret;
+  if (handlers_parse_body(r) == HANDLERS_REPLIED) return http_replied(r);
   pg_run run;
   memset(&run, 0, sizeof run);
   derr e = {0};
   int rc = parse(r, &run, &e);
   if (rc < 0) return reply_error(r, rc, &e);
   size_t npts = (size_t)run.steps + 1;
-  float *traj = malloc(2 * npts * sizeof *traj);
-  double *losses = malloc(npts * sizeof *losses);
-  if (!traj || !losses) {
-    free(traj);
-    free(losses);
-    return reply_error(r, E_QUOTA, NULL);
-  }
+  /* at most PLAYGROUND_MAX_STEPS + 1 points (checked by parse): small */
+  float *traj = mem_xmalloc(2 * npts * sizeof *traj);
+  double *losses = mem_xmalloc(npts * sizeof *losses);
   if ((rc = playground_run(&run, traj, losses, &e)) < 0) {
     free(traj);
     free(losses);

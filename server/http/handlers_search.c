@@ -10,11 +10,10 @@
 #include "http_server.h"
 
 enum MHD_Result h_ask(request *r) {
-  enum MHD_Result ret = MHD_NO;
-  instance *in = handlers_instance(r, &ret);
-  if (!in) return ret;
+  instance *in;
+  if (handlers_find(r, &in) == HANDLERS_REPLIED) return http_replied(r);
   if (r->len) { /* an optional {} body */
-    if (handlers_json_body(r, &ret) < 0) return ret;
+    if (handlers_parse_body(r) == HANDLERS_REPLIED) return http_replied(r);
     if (!json_is_object(r->doc.root) || json_object_size(r->doc.root)) {
       derr e;
       derr_set(&e, E_BAD_REQUEST, "ask takes no fields (send {} or nothing)");
@@ -33,7 +32,6 @@ enum MHD_Result h_ask(request *r) {
     return reply_error(r, rc, &e);
   }
   if (r->accept_binary) {
-    /* the candidate as float32; its id in Descent-Candidate */
     char idh[32];
     snprintf(idh, sizeof idh, "%llu", (unsigned long long)id);
     struct MHD_Response *resp = MHD_create_response_from_buffer(c->n * sizeof(float), x, MHD_RESPMEM_MUST_COPY);
@@ -55,10 +53,9 @@ enum MHD_Result h_ask(request *r) {
 }
 
 enum MHD_Result h_tell(request *r) {
-  enum MHD_Result ret = MHD_NO;
-  instance *in = handlers_instance(r, &ret);
-  if (!in) return ret;
-  if (handlers_json_body(r, &ret) < 0) return ret;
+  instance *in;
+  if (handlers_find(r, &in) == HANDLERS_REPLIED) return http_replied(r);
+  if (handlers_parse_body(r) == HANDLERS_REPLIED) return http_replied(r);
   json_t *root = r->doc.root, *cand = json_object_get(root, "candidate"), *loss = json_object_get(root, "loss");
   derr e = {0};
   if (!json_is_object(root) || json_object_size(root) != 2 || !json_is_integer(cand) || json_integer_value(cand) < 1 ||

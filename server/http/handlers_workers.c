@@ -8,9 +8,8 @@
 #include "timers.h"
 
 enum MHD_Result h_workers(request *r) {
-  enum MHD_Result ret = MHD_NO;
-  instance *in = handlers_instance(r, &ret);
-  if (!in) return ret;
+  instance *in;
+  if (handlers_find(r, &in) == HANDLERS_REPLIED) return http_replied(r);
   worker_info *w;
   uint64_t step;
   size_t n = instance_workers_copy(in, &w, &step);
@@ -30,9 +29,8 @@ enum MHD_Result h_workers(request *r) {
 }
 
 enum MHD_Result h_history(request *r) {
-  enum MHD_Result ret = MHD_NO;
-  instance *in = handlers_instance(r, &ret);
-  if (!in) return ret;
+  instance *in;
+  if (handlers_find(r, &in) == HANDLERS_REPLIED) return http_replied(r);
   history_entry *h;
   size_t n = instance_history_copy(in, &h);
   json_t *arr = json_array();

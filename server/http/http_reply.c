@@ -1,6 +1,7 @@
 /* http_reply: response construction and the common headers. */
 #include "http_reply.h"
 #include "http_routes.h"
+#include "mem.h"
 
 #include <inttypes.h>
 #include <stdbool.h>
@@ -29,7 +30,7 @@ void reply_step_header(struct MHD_Response *resp, uint64_t step) {
 enum MHD_Result reply_queue(request *r, unsigned status, struct MHD_Response *resp, const char *ctype) {
   if (!resp) return MHD_NO;
   if (ctype) MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
-  if (r->route && r->route->path[1] == 'v') MHD_add_response_header(resp, "Cache-Control", "no-store");
+  if (r->route && (r->route->flags & R_NO_STORE)) MHD_add_response_header(resp, "Cache-Control", "no-store");
   if (r->decode_ms > 0 || r->apply_ms > 0 || r->encode_ms > 0) {
     char st[160];
     snprintf(st, sizeof st, "decode;dur=%.3f, apply;dur=%.3f, encode;dur=%.3f", r->decode_ms, r->apply_ms,
@@ -40,6 +41,7 @@ enum MHD_Result reply_queue(request *r, unsigned status, struct MHD_Response *re
   enum MHD_Result ret = MHD_queue_response(r->conn, status, resp);
   MHD_destroy_response(resp);
   r->state = RS_DONE;
+  r->queued = ret;
   return ret;
 }
 
@@ -50,11 +52,7 @@ enum MHD_Result reply_pooled(request *r, unsigned status, void *buf, size_t len,
 
 enum MHD_Result reply_pooled_step(request *r, unsigned status, void *buf, size_t len, size_t cap,
                                   const char *ctype, int64_t step) {
-  pooled *p = malloc(sizeof *p);
-  if (!p) {
-    bufpool_put(r->app->pool, buf, cap);
-    return MHD_NO;
-  }
+  pooled *p = mem_xmalloc(sizeof *p);
   *p = (pooled){r->app->pool, buf, cap};
   struct MHD_Response *resp =
       MHD_create_response_from_buffer_with_free_callback_cls(len, buf, free_pooled, p);
@@ -135,23 +133,15 @@ static enum MHD_Result error_reply(request *r, int code, const derr *e, bool wit
   jbuf_put(&b, "\n", 1);
   size_t len, cap;
   char *p = jbuf_take(&b, &len, &cap);
-  pooled *pp = malloc(sizeof *pp);
-  if (!pp || !p) {
-    free(pp);
-    bufpool_put(r->app->pool, p, cap);
-    return MHD_NO;
-  }
+  if (!p) return MHD_NO;
+  pooled *pp = mem_xmalloc(sizeof *pp);
   *pp = (pooled){r->app->pool, p, cap};
   struct MHD_Response *resp = MHD_create_response_from_buffer_with_free_callback_cls(len, p, free_pooled, pp);
   if (!resp) {
     free_pooled(pp);
     return MHD_NO;
   }
-  if (code == E_METHOD && e && e->msg[0]) {
-    /* the message of a 405 starts with the allowed methods: "allowed: GET, POST" */
-    const char *allow = strstr(e->msg, "allowed: ");
-    if (allow) MHD_add_response_header(resp, "Allow", allow + 9);
-  }
+  if (code == E_METHOD && r->allow[0]) MHD_add_response_header(resp, "Allow", r->allow); /* from the route table */
   if (code == E_UNAUTHORIZED) MHD_add_response_header(resp, "WWW-Authenticate", "Bearer realm=\"descent\"");
   return reply_queue(r, (unsigned)derr_status(code), resp, "application/json");
 }

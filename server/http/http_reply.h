@@ -1,9 +1,12 @@
 /* http_reply: building and queuing responses for a request.
  *
  * Every reply gets the common headers (Content-Type, Cache-Control:
- * no-store for the API, Server-Timing when the handler measured it).  Errors
- * always come from the error table as {"error": {"code", "message"}} plus,
- * where useful, the instance's current "step".  Pooled buffers handed to a
+ * no-store for routes flagged R_NO_STORE, Server-Timing when the handler
+ * measured it).  Errors always come from the error table as
+ * {"error": {"code", "message"}} plus, where useful, the instance's current
+ * "step"; a 405 carries Allow from r->allow (which the route table filled).
+ * Each reply function returns what MHD_queue_response returned, and records
+ * it in r->queued (see http_replied).  Pooled buffers handed to a
  * reply go back to the pool when libmicrohttpd is done sending them.
  * Called on the request's HTTP thread.
  */

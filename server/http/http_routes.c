@@ -1,4 +1,5 @@
-/* http_routes: the route table and path matching. */
+/* http_routes: the route table, path matching and the per-route query
+ * parameters. */
 #include "http_routes.h"
 
 #include <stdbool.h>
@@ -6,27 +7,38 @@
 
 #include "handlers.h"
 
+/* The query parameters each route reads (grep the handlers for http_arg and
+ * handlers_query_int when adding one); any other is refused with 400. */
+static const char *const no_params[] = {NULL};
+static const char *const step_params[] = {"worker", "step", "seq", "loss", "grad_norm", "params", NULL};
+static const char *const pull_params[] = {"wait_for_step", "timeout_ms", "worker", NULL};
+
+#define API (R_NO_STORE)
+#define ONE (R_NO_STORE | R_NAME)
 static const route routes[] = {
-    {"GET", "/healthz", h_healthz, R_PUBLIC},
-    {"GET", "/metrics", h_metrics, 0},
-    {"GET", "/", h_dashboard, R_PUBLIC},
-    {"POST", "/v1/optimizers", h_create, R_WRITE | R_JSON},
-    {"GET", "/v1/optimizers", h_list, 0},
-    {"GET", "/v1/optimizers/{name}", h_describe, 0},
-    {"PUT", "/v1/optimizers/{name}", h_create, R_WRITE | R_JSON}, /* create, name in the path (routable by proxies) */
-    {"PATCH", "/v1/optimizers/{name}", h_patch, R_WRITE | R_JSON},
-    {"DELETE", "/v1/optimizers/{name}", h_delete, R_WRITE | R_BODY_OPT},
-    {"POST", "/v1/optimizers/{name}/step", h_step, R_WRITE | R_JSON | R_BINARY},
-    {"GET", "/v1/optimizers/{name}/params", h_params, 0},
-    {"GET", "/v1/optimizers/{name}/state", h_state_get, 0},
-    {"PUT", "/v1/optimizers/{name}/state", h_state_put, R_WRITE | R_JSON},
-    {"POST", "/v1/optimizers/{name}/snapshot", h_snapshot, R_WRITE},
-    {"POST", "/v1/optimizers/{name}/ask", h_ask, R_WRITE | R_JSON | R_BODY_OPT},
-    {"POST", "/v1/optimizers/{name}/tell", h_tell, R_WRITE | R_JSON},
-    {"GET", "/v1/optimizers/{name}/workers", h_workers, 0},
-    {"GET", "/v1/optimizers/{name}/history", h_history, 0},
-    {"POST", "/v1/playground", h_playground, R_WRITE | R_JSON},
+    {"GET", "/healthz", h_healthz, R_PUBLIC, no_params},
+    {"GET", "/metrics", h_metrics, 0, no_params},
+    {"GET", "/", h_dashboard, R_PUBLIC, no_params},
+    {"POST", "/v1/optimizers", h_create, API | R_WRITE | R_JSON, no_params},
+    {"GET", "/v1/optimizers", h_list, API, no_params},
+    {"GET", "/v1/optimizers/{name}", h_describe, ONE, no_params},
+    /* create with the name in the path (routable by proxies) */
+    {"PUT", "/v1/optimizers/{name}", h_create, ONE | R_WRITE | R_JSON, no_params},
+    {"PATCH", "/v1/optimizers/{name}", h_patch, ONE | R_WRITE | R_JSON, no_params},
+    {"DELETE", "/v1/optimizers/{name}", h_delete, ONE | R_WRITE | R_BODY_OPT, no_params},
+    {"POST", "/v1/optimizers/{name}/step", h_step, ONE | R_WRITE | R_JSON | R_BINARY, step_params},
+    {"GET", "/v1/optimizers/{name}/params", h_params, ONE, pull_params},
+    {"GET", "/v1/optimizers/{name}/state", h_state_get, ONE, no_params},
+    {"PUT", "/v1/optimizers/{name}/state", h_state_put, ONE | R_WRITE | R_JSON, no_params},
+    {"POST", "/v1/optimizers/{name}/snapshot", h_snapshot, ONE | R_WRITE, no_params},
+    {"POST", "/v1/optimizers/{name}/ask", h_ask, ONE | R_WRITE | R_JSON | R_BODY_OPT, no_params},
+    {"POST", "/v1/optimizers/{name}/tell", h_tell, ONE | R_WRITE | R_JSON, no_params},
+    {"GET", "/v1/optimizers/{name}/workers", h_workers, ONE, no_params},
+    {"GET", "/v1/optimizers/{name}/history", h_history, ONE, no_params},
+    {"POST", "/v1/playground", h_playground, API | R_WRITE | R_JSON, no_params},
 };
+#undef API
+#undef ONE
 #define NROUTES (sizeof routes / sizeof *routes)
 
 /* Does url match pattern?  Copies the {name} segment. */
@@ -69,6 +81,23 @@ const route *routes_match(const char *method, const char *url, char *name, size_
   }
   *status = path_known ? 405 : 404;
   return NULL;
+}
+
+bool routes_param_known(const route *rt, const char *key) {
+  for (const char *const *p = rt->params; p && *p; p++)
+    if (!strcmp(*p, key)) return true;
+  return false;
+}
+
+const char *routes_params_list(const route *rt, char *out, size_t cap) {
+  size_t k = 0;
+  if (cap) out[0] = 0;
+  for (const char *const *p = rt->params; p && *p; p++) {
+    int w = snprintf(out + k, cap > k ? cap - k : 0, "%s%s", k ? ", " : "", *p);
+    if (w > 0) k += (size_t)w;
+  }
+  if (!k && cap) snprintf(out, cap, "none");
+  return out;
 }
 
 void routes_print(FILE *out) {

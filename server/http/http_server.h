@@ -1,11 +1,24 @@
 /* http_server: libmicrohttpd behind descent's request lifecycle.
  *
  * Owns the MHD daemon (internal thread pool, epoll, suspend/resume), the
- * request object of every connection, body reading (size limit checked
- * before reading, bodies streamed into pooled buffers), authentication, and
+ * request object of every connection, body reading, authentication, and
  * every suspension: a suspended request is on one list, holds a timer when
  * it has a deadline, and is resumed exactly once (by its waker, its timer,
  * or shutdown).
+ *
+ * Bodies: the route, the token, the query parameters and the declared size
+ * are checked when the headers are in, before a byte of the body is read.
+ * Memory is taken as the bytes arrive: a pooled buffer that doubles, up to
+ * the declared size (in place once it is 2 MiB or more: its pages move, none
+ * is copied or touched ahead of the data), except that a body whose declared
+ * size matches an idle pooled buffer takes it whole at its first byte
+ * (already touched: it costs no new memory, and the binary push stays
+ * zero-copy).
+ * Every body buffer is charged to one budget (--max-body-memory) until its
+ * request ends; a body that would pass it is refused with 503 busy: when the
+ * headers are in if its declared size does not fit, else at its end, the
+ * rest having been read and dropped (libmicrohttpd 0.9.75 cannot answer in
+ * the middle of an upload).
  *
  * Request states:
  *   NEW --headers ok--> BODY --complete--> HANDLER --reply queued--> DONE
@@ -40,9 +53,11 @@ struct request {
   const struct route *route;
   char name[NAME_MAX_LEN + 1]; /* the {name} of the path, if any */
   char method[8];
+  char allow[64];              /* a 405's Allow header (from the route table) */
   int auth;                    /* enum auth_level */
   int content;                 /* enum content_kind */
   unsigned status;             /* the status queued */
+  enum MHD_Result queued;      /* what queuing the reply returned; MHD_NO until then */
   bool accept_binary;
   int dtype;        /* enum wire_dtype of a binary body (codec_half.h) */
   int accept_dtype; /* enum wire_dtype binary replies are sent in */
@@ -51,7 +66,9 @@ struct request {
   /* body */
   char *body;
   size_t len, cap;
-  bool too_big;
+  size_t declared;             /* Content-Length (0: none, or chunked) */
+  size_t charged;              /* bytes charged to the body budget, released with the request */
+  int refused;                 /* 0, or E_TOO_LARGE / E_BUSY: the rest of the body is dropped */
   /* timing, for Server-Timing */
   uint64_t t_start_ns;
   uint64_t t_headers_ms;   /* when the headers were in (timers_now_ms): bounds a slow body */
@@ -59,7 +76,8 @@ struct request {
   /* suspension */
   request *snext, *sprev; /* on the server's suspended list */
   waiter w;
-  dtimer timer;
+  dtimer timer;           /* on_timeout, armed by http_arm_timeout */
+  atomic_bool woken;      /* http_wake ran (cancels a timer armed after it) */
   instance *in;           /* a reference, while the handler needs it */
   resume_fn on_resume;
   /* handler scratch, released with the request */
@@ -67,9 +85,12 @@ struct request {
   bool doc_used;
   float *grad;
   size_t grad_cap;
-  int64_t want_step;
   bool want_params;
 };
+
+/* What the reply a helper queued returned: a handler whose helper answered
+ * the request itself (an error) returns this. */
+static inline enum MHD_Result http_replied(const request *r) { return r->queued; }
 
 /* Starts serving on cfg->listen.  Prints "listening on http(s)://HOST:PORT"
  * on stdout.  Returns NULL with e set on failure. */
@@ -81,6 +102,7 @@ void http_server_quiesce(http_server *hs);
 void http_server_stop(http_server *hs);
 
 uint16_t http_server_port(http_server *hs);
+/* Open connections (0 while the server is still starting).  Any thread. */
 unsigned http_server_connections(http_server *hs);
 size_t http_server_suspended(http_server *hs);
 /* Requests currently inside a handler or waiting (for shutdown). */
@@ -91,7 +113,9 @@ int http_server_active(http_server *hs);
 void http_suspend(void *r);
 
 /* Arms r's timeout: at `deadline` (ms), `instance_unwait` is tried and, if
- * the request was still waiting, it is resumed. */
+ * the request was still waiting, it is resumed.  The handler's thread, after
+ * the waiter was registered: a wake that came first (on another thread)
+ * leaves the timer disarmed. */
 void http_arm_timeout(request *r, uint64_t deadline_ms);
 
 /* The waker for r->w: cancels the timer and resumes r.  Any thread. */
@@ -99,9 +123,15 @@ void http_wake(waiter *w);
 
 /* Requests answered, by route (routes_index; routes_count() for unmatched)
  * and status: *n receives the number of status slots, statuses[k] the status
- * of slot k; counts[route * n + k] the count. */
-#define HTTP_STATUS_SLOTS 16
+ * of slot k (0 for "any other"); counts[route * n + k] the count.  The slots
+ * are 200, 201 and every status of the error table (DERR_TABLE), so there
+ * are at most E__COUNT + 2 of them plus "other". */
+#define HTTP_STATUS_SLOTS (E__COUNT + 3)
 void http_server_counts(http_server *hs, const unsigned **statuses, size_t *n, uint64_t *counts);
+
+/* Bytes the bodies of requests in flight hold, and the --max-body-memory budget. */
+size_t http_server_body_bytes(http_server *hs);
+size_t http_server_body_limit(http_server *hs);
 
 /* Query argument of r (NULL if absent). */
 const char *http_arg(request *r, const char *key);

@@ -7,6 +7,7 @@
 
 #include "http_routes.h"
 #include "http_server.h"
+#include "mem.h"
 #include "optim.h"
 #include "persist.h"
 #include "registry.h"
@@ -37,7 +38,7 @@ typedef struct snap {
   size_t nw;
 } snap;
 
-static void process_metrics(app *a, jbuf *b) {
+static void process_metrics(app *a, http_server *hs, jbuf *b) {
   head(b, "descent_build_info", "gauge", "Version and kernel instruction set of this daemon.");
   jbuf_printf(b, "descent_build_info{version=\"%s\",kernels=\"%s\"} 1\n", DESCENT_VERSION, optim_isa());
   head(b, "descent_start_time_seconds", "gauge", "Unix time the daemon started.");
@@ -52,16 +53,20 @@ static void process_metrics(app *a, jbuf *b) {
   jbuf_printf(b, "descent_memory_floats %llu\n", (unsigned long long)registry_floats(a->reg));
   head(b, "descent_memory_floats_limit", "gauge", "The --max-params quota.");
   jbuf_printf(b, "descent_memory_floats_limit %ld\n", a->cfg->max_params);
-  if (a->http) {
+  if (hs) {
     head(b, "descent_http_connections", "gauge", "Open HTTP connections.");
-    jbuf_printf(b, "descent_http_connections %u\n", http_server_connections(a->http));
+    jbuf_printf(b, "descent_http_connections %u\n", http_server_connections(hs));
     head(b, "descent_http_waiting_requests", "gauge", "Requests suspended in a sync round or a long-poll.");
-    jbuf_printf(b, "descent_http_waiting_requests %zu\n", http_server_suspended(a->http));
+    jbuf_printf(b, "descent_http_waiting_requests %zu\n", http_server_suspended(hs));
     const unsigned *statuses;
     size_t ns, nr = routes_count();
-    uint64_t *counts = malloc((nr + 1) * HTTP_STATUS_SLOTS * sizeof *counts);
-    if (counts) {
-      http_server_counts(a->http, &statuses, &ns, counts);
+    head(b, "descent_http_body_bytes", "gauge", "Memory the bodies of requests in flight hold, against --max-body-memory.");
+    jbuf_printf(b, "descent_http_body_bytes %zu\n", http_server_body_bytes(hs));
+    head(b, "descent_http_body_bytes_limit", "gauge", "The --max-body-memory budget.");
+    jbuf_printf(b, "descent_http_body_bytes_limit %zu\n", http_server_body_limit(hs));
+    uint64_t *counts = mem_xmalloc((nr + 1) * HTTP_STATUS_SLOTS * sizeof *counts);
+    {
+      http_server_counts(hs, &statuses, &ns, counts);
       head(b, "descent_http_requests_total", "counter", "HTTP requests answered, by route and status.");
       for (size_t r = 0; r <= nr; r++)
         for (size_t k = 0; k < ns; k++) {
@@ -96,27 +101,39 @@ static void process_metrics(app *a, jbuf *b) {
   }
 }
 
-void metrics_write(app *a, jbuf *b) {
-  process_metrics(a, b);
-  instance **all;
-  size_t n = registry_list(a->reg, &all);
-  snap *s = calloc(n ? n : 1, sizeof *s);
-  if (!s) {
-    for (size_t i = 0; i < n; i++) instance_unref(all[i]);
-    free(all);
-    return;
-  }
+/* A consistent copy of each instance's figures, each part taken under the
+ * instance's own lock (nothing here reads an instance's fields itself). */
+static size_t snaps_take(app *a, instance ***all, snap **out) {
+  size_t n = registry_list(a->reg, all);
+  snap *s = mem_xcalloc(n ? n : 1, sizeof *s);
   for (size_t i = 0; i < n; i++) {
-    s[i].in = all[i];
-    instance_stats_copy(all[i], &s[i].st, &s[i].step);
-    s[i].lr = instance_lr(all[i]);
-    s[i].nw = instance_workers_copy(all[i], &s[i].w, &s[i].step);
+    instance *in = (*all)[i];
+    s[i].in = in;
+    instance_stats_copy(in, &s[i].st, &s[i].step);
+    s[i].lr = instance_lr(in);
+    s[i].nw = instance_workers_copy(in, &s[i].w, &s[i].step);
   }
+  *out = s;
+  return n;
+}
+
+static void snaps_free(instance **all, snap *s, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    free(s[i].w);
+    instance_unref(all[i]);
+  }
+  free(s);
+  free(all);
+}
+
 #define EACH for (size_t i = 0; i < n; i++)
 #define L(i) instance_name(s[i].in)
+
+static void instance_counters(jbuf *b, const snap *s, size_t n) {
   head(b, "descent_instance_info", "gauge", "One series per instance, with its algorithm and mode.");
   EACH jbuf_printf(b, "descent_instance_info{instance=\"%s\",algorithm=\"%s\",mode=\"%s\"} 1\n", L(i),
-                   optim_alg_name(instance_layout_of(s[i].in)->alg), instance_layout_of(s[i].in)->mode == MODE_SYNC ? "sync" : "async");
+                   optim_alg_name(instance_layout_of(s[i].in)->alg),
+                   instance_layout_of(s[i].in)->mode == MODE_SYNC ? "sync" : "async");
   head(b, "descent_steps_total", "counter", "Optimizer steps applied.");
   EACH jbuf_printf(b, "descent_steps_total{instance=\"%s\"} %llu\n", L(i), (unsigned long long)s[i].st.steps);
   head(b, "descent_step", "gauge", "The instance's current step.");
@@ -127,6 +144,9 @@ void metrics_write(app *a, jbuf *b) {
   EACH for (int c = 1; c < E__COUNT; c++) if (s[i].st.rejected[c])
       jbuf_printf(b, "descent_pushes_rejected_total{instance=\"%s\",reason=\"%s\"} %llu\n", L(i), derr_name(c),
                   (unsigned long long)s[i].st.rejected[c]);
+}
+
+static void instance_timing(jbuf *b, const snap *s, size_t n) {
   head(b, "descent_step_apply_seconds", "histogram", "Time to apply one optimizer step (under the instance lock).");
   EACH {
     uint64_t cum = 0;
@@ -152,6 +172,9 @@ void metrics_write(app *a, jbuf *b) {
     jbuf_printf(b, "descent_step_phase_seconds_total{instance=\"%s\",phase=\"encode\"}", L(i));
     val(b, (double)s[i].st.encode_ns_total * 1e-9);
   }
+}
+
+static void instance_gauges(jbuf *b, const snap *s, size_t n) {
   head(b, "descent_loss", "gauge", "The last loss reported by workers (NaN: none yet).");
   EACH {
     jbuf_printf(b, "descent_loss{instance=\"%s\"}", L(i));
@@ -169,6 +192,9 @@ void metrics_write(app *a, jbuf *b) {
   }
   head(b, "descent_parameters", "gauge", "Parameters held by the instance.");
   EACH jbuf_printf(b, "descent_parameters{instance=\"%s\"} %zu\n", L(i), instance_layout_of(s[i].in)->n);
+}
+
+static void worker_series(jbuf *b, const snap *s, size_t n) {
   head(b, "descent_workers", "gauge", "Workers seen, by lease state.");
   EACH {
     size_t live = 0;
@@ -193,12 +219,19 @@ void metrics_write(app *a, jbuf *b) {
   EACH for (size_t k = 0; k < s[i].nw; k++)
       jbuf_printf(b, "descent_worker_staleness_steps{instance=\"%s\",worker=\"%s\"} %llu\n", L(i), s[i].w[k].name,
                   (unsigned long long)s[i].w[k].staleness);
+}
+
 #undef EACH
 #undef L
-  for (size_t i = 0; i < n; i++) {
-    free(s[i].w);
-    instance_unref(all[i]);
-  }
-  free(s);
-  free(all);
+
+void metrics_write(app *a, http_server *hs, jbuf *b) {
+  process_metrics(a, hs, b);
+  instance **all;
+  snap *s;
+  size_t n = snaps_take(a, &all, &s);
+  instance_counters(b, s, n);
+  instance_timing(b, s, n);
+  instance_gauges(b, s, n);
+  worker_series(b, s, n);
+  snaps_free(all, s, n);
 }

@@ -20,7 +20,10 @@
   X(registry)         \
   X(persist)          \
   X(spec)             \
-  X(review)
+  X(review)           \
+  X(timers)           \
+  X(auth)             \
+  X(routes)
 
 #define TEST_SUITE_DECL(name) Suite *suite_##name(void);
 TEST_SUITES(TEST_SUITE_DECL)
