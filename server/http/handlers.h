@@ -62,13 +62,6 @@ handlers_flow handlers_parse_body(request *r);
  * replied 400 bad_query. */
 handlers_flow handlers_arg_int(request *r, const char *key, int64_t lo, int64_t hi, int64_t *out, bool *given);
 
-/* The former convention (-1 or NULL: replied; *ret: what to return), kept
- * for handlers_optimizers.c, handlers_state.c and handlers_step.c until they
- * use the functions above.  Do not use in new code. */
-struct instance *handlers_instance(request *r, enum MHD_Result *ret);
-int handlers_json_body(request *r, enum MHD_Result *ret);
-int handlers_query_int(request *r, const char *key, int64_t lo, int64_t hi, int64_t *out, enum MHD_Result *ret);
-
 /* The description of an instance (GET /v1/optimizers/{name}): a new object. */
 json_t *handlers_describe_json(struct instance *in);
 

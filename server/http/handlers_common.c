@@ -48,27 +48,6 @@ handlers_flow handlers_arg_int(request *r, const char *key, int64_t lo, int64_t 
   return HANDLERS_GO_ON;
 }
 
-/* ---- the former convention, over the above ---- */
-
-instance *handlers_instance(request *r, enum MHD_Result *ret) {
-  instance *in;
-  if (handlers_find(r, &in) == HANDLERS_REPLIED) *ret = http_replied(r);
-  return in;
-}
-
-int handlers_json_body(request *r, enum MHD_Result *ret) {
-  if (handlers_parse_body(r) == HANDLERS_GO_ON) return 0;
-  *ret = http_replied(r);
-  return -1;
-}
-
-int handlers_query_int(request *r, const char *key, int64_t lo, int64_t hi, int64_t *out, enum MHD_Result *ret) {
-  bool given;
-  if (handlers_arg_int(r, key, lo, hi, out, &given) == HANDLERS_GO_ON) return given;
-  *ret = http_replied(r);
-  return -1;
-}
-
 json_t *handlers_describe_json(instance *in) {
   instance_cfg c;
   instance_cfg_get(in, &c);

@@ -54,8 +54,7 @@ static instance *build(request *r, const instance_cfg *cfg, const float *params,
 }
 
 enum MHD_Result h_create(request *r) {
-  enum MHD_Result ret = MHD_NO;
-  if (handlers_json_body(r, &ret) < 0) return ret;
+  if (handlers_parse_body(r) == HANDLERS_REPLIED) return http_replied(r);
   derr e = {0};
   if (r->name[0] && json_is_object(r->doc.root)) { /* PUT /v1/optimizers/{name}: the name is in the path */
     json_t *n = json_object_get(r->doc.root, "name");
@@ -109,9 +108,8 @@ enum MHD_Result h_list(request *r) {
 }
 
 enum MHD_Result h_describe(request *r) {
-  enum MHD_Result ret = MHD_NO;
-  instance *in = handlers_instance(r, &ret);
-  if (!in) return ret;
+  instance *in;
+  if (handlers_find(r, &in) == HANDLERS_REPLIED) return http_replied(r);
   return reply_json(r, MHD_HTTP_OK, handlers_describe_json(in));
 }
 
@@ -157,10 +155,9 @@ static int patch_locked(request *r, instance *in, derr *e) {
 }
 
 enum MHD_Result h_patch(request *r) {
-  enum MHD_Result ret = MHD_NO;
-  instance *in = handlers_instance(r, &ret);
-  if (!in) return ret;
-  if (handlers_json_body(r, &ret) < 0) return ret;
+  instance *in;
+  if (handlers_find(r, &in) == HANDLERS_REPLIED) return http_replied(r);
+  if (handlers_parse_body(r) == HANDLERS_REPLIED) return http_replied(r);
   derr e = {0};
   instance_change_lock(in);
   int rc = patch_locked(r, in, &e);
@@ -171,9 +168,8 @@ enum MHD_Result h_patch(request *r) {
 }
 
 enum MHD_Result h_delete(request *r) {
-  enum MHD_Result ret = MHD_NO;
-  instance *in = handlers_instance(r, &ret);
-  if (!in) return ret;
+  instance *in;
+  if (handlers_find(r, &in) == HANDLERS_REPLIED) return http_replied(r);
   derr e = {0};
   registry *reg = r->app->reg;
   registry_change_lock(reg);
@@ -200,9 +196,8 @@ enum MHD_Result h_delete(request *r) {
 }
 
 enum MHD_Result h_snapshot(request *r) {
-  enum MHD_Result ret = MHD_NO;
-  instance *in = handlers_instance(r, &ret);
-  if (!in) return ret;
+  instance *in;
+  if (handlers_find(r, &in) == HANDLERS_REPLIED) return http_replied(r);
   derr e = {0};
   if (!r->app->ps) return reply_error(r, E_NO_DATA_DIR, NULL);
   uint64_t step;

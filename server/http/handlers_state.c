@@ -12,9 +12,8 @@
 #include "spec.h"
 
 enum MHD_Result h_state_get(request *r) {
-  enum MHD_Result ret = MHD_NO;
-  instance *in = handlers_instance(r, &ret);
-  if (!in) return ret;
+  instance *in;
+  if (handlers_find(r, &in) == HANDLERS_REPLIED) return http_replied(r);
   instance_state s;
   if (instance_export(in, &s) < 0) return reply_error(r, E_QUOTA, NULL);
   jbuf b;
@@ -63,8 +62,7 @@ static instance *import(request *r, const instance_state *s, instance *old, derr
 }
 
 enum MHD_Result h_state_put(request *r) {
-  enum MHD_Result ret = MHD_NO;
-  if (handlers_json_body(r, &ret) < 0) return ret;
+  if (handlers_parse_body(r) == HANDLERS_REPLIED) return http_replied(r);
   derr e = {0};
   instance_state s;
   int rc = spec_parse_state(&r->doc, r->name, (uint64_t)r->app->cfg->max_params, &s, &e);

@@ -195,60 +195,55 @@ static int binary_grad(request *r, size_t n, derr *e) {
   return 0;
 }
 
+/* A finite number in the query argument key (non-negative if nonneg), or
+ * replies 400 bad_query. */
+static handlers_flow arg_real(request *r, const char *key, bool nonneg, double *out) {
+  const char *v = http_arg(r, key);
+  if (!v) return HANDLERS_GO_ON;
+  char *end;
+  double x = strtod(v, &end);
+  if (!*v || *end || !isfinite(x) || (nonneg && x < 0)) {
+    derr e;
+    derr_set(&e, E_BAD_QUERY, "?%s=%.40s: expected a %s number", key, v, nonneg ? "non-negative" : "finite");
+    reply_error(r, E_BAD_QUERY, &e);
+    return HANDLERS_REPLIED;
+  }
+  *out = x;
+  return HANDLERS_GO_ON;
+}
+
 /* Query-string settings of a push (binary pushes carry everything here). */
-static int push_query(request *r, push *p, int64_t *seq, enum MHD_Result *ret) {
+static handlers_flow push_query(request *r, push *p, int64_t *seq) {
   int64_t v;
-  int rc;
+  bool given;
   const char *worker = http_arg(r, "worker");
   if (worker) p->worker = worker;
-  if ((rc = handlers_query_int(r, "step", 0, INT64_MAX / 2, &v, ret)) < 0) return -1;
-  if (rc) p->step = v;
-  if ((rc = handlers_query_int(r, "seq", 0, INT64_MAX / 2, &v, ret)) < 0) return -1;
-  if (rc) *seq = v;
-  const char *loss = http_arg(r, "loss");
-  if (loss) {
-    char *end;
-    double x = strtod(loss, &end);
-    if (!*loss || *end || !isfinite(x)) {
-      derr e;
-      derr_set(&e, E_BAD_QUERY, "?loss=%.40s: expected a finite number", loss);
-      *ret = reply_error(r, E_BAD_QUERY, &e);
-      return -1;
-    }
-    p->loss = x;
-  }
-  const char *gn = http_arg(r, "grad_norm");
-  if (gn) {
-    char *end;
-    double x = strtod(gn, &end);
-    if (!*gn || *end || !isfinite(x) || x < 0) {
-      derr e;
-      derr_set(&e, E_BAD_QUERY, "?grad_norm=%.40s: expected a non-negative number", gn);
-      *ret = reply_error(r, E_BAD_QUERY, &e);
-      return -1;
-    }
-    p->grad_norm = x;
-  }
+  if (handlers_arg_int(r, "step", 0, INT64_MAX / 2, &v, &given) == HANDLERS_REPLIED) return HANDLERS_REPLIED;
+  if (given) p->step = v;
+  if (handlers_arg_int(r, "seq", 0, INT64_MAX / 2, &v, &given) == HANDLERS_REPLIED) return HANDLERS_REPLIED;
+  if (given) *seq = v;
+  if (arg_real(r, "loss", false, &p->loss) == HANDLERS_REPLIED ||
+      arg_real(r, "grad_norm", true, &p->grad_norm) == HANDLERS_REPLIED)
+    return HANDLERS_REPLIED;
   const char *params = http_arg(r, "params");
   if (params && strcmp(params, "none") && strcmp(params, "all")) {
     derr e;
     derr_set(&e, E_BAD_QUERY, "?params=%.40s: expected none or all", params);
-    *ret = reply_error(r, E_BAD_QUERY, &e);
-    return -1;
+    reply_error(r, E_BAD_QUERY, &e);
+    return HANDLERS_REPLIED;
   }
   r->want_params = !(params && !strcmp(params, "none"));
-  return 0;
+  return HANDLERS_GO_ON;
 }
 
 enum MHD_Result h_step(request *r) {
-  enum MHD_Result ret = MHD_NO;
-  instance *in = handlers_instance(r, &ret);
-  if (!in) return ret;
+  instance *in;
+  if (handlers_find(r, &in) == HANDLERS_REPLIED) return http_replied(r);
   uint64_t t0 = ns_now();
   push p = {.step = -1, .loss = NAN, .grad_norm = NAN};
   int64_t seq = -1;
   derr e = {0};
-  if (push_query(r, &p, &seq, &ret) < 0) return ret;
+  if (push_query(r, &p, &seq) == HANDLERS_REPLIED) return http_replied(r);
   if (p.worker && !spec_name_ok(p.worker)) {
     derr_set(&e, E_BAD_NAME, "?worker: names match [A-Za-z0-9][A-Za-z0-9._-]{0,63}");
     return reply_error(r, E_BAD_NAME, &e);
@@ -257,7 +252,7 @@ enum MHD_Result h_step(request *r) {
   if (r->content == CT_BINARY) {
     if (binary_grad(r, n, &e) < 0) return reply_error(r, e.code, &e);
   } else {
-    if (handlers_json_body(r, &ret) < 0) return ret;
+    if (handlers_parse_body(r) == HANDLERS_REPLIED) return http_replied(r);
     int rc = codec_push_json(&r->doc, instance_layout_of(in), r->app->pool, &p, &seq, &r->grad, &r->grad_cap, &e);
     if (rc < 0) return reply_error(r, rc, &e);
   }
@@ -305,12 +300,13 @@ static enum MHD_Result params_now(request *r) {
 }
 
 enum MHD_Result h_params(request *r) {
-  enum MHD_Result ret = MHD_NO;
-  instance *in = handlers_instance(r, &ret);
-  if (!in) return ret;
+  instance *in;
+  if (handlers_find(r, &in) == HANDLERS_REPLIED) return http_replied(r);
   int64_t want = -1, timeout = LONGPOLL_DEFAULT_MS;
-  if (handlers_query_int(r, "wait_for_step", 0, INT64_MAX / 2, &want, &ret) < 0) return ret;
-  if (handlers_query_int(r, "timeout_ms", 0, LONGPOLL_MAX_MS, &timeout, &ret) < 0) return ret;
+  bool given;
+  if (handlers_arg_int(r, "wait_for_step", 0, INT64_MAX / 2, &want, &given) == HANDLERS_REPLIED ||
+      handlers_arg_int(r, "timeout_ms", 0, LONGPOLL_MAX_MS, &timeout, &given) == HANDLERS_REPLIED)
+    return http_replied(r);
   const char *worker = http_arg(r, "worker");
   if (worker) instance_touch_worker(in, worker);
   r->w.code = 0;

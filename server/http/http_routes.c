@@ -8,7 +8,7 @@
 #include "handlers.h"
 
 /* The query parameters each route reads (grep the handlers for http_arg and
- * handlers_query_int when adding one); any other is refused with 400. */
+ * handlers_arg_int when adding one); any other is refused with 400. */
 static const char *const no_params[] = {NULL};
 static const char *const step_params[] = {"worker", "step", "seq", "loss", "grad_norm", "params", NULL};
 static const char *const pull_params[] = {"wait_for_step", "timeout_ms", "worker", NULL};
