@@ -12,7 +12,8 @@
   X(codec_float)      \
   X(codec_json)       \
   X(kpool)            \
-  X(bufpool)
+  X(bufpool)           \
+  X(history)
 
 #define TEST_SUITE_DECL(name) Suite *suite_##name(void);
 TEST_SUITES(TEST_SUITE_DECL)
