@@ -61,9 +61,9 @@ enum MHD_Result h_history(request *r) {
     size_t nb = instance_history_whole_copy(in, &b, &span, &total);
     json_t *arr = json_array();
     for (size_t i = 0; i < nb; i++) {
-      json_t *o = json_pack("{s:I,s:I,s:I,s:o,s:o}", "first_step", (json_int_t)b[i].first_step, "last_step",
-                            (json_int_t)b[i].last_step, "steps", (json_int_t)b[i].steps, "first_time",
-                            jbuf_real(b[i].first_time), "time", jbuf_real(b[i].last_time));
+      json_t *o = json_pack("{s:I,s:I,s:I,s:o}", "first_step", (json_int_t)b[i].first_step, "last_step",
+                            (json_int_t)b[i].last_step, "steps", (json_int_t)b[i].steps, "time",
+                            jbuf_real(b[i].last_time));
       json_object_set_new(o, "loss", jbuf_real(history_bucket_loss(&b[i])));
       json_object_set_new(o, "loss_min", jbuf_real(b[i].loss_min));
       json_object_set_new(o, "loss_max", jbuf_real(b[i].loss_max));
