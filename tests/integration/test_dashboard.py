@@ -102,7 +102,7 @@ class Dashboard(DaemonTest):
     def push_run(self, name, n, loss):
         for k in range(1, n + 1):
             st, out, _ = self.d.req("POST", "/v1/optimizers/%s/step?params=none" % name,
-                                    {"grads": [1.0, -0.5], "loss": loss(k)})
+                                    {"grads": [1.0 / k ** 0.5, -0.5], "loss": loss(k)})
             self.assertEqual(st, 200, out)
 
     def test_page_shows_instances_curves_and_playground(self):
@@ -213,7 +213,7 @@ class Dashboard(DaemonTest):
         boxes = {e["data-compare"]: "checked" in e for e in dom.find(_tag="input") if "data-compare" in e}
         self.assertEqual(boxes, {"long": False, "b": True, "c": True})
         self.assertEqual(len(dom.find(_tag="path", class_="norm-line")), 1)   # the gradient norm: the selected run
-        self.screenshot("select=long&compare=b,c&playground=ravine", "dashboard.png")
+        self.screenshot("select=long&compare=b,c&log=1&playground=ravine", "dashboard.png")
 
     def test_empty_state_first_playground_run_and_text_that_fits(self):
         dom = self.page("measure")
