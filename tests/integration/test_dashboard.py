@@ -12,7 +12,6 @@ Screenshots are saved as test artifacts ($DESCENT_ARTIFACTS, default
 <build>/artifacts/dashboard*.png)."""
 import html.parser
 import json
-import math
 import os
 import shutil
 import subprocess
@@ -161,11 +160,16 @@ class Dashboard(DaemonTest):
         self.push_run("b", 40, lambda k: 50.0 / k)
         self.push_run("c", 30, lambda k: 20.0 / k)
 
-        # the whole run (the default): one point per bucket, ticks past the ring's start
-        dom = self.page("select=long&smooth=0")
-        loss = dom.find(_tag="path", class_="loss-line")
-        self.assertEqual([p["data-points"] for p in loss], ["750"])
-        self.assertEqual(len(dom.find(_tag="path", class_="band")), 1)   # min..max of each bucket
+        # the whole run (the default), three runs overlaid: one point per bucket, ticks past the ring's start
+        dom = self.page("select=long&compare=b,c&smooth=0")
+        raw = {p["data-name"]: int(p["data-points"]) for p in dom.find(_tag="path", class_="loss-line")}
+        self.assertEqual(raw, {"long": 750, "b": 40, "c": 30})
+        self.assertEqual(dom.find(_tag="path", class_="loss-smooth"), [])
+        self.assertEqual(len(dom.find(_tag="path", class_="band")), 1)   # min..max of long's 2-step buckets
+        self.assertEqual({e["data-run"] for e in dom.elements if "data-run" in e}, {"long", "b", "c"})   # the legend
+        boxes = {e["data-compare"]: "checked" in e for e in dom.find(_tag="input") if "data-compare" in e}
+        self.assertEqual(boxes, {"long": False, "b": True, "c": True})
+        self.assertEqual(len(dom.find(_tag="path", class_="norm-line")), 1)   # the gradient norm: the selected run
         info = dom.find(_tag="span", id="range-info")[0]["_text"]
         self.assertIn("1500 steps", info)
         self.assertIn("per 2 steps", info)
@@ -174,21 +178,10 @@ class Dashboard(DaemonTest):
         self.assertGreaterEqual(max(xs), 1400)
         linear, svg = self.ticks(dom, "chart-loss", "y")
         self.assertEqual(svg.get("data-scale"), "linear")
-        # the last 1024 steps only
-        dom = self.page("select=long&smooth=0&range=recent")
-        self.assertEqual([p["data-points"] for p in dom.find(_tag="path", class_="loss-line")], ["1024"])
-        xs, _ = self.ticks(dom, "chart-loss", "x")
-        self.assertGreaterEqual(min(xs), n - 1023)
+        self.assertTrue(all(t % 10 == 0 for t in linear), linear)   # 0, 20, 40 ... (bucket means up to 75)
 
-        # the log scale toggle: the y labels become the powers of ten the loss spans (100/1500 .. 100)
-        dom = self.page("select=long&smooth=0&log=1")
-        logt, svg = self.ticks(dom, "chart-loss", "y")
-        self.assertEqual(svg.get("data-scale"), "log")
-        self.assertEqual(logt, [0.1, 1, 10])   # bucket means: 100/1500 .. 75
-        self.assertNotEqual(logt, linear)
-        self.assertTrue(all(t % 10 == 0 for t in linear[1:]), linear)   # linear: 0, 20, 40 ... 100
-
-        # smoothing: TensorBoard's debiased EMA of the bucket means, drawn over the faint raw curve
+        # the log scale toggle: the y labels become the powers of ten the losses span (100/1500 .. 75);
+        # smoothing: TensorBoard's debiased EMA of the bucket means, over the faint raw curves
         st, hist, _ = self.d.req("GET", "/v1/optimizers/long/history?range=all")
         self.assertEqual(st, 200)
         w, last, m = 0.9, 0.0, 0
@@ -196,23 +189,24 @@ class Dashboard(DaemonTest):
             last = last * w + (1 - w) * b["loss"]
             m += 1
         want = last / (1 - w ** m)
-        dom = self.page("select=long&smooth=0.9")
-        sm = dom.find(_tag="path", class_="loss-smooth")
-        self.assertEqual(len(sm), 1)
-        self.assertEqual(sm[0]["data-points"], "750")
-        self.assertAlmostEqual(float(sm[0]["data-last"]), want, delta=1e-12 * want)
-        self.assertNotAlmostEqual(float(sm[0]["data-last"]), hist["whole"]["buckets"][-1]["loss"], places=3)
+        dom = self.page("select=long&compare=b,c&smooth=0.9&log=1")
+        logt, svg = self.ticks(dom, "chart-loss", "y")
+        self.assertEqual(svg.get("data-scale"), "log")
+        self.assertEqual(logt, [0.1, 1, 10])
+        self.assertNotEqual(logt, linear)
+        sm = {p["data-name"]: p for p in dom.find(_tag="path", class_="loss-smooth")}
+        self.assertEqual(set(sm), {"long", "b", "c"})
+        self.assertEqual(sm["long"]["data-points"], "750")
+        self.assertAlmostEqual(float(sm["long"]["data-last"]), want, delta=1e-12 * want)
+        self.assertNotAlmostEqual(float(sm["long"]["data-last"]), hist["whole"]["buckets"][-1]["loss"], places=3)
         self.assertEqual(dom.find(_tag="output", id="smooth-val")[0]["_text"], "0.90")
 
-        # overlay: the selected run and the two compared, one raw and one smoothed curve each, a legend
-        dom = self.page("select=long&compare=b,c&smooth=0.6")
-        raw = {p["data-name"]: int(p["data-points"]) for p in dom.find(_tag="path", class_="loss-line")}
-        self.assertEqual(raw, {"long": 750, "b": 40, "c": 30})
-        self.assertEqual(len(dom.find(_tag="path", class_="loss-smooth")), 3)
-        self.assertEqual({e["data-run"] for e in dom.elements if "data-run" in e}, {"long", "b", "c"})
-        boxes = {e["data-compare"]: "checked" in e for e in dom.find(_tag="input") if "data-compare" in e}
-        self.assertEqual(boxes, {"long": False, "b": True, "c": True})
-        self.assertEqual(len(dom.find(_tag="path", class_="norm-line")), 1)   # the gradient norm: the selected run
+        # the last 1024 steps only
+        dom = self.page("select=long&smooth=0&range=recent")
+        self.assertEqual([p["data-points"] for p in dom.find(_tag="path", class_="loss-line")], ["1024"])
+        xs, _ = self.ticks(dom, "chart-loss", "x")
+        self.assertGreaterEqual(min(xs), n - 1023)
+        self.assertIn("the last 1024 steps", dom.find(_tag="span", id="range-info")[0]["_text"])
         self.screenshot("select=long&compare=b,c&log=1&playground=ravine", "dashboard.png")
 
     def test_empty_state_first_playground_run_and_text_that_fits(self):
