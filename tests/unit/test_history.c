@@ -203,7 +203,7 @@ END_TEST
 START_TEST(instance_whole_run_through_tells) {
   uv_loop_t loop;
   ck_assert_int_eq(uv_loop_init(&loop), 0);
-  instance_env env = {bufpool_new((size_t)16 << 20), timers_new(&loop), NULL, NULL};
+  instance_env env = {.pool = bufpool_new((size_t)16 << 20), .tm = timers_new(&loop)};
   instance_cfg c;
   memset(&c, 0, sizeof c);
   derr e = {0};
