@@ -1,8 +1,11 @@
-/* handlers_workers: the workers an instance has seen, and its step history. */
+/* handlers_workers: the workers an instance has seen, and its step history
+ * (the recent steps, and the whole run downsampled). */
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "handlers.h"
+#include "history.h"
 #include "http_reply.h"
 #include "http_server.h"
 #include "timers.h"
@@ -28,16 +31,47 @@ enum MHD_Result h_workers(request *r) {
   return reply_json(r, MHD_HTTP_OK, json_pack("{s:I,s:o}", "step", (json_int_t)step, "workers", arr));
 }
 
+/* ?range=recent (the default): the ring of the last steps, as "history".
+ * ?range=all: the same, and the whole run downsampled, as "whole". */
 enum MHD_Result h_history(request *r) {
   instance *in;
   if (handlers_find(r, &in) == HANDLERS_REPLIED) return http_replied(r);
+  const char *range = http_arg(r, "range");
+  bool all = range && strcmp(range, "all") == 0;
+  if (range && !all && strcmp(range, "recent") != 0) {
+    derr e;
+    derr_set(&e, E_BAD_QUERY, "?range=%.40s: expected recent or all", range);
+    return reply_error(r, E_BAD_QUERY, &e);
+  }
+  json_t *reply = json_object();
   history_entry *h;
   size_t n = instance_history_copy(in, &h);
-  json_t *arr = json_array();
+  json_t *hist = json_array();
   for (size_t i = 0; i < n; i++)
-    json_array_append_new(arr, json_pack("{s:I,s:o,s:o,s:o,s:o}", "step", (json_int_t)h[i].step, "time", jbuf_real(h[i].time),
-                                         "loss", jbuf_real(h[i].loss), "grad_norm", jbuf_real(h[i].grad_norm),
-                                         "lr", jbuf_real(h[i].lr)));
+    json_array_append_new(hist, json_pack("{s:I,s:o,s:o,s:o,s:o}", "step", (json_int_t)h[i].step, "time",
+                                          jbuf_real(h[i].time), "loss", jbuf_real(h[i].loss), "grad_norm",
+                                          jbuf_real(h[i].grad_norm), "lr", jbuf_real(h[i].lr)));
   free(h);
-  return reply_json(r, MHD_HTTP_OK, json_pack("{s:o}", "history", arr));
+  json_object_set_new(reply, "history", hist);
+  if (all) {
+    history_bucket *b;
+    uint64_t span, total;
+    size_t nb = instance_history_whole_copy(in, &b, &span, &total);
+    json_t *arr = json_array();
+    for (size_t i = 0; i < nb; i++) {
+      json_t *o = json_pack("{s:I,s:I,s:I,s:o}", "first_step", (json_int_t)b[i].first_step, "last_step",
+                            (json_int_t)b[i].last_step, "steps", (json_int_t)b[i].steps, "time",
+                            jbuf_real(b[i].last_time));
+      json_object_set_new(o, "loss", jbuf_real(history_bucket_loss(&b[i])));
+      json_object_set_new(o, "loss_min", jbuf_real(b[i].loss_min));
+      json_object_set_new(o, "loss_max", jbuf_real(b[i].loss_max));
+      json_object_set_new(o, "grad_norm", jbuf_real(history_bucket_grad_norm(&b[i])));
+      json_object_set_new(o, "lr", jbuf_real(b[i].lr));
+      json_array_append_new(arr, o);
+    }
+    free(b);
+    json_object_set_new(reply, "whole", json_pack("{s:I,s:I,s:o}", "span", (json_int_t)span, "steps",
+                                                  (json_int_t)total, "buckets", arr));
+  }
+  return reply_json(r, MHD_HTTP_OK, reply);
 }

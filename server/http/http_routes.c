@@ -12,6 +12,7 @@
 static const char *const no_params[] = {NULL};
 static const char *const step_params[] = {"worker", "step", "seq", "loss", "grad_norm", "params", NULL};
 static const char *const pull_params[] = {"wait_for_step", "timeout_ms", "worker", NULL};
+static const char *const history_params[] = {"range", NULL};
 
 #define API (R_NO_STORE)
 #define ONE (R_NO_STORE | R_NAME)
@@ -34,7 +35,7 @@ static const route routes[] = {
     {"POST", "/v1/optimizers/{name}/ask", h_ask, ONE | R_WRITE | R_JSON | R_BODY_OPT, no_params},
     {"POST", "/v1/optimizers/{name}/tell", h_tell, ONE | R_WRITE | R_JSON, no_params},
     {"GET", "/v1/optimizers/{name}/workers", h_workers, ONE, no_params},
-    {"GET", "/v1/optimizers/{name}/history", h_history, ONE, no_params},
+    {"GET", "/v1/optimizers/{name}/history", h_history, ONE, history_params},
     {"POST", "/v1/playground", h_playground, API | R_WRITE | R_JSON, no_params},
 };
 #undef API

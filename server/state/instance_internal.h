@@ -18,6 +18,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "history.h"
 #include "instance.h"
 
 #define IDEM_SNAP_BUDGET (64u << 20) /* bytes of kept parameters per instance */
@@ -84,6 +85,7 @@ struct instance {
   size_t idem_snap_budget;
   history_entry *hist;
   size_t hist_next, hist_count;
+  history_whole whole; /* the whole run, downsampled (history.c) */
   struct instance_stats stats;
 };
 

@@ -23,7 +23,8 @@
   X(review)           \
   X(timers)           \
   X(auth)             \
-  X(routes)
+  X(routes)           \
+  X(history)
 
 #define TEST_SUITE_DECL(name) Suite *suite_##name(void);
 TEST_SUITES(TEST_SUITE_DECL)

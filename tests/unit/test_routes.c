@@ -98,15 +98,17 @@ START_TEST(query_parameters_per_route) {
   ck_assert_str_eq(routes_params_list(pull, buf, sizeof buf), "wait_for_step, timeout_ms, worker");
   ck_assert(routes_param_known(pull, "worker"));
   ck_assert(!routes_param_known(pull, "step"));
+  const route *hist = find("GET", "/v1/optimizers/{name}/history");
+  ck_assert_str_eq(routes_params_list(hist, buf, sizeof buf), "range");
   size_t with = 0;
   for (size_t i = 0; i < routes_count(); i++) {
     const route *rt = routes_at(i);
-    if (rt == step || rt == pull) continue;
+    if (rt == step || rt == pull || rt == hist) continue;
     ck_assert_msg(!strcmp(routes_params_list(rt, buf, sizeof buf), "none"), "%s %s takes %s", rt->method, rt->path, buf);
     ck_assert(!routes_param_known(rt, "worker"));
     with++;
   }
-  ck_assert_uint_eq(with, routes_count() - 2);
+  ck_assert_uint_eq(with, routes_count() - 3);
   char small[12];
   ck_assert_str_eq(routes_params_list(step, small, sizeof small), "worker, ste"); /* cut, still terminated */
 }
