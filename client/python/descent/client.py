@@ -32,8 +32,8 @@ client first, so both send the same bits.
 Errors.  Every refusal raises DescentError (.status, .code, .message, .step).
 A daemon that cannot be reached raises status None, code "unreachable";
 no answer in time: code "timeout".  A sync push waits for its round at most
-the instance's round_timeout_ms plus `timeout` (or `sync_timeout` seconds
-when the instance has no round timeout): no request ever waits unbounded.
+the instance's round_timeout_ms, and at most `sync_timeout` seconds, plus
+`timeout`: no request ever waits unbounded.
 
 Sharding (several URLs): see descent.sharding and proto/sharding.md; push
 and pull fan out to every shard at once and gather, bit-identical to one
@@ -93,10 +93,11 @@ class _Target:
     """Where a binary reply of one instance goes: flat byte views in order,
     and how to turn them into Params afterwards."""
 
-    def __init__(self, lay: Layout, out: Any, kind: str) -> None:
+    def __init__(self, lay: Layout, out: Any, kind: str, dtype: str = "float32") -> None:
         self.lay = lay
         self.out = out
         self.kind = kind
+        self.dtype = dtype  # the wire precision its binary replies come in
         if out is None:
             self.obj, mv = alloc(kind, lay.n)
             self.views = [mv]
@@ -155,8 +156,8 @@ class Client:
     what they need on top); settle_ms: how long a lagging shard may take to
     catch up before the shards count as out of step (async mode); kind: what
     push and pull return by default ("list", "array", "numpy", "torch");
-    sync_timeout: how long a sync push may wait for its round when the
-    instance has no round_timeout_ms (otherwise round_timeout_ms + timeout)."""
+    sync_timeout: the longest a sync push waits for its round (also when the
+    instance's round_timeout_ms is longer), plus timeout."""
 
     def __init__(self, urls: Union[str, Sequence[str]], token: Optional[str] = None, timeout: float = 60.0,
                  settle_ms: float = 2000, ssl_context: Any = None, kind: str = "list",
@@ -482,14 +483,16 @@ class Client:
         return [mv]
 
     def _sync_timeout(self, lay: Layout) -> Optional[float]:
-        if lay.round_timeout_ms:
-            return lay.round_timeout_ms / 1000.0 + self.timeout
-        return self.sync_timeout + self.timeout
+        """How long a sync push may wait: the round's deadline (every round has
+        one; 300 s unless the instance says otherwise), at most sync_timeout,
+        plus the Client's timeout."""
+        wait = lay.round_timeout_ms / 1000.0 if lay.round_timeout_ms else self.sync_timeout
+        return min(wait, self.sync_timeout) + self.timeout
 
     def push(self, name: str, grads: Any, worker: Optional[str] = None, step: Optional[int] = None,
              loss: Optional[float] = None, seq: Optional[int] = None, idempotency_key: Optional[str] = None,
              params: bool = True, binary: bool = True, timeout: Optional[float] = -1, out: Any = None,
-             kind: Optional[str] = None) -> Params:
+             kind: Optional[str] = None, dtype: str = "float32", reply_dtype: Optional[str] = None) -> Params:
         """Pushes a gradient: a flat buffer or sequence (every tensor in
         creation order), float32 bytes, or a dict by tensor (flat or nested;
         a number for a one-element tensor).  Returns the new parameters as
@@ -497,9 +500,20 @@ class Client:
         (the Client's default unless given) or read into `out`.
         worker/step/loss/seq as in docs/api.md; idempotency_key sends the
         Idempotency-Key header.  timeout: seconds (-1: the Client's, or for a
-        sync instance its round timeout plus the Client's)."""
+        sync instance its round timeout plus the Client's).  dtype="bfloat16"
+        or "float16" sends the gradient rounded to that type (half the bytes;
+        bf16/fp16 tensors and arrays go as they are) and receives the
+        parameters in it, widened into `out` (binary only); reply_dtype
+        (default: dtype) picks the parameters' precision on their own, e.g.
+        bfloat16 gradients with float32 parameters back."""
+        dtype = wire.check_dtype(dtype)
+        reply_dtype = wire.check_dtype(reply_dtype or dtype)
         lay = self._layout(name)
         chunks = self._grad_chunks(lay, grads)
+        if dtype != "float32":
+            # the values the daemon will see: rounded once here, so that the
+            # finite check and a sharded norm are of exactly those
+            chunks = [wire.widen(wire.narrow(c, dtype), dtype) for c in chunks]
         if self.sharded and lay.mode == "sync" and lay.clip:
             raise DescentError(422, "invalid_value", "clip_grad_norm: a sharded sync instance cannot clip")
         norm = None
@@ -515,8 +529,10 @@ class Client:
             timeout = self._sync_timeout(lay) if lay.mode == "sync" else self.timeout
         headers = {"Idempotency-Key": str(idempotency_key)} if idempotency_key is not None else {}
         target = _Target(lay, out, kind or self.kind) if params else None
+        if (dtype != "float32" or reply_dtype != "float32") and not binary:
+            raise ValueError("dtype=%s needs binary=True (JSON carries decimal numbers)" % dtype)
         opts = dict(worker=worker, step=step, loss=loss, seq=seq, binary=binary,
-                    timeout=timeout, headers=headers, grad_norm=norm)
+                    timeout=timeout, headers=headers, grad_norm=norm, dtype=dtype, reply_dtype=reply_dtype)
         if not self.sharded:
             try:
                 st = self._push_one(self.endpoints[0], name, lay, chunks, 0, lay.n, target, **opts)
@@ -532,7 +548,8 @@ class Client:
         return target.params(step_now, res) if target else Params({}, step_now, res)
 
     def _push_one(self, e: Endpoint, name: str, lay: Layout, chunks: List[memoryview], lo: int, hi: int,
-                  target: Optional[_Target], worker, step, loss, seq, binary, timeout, headers, grad_norm) -> int:
+                  target: Optional[_Target], worker, step, loss, seq, binary, timeout, headers, grad_norm,
+                  dtype="float32", reply_dtype="float32") -> int:
         """One daemon's push of the gradient's [lo, hi): its step (parameters into target)."""
         part = slice_chunks(chunks, lo, hi)
         path = "/v1/optimizers/%s/step" % _quote(name)
@@ -540,9 +557,18 @@ class Client:
             q = _query(worker=worker, step=step, loss=None if loss is None else repr(float(loss)), seq=seq,
                        params=None if target else "none",
                        grad_norm=None if grad_norm is None else repr(grad_norm))
-            h = dict(headers, **{"Content-Type": BINARY, "Accept": BINARY})
+            h = dict(headers, **{"Content-Type": wire.media_type(dtype), "Accept": wire.media_type(reply_dtype)})
             into = target.range(lo, hi) if target else None
-            _, rh, data = e.request("POST", path + q, part, h, timeout=timeout, into=into)
+            if dtype != "float32":
+                part = [memoryview(wire.narrow(memoryview(b"".join(part)), dtype))]
+            if reply_dtype != "float32":
+                half = bytearray(2 * (hi - lo)) if target else None
+                _, rh, data = e.request("POST", path + q, part, h, timeout=timeout,
+                                        into=[memoryview(half)] if target else None)
+                if target and data is None:
+                    wire.widen(bytes(half), reply_dtype, into)
+            else:
+                _, rh, data = e.request("POST", path + q, part, h, timeout=timeout, into=into)
             st = int(rh["descent-step"])
             if target and data is not None:
                 raise DescentError(500, "bad_reply", "'%s': %d bytes of parameters in the reply, %d expected (was the "
@@ -585,15 +611,20 @@ class Client:
         return out
 
     def pull(self, name: str, wait_for_step: Optional[int] = None, timeout_ms: Optional[int] = None,
-             worker: Optional[str] = None, binary: bool = True, out: Any = None, kind: Optional[str] = None) -> Params:
+             worker: Optional[str] = None, binary: bool = True, out: Any = None, kind: Optional[str] = None,
+             dtype: str = "float32") -> Params:
         """The parameters as Params (.step), of `kind` (the Client's default
         unless given) or read straight into `out`.  With wait_for_step=N the
         daemon answers once the step is at least N, or after timeout_ms (its
-        default 30 s) with the older step."""
+        default 30 s) with the older step.  dtype="bfloat16" or "float16"
+        has them sent rounded to that type (half the bytes), widened here."""
+        dtype = wire.check_dtype(dtype)
+        if dtype != "float32" and not binary:
+            raise ValueError("dtype=%s needs binary=True" % dtype)
         lay = self._layout(name)
         t = self.timeout + ((timeout_ms if timeout_ms is not None else 30000) / 1000.0 if wait_for_step is not None
                             else 0)
-        target = _Target(lay, out, kind or self.kind)
+        target = _Target(lay, out, kind or self.kind, dtype)
         if not self.sharded:
             try:
                 st = self._pull_one(self.endpoints[0], name, lay, wait_for_step, timeout_ms, worker, binary, t,
@@ -616,7 +647,14 @@ class Client:
         path = "/v1/optimizers/%s/params%s" % (_quote(name), q)
         if binary:
             into = target.range(lo, hi) if target else None
-            _, h, data = e.request("GET", path, headers={"Accept": BINARY}, timeout=timeout, into=into)
+            if target and target.dtype != "float32":
+                half = bytearray(2 * (hi - lo))
+                _, h, data = e.request("GET", path, headers={"Accept": wire.media_type(target.dtype)},
+                                       timeout=timeout, into=[memoryview(half)])
+                if data is None:
+                    wire.widen(bytes(half), target.dtype, into)
+            else:
+                _, h, data = e.request("GET", path, headers={"Accept": BINARY}, timeout=timeout, into=into)
             if target and data is not None:
                 raise DescentError(500, "bad_reply", "'%s': %d bytes of parameters in the reply, %d expected (was the "
                                    "instance replaced?)" % (name, len(data), 4 * (hi - lo)), url=e.url)

@@ -120,21 +120,27 @@ class FanOut:
         self._closed = False
 
     def _worker(self) -> None:
+        with self._cv:
+            self._idle += 1
         while True:
             with self._cv:
-                self._idle += 1
                 deadline = time.monotonic() + self.IDLE_S
                 while not self._tasks and not self._closed:
                     left = deadline - time.monotonic()
                     if left <= 0:
                         break
                     self._cv.wait(left)
-                self._idle -= 1
                 if not self._tasks:
+                    self._idle -= 1
                     self._threads -= 1
                     return
                 fn, fut = self._tasks.pop(0)
+                self._idle -= 1
             fut.value = fn()
+            # idle again before the caller can see the result: its next call
+            # then finds this thread free instead of starting another
+            with self._cv:
+                self._idle += 1
             fut.done.set()
 
     def _submit(self, fn: Callable[[], Any]) -> _Future:

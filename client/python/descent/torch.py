@@ -47,6 +47,7 @@ import torch.optim
 from torch.optim.optimizer import required
 
 from .client import Client
+from . import wire as _wire
 from .errors import DescentError
 
 __all__ = ["SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "SparseAdam"]
@@ -127,7 +128,10 @@ class _Remote:
     _algorithm = ""
 
     def _descent_init(self, url=None, name=None, token=None, mode=None, workers=None, worker=None,
-                      max_staleness=None, client=None, timeout=60.0) -> None:
+                      max_staleness=None, client=None, timeout=60.0, wire_dtype=None) -> None:
+        if wire_dtype is not None:
+            wire_dtype = _wire.check_dtype(wire_dtype)
+        self._d_wire = wire_dtype
         rank, world = _env_int("RANK"), _env_int("WORLD_SIZE")
         if url is None:
             url = os.environ.get("DESCENT_URL")
@@ -146,9 +150,9 @@ class _Remote:
             token = os.environ.get("DESCENT_TOKEN")
         for g in self.param_groups:
             for p in g["params"]:
-                if p.dtype != torch.float32:
-                    raise TypeError("descent.torch: descentd keeps float32 parameters; this parameter is %s "
-                                    "(call model.float() first)" % p.dtype)
+                if p.dtype not in (torch.float32, torch.bfloat16, torch.float16):
+                    raise TypeError("descent.torch: parameters must be float32, bfloat16 or float16 (descentd "
+                                    "keeps float32 master copies); this parameter is %s" % p.dtype)
                 if p.is_sparse:
                     raise TypeError("descent.torch: sparse parameters are not supported")
         self._d_url = url
@@ -296,7 +300,7 @@ class _Remote:
     def _d_out(self, seg: _Segment):
         out, copies = {}, []
         for nm, p in zip(seg.tensors(), seg.params):
-            if p.is_contiguous() and p.device.type == "cpu":
+            if p.is_contiguous() and p.device.type == "cpu" and p.dtype == torch.float32:
                 out[nm] = p.detach()
             else:
                 tmp = torch.empty(p.numel(), dtype=torch.float32)
@@ -370,7 +374,7 @@ class _Remote:
             try:
                 r = c.push(seg.name, grads, worker=self._d_worker, loss=loss,
                            step=seg.step if (self._d_mode == "sync" or self._d_max_staleness is not None) else None,
-                           out=out)
+                           out=out, dtype=self._d_wire_of(seg), reply_dtype=self._d_reply_of(seg))
             except DescentError as e:
                 if e.code == "stale_gradient" and self._d_mode == "sync":
                     self._d_pull(seg)   # the round closed without us: resync and push on the new step
@@ -382,6 +386,30 @@ class _Remote:
             seg.step = r.step
             seg.versions = [p._version for p in seg.params]
             si += 1
+
+    def _d_wire_of(self, seg) -> str:
+        """The gradient's wire precision: wire_dtype= if given, else bfloat16
+        (float16) when every .grad of the segment already is one (mixed
+        precision: half the bytes, nothing rounded), else float32.  The
+        parameters always come back in float32."""
+        if self._d_wire is not None:
+            return self._d_wire
+        kinds = {p.grad.dtype for p in seg.params}
+        if kinds == {torch.bfloat16}:
+            return "bfloat16"
+        if kinds == {torch.float16}:
+            return "float16"
+        return "float32"
+
+    def _d_reply_of(self, seg) -> str:
+        """bfloat16 (float16) parameters take the daemon's float32 master copy
+        rounded to nearest even, so their replies may travel in that type."""
+        kinds = {p.dtype for p in seg.params}
+        if kinds == {torch.bfloat16}:
+            return "bfloat16"
+        if kinds == {torch.float16}:
+            return "float16"
+        return "float32"
 
     def step(self, closure=None):
         """Pushes every parameter's .grad (parameters without one are
@@ -576,7 +604,9 @@ _NOTE = """
     http://$MASTER_ADDR:8080 under torchrun, then http://127.0.0.1:8080),
     name= (the instance name prefix; default from the parameter shapes),
     token=, mode= ("async" or "sync"), workers=, worker=, max_staleness=,
-    client= (a descent.Client to reuse), timeout=.
+    client= (a descent.Client to reuse), timeout=, wire_dtype= (the
+    gradients' wire precision: "bfloat16" or "float16" halves the bytes;
+    default: that of bf16/fp16 .grad tensors, else float32).
 """
 
 
@@ -587,11 +617,11 @@ class SGD(_Remote, torch.optim.SGD):
     def __init__(self, params, lr=required, momentum=0, dampening=0,
                  weight_decay=0, nesterov=False, *, maximize=False, foreach: Optional[bool] = None,
                  differentiable=False, url=None, name=None, token=None, mode=None, workers=None, worker=None,
-                 max_staleness=None, client=None, timeout=60.0):
+                 max_staleness=None, client=None, timeout=60.0, wire_dtype=None):
         torch.optim.SGD.__init__(self, params, lr=lr, momentum=momentum, dampening=dampening,
                                  weight_decay=weight_decay, nesterov=nesterov, maximize=maximize,
                                  foreach=foreach, differentiable=differentiable)
-        self._descent_init(url, name, token, mode, workers, worker, max_staleness, client, timeout)
+        self._descent_init(url, name, token, mode, workers, worker, max_staleness, client, timeout, wire_dtype)
 
 
 class Adagrad(_Remote, torch.optim.Adagrad):
@@ -600,11 +630,11 @@ class Adagrad(_Remote, torch.optim.Adagrad):
 
     def __init__(self, params, lr=1e-2, lr_decay=0, weight_decay=0, initial_accumulator_value=0, eps=1e-10,
                  foreach: Optional[bool] = None, *, maximize: bool = False, url=None, name=None, token=None,
-                 mode=None, workers=None, worker=None, max_staleness=None, client=None, timeout=60.0):
+                 mode=None, workers=None, worker=None, max_staleness=None, client=None, timeout=60.0, wire_dtype=None):
         torch.optim.Adagrad.__init__(self, params, lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
                                      initial_accumulator_value=initial_accumulator_value, eps=eps,
                                      foreach=foreach, maximize=maximize)
-        self._descent_init(url, name, token, mode, workers, worker, max_staleness, client, timeout)
+        self._descent_init(url, name, token, mode, workers, worker, max_staleness, client, timeout, wire_dtype)
 
 
 class RMSprop(_Remote, torch.optim.RMSprop):
@@ -614,11 +644,11 @@ class RMSprop(_Remote, torch.optim.RMSprop):
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0, centered=False,
                  foreach: Optional[bool] = None, maximize: bool = False, differentiable: bool = False, *,
                  url=None, name=None, token=None, mode=None, workers=None, worker=None, max_staleness=None,
-                 client=None, timeout=60.0):
+                 client=None, timeout=60.0, wire_dtype=None):
         torch.optim.RMSprop.__init__(self, params, lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
                                      momentum=momentum, centered=centered, foreach=foreach, maximize=maximize,
                                      differentiable=differentiable)
-        self._descent_init(url, name, token, mode, workers, worker, max_staleness, client, timeout)
+        self._descent_init(url, name, token, mode, workers, worker, max_staleness, client, timeout, wire_dtype)
 
 
 class Adam(_Remote, torch.optim.Adam):
@@ -628,11 +658,11 @@ class Adam(_Remote, torch.optim.Adam):
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, amsgrad=False, *,
                  foreach: Optional[bool] = None, maximize: bool = False, capturable: bool = False,
                  differentiable: bool = False, fused: bool = False, url=None, name=None, token=None, mode=None,
-                 workers=None, worker=None, max_staleness=None, client=None, timeout=60.0):
+                 workers=None, worker=None, max_staleness=None, client=None, timeout=60.0, wire_dtype=None):
         torch.optim.Adam.__init__(self, params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                   amsgrad=amsgrad, foreach=foreach, maximize=maximize, capturable=capturable,
                                   differentiable=differentiable, fused=fused)
-        self._descent_init(url, name, token, mode, workers, worker, max_staleness, client, timeout)
+        self._descent_init(url, name, token, mode, workers, worker, max_staleness, client, timeout, wire_dtype)
 
 
 class AdamW(_Remote, torch.optim.AdamW):
@@ -642,10 +672,10 @@ class AdamW(_Remote, torch.optim.AdamW):
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False, *,
                  maximize: bool = False, foreach: Optional[bool] = None, capturable: bool = False,
                  url=None, name=None, token=None, mode=None, workers=None, worker=None, max_staleness=None,
-                 client=None, timeout=60.0):
+                 client=None, timeout=60.0, wire_dtype=None):
         torch.optim.AdamW.__init__(self, params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                    amsgrad=amsgrad, maximize=maximize, foreach=foreach, capturable=capturable)
-        self._descent_init(url, name, token, mode, workers, worker, max_staleness, client, timeout)
+        self._descent_init(url, name, token, mode, workers, worker, max_staleness, client, timeout, wire_dtype)
 
 
 class SparseAdam(torch.optim.SparseAdam):
