@@ -384,3 +384,4 @@ print-%:
 	@echo '$*=$($*)'
 
 -include $(shell find $(B)/obj -name '*.d' 2>/dev/null)
+-include mk/bench-cluster.mk
