@@ -50,6 +50,7 @@ def parse_args(argv):
     a.add_argument("--modes", default="pipelined,roundtrip,sync")
     a.add_argument("--dtype", default="auto", help="float32, bfloat16, or auto (bfloat16 when the daemon takes it)")
     a.add_argument("--seconds", type=float, default=8.0, help="per async measurement")
+    a.add_argument("--lanes", type=int, default=2, help="pipelined: push lanes (and as many pull lanes) per worker")
     a.add_argument("--rounds", type=int, default=4, help="sync rounds measured (after one warm-up)")
     a.add_argument("--quick", action="store_true", help="N = 10^6, 3 s, 2 rounds (for trying changes)")
     a.add_argument("--out", default="build/bench/cluster.tsv")
@@ -133,7 +134,7 @@ def run_workers(c, o, urls, name, mode, dtype, client, seconds=None, steps=None)
         else:
             argv += ["--seconds", str(seconds)]
             if mode == "pipelined":
-                argv += ["--pipeline"]
+                argv += ["--pipeline", str(o.lanes)]
         procs.append(c.worker(j, argv))
     cluster.wait_ready(procs)
     return cluster.go_and_collect(procs)

@@ -5,7 +5,7 @@
  *   cluster_worker run    --urls U --name M --n N --worker W [--mode sync]
  *                         [--steps K | --seconds T] [--dtype float32|bfloat16]
  *                         [--client libdescent|raw] [--grad fixed|dynamic]
- *                         [--pipeline] [--params-out FILE]
+ *                         [--pipeline K] [--params-out FILE]
  *   cluster_worker export --urls U --name M --out FILE
  *
  * `run` opens a handle (range sharding over the URLs, proto/sharding.md),
@@ -285,11 +285,13 @@ static int cmp_double(const void *a, const void *b) {
 
 /* One request in flight: its own handle (or raw client) and buffers.  By
  * default a worker has one lane that pushes and receives the parameters in
- * the reply, so its link carries one direction at a time.  --pipeline gives
- * it two lanes in two threads, as a parameter-server worker that overlaps
- * communication: one pushes gradients (?params=none), the other pulls the
- * parameters, so both directions of its link are busy.  Lanes share only
- * the read-only gradient and the options. */
+ * the reply, so its link carries one direction at a time.  --pipeline K
+ * gives it 2K lanes in 2K threads, as a parameter-server worker that
+ * overlaps communication: K push gradients (?params=none), K pull the
+ * parameters, so both directions of its link are busy; with K = 2 one
+ * lane's request still moves while the other waits for its slowest shard
+ * (a sharded request ends when every shard has answered).  Lanes share
+ * only the read-only gradient and the options. */
 enum lane_role { LANE_PUSHPULL, LANE_PUSH, LANE_PULL };
 
 typedef struct lane {
@@ -423,9 +425,12 @@ static int cmd_run(int argc, char **argv) {
   j.raw = strcmp(j.client, "raw") == 0;
   j.bf16 = strcmp(j.dtype, "bfloat16") == 0;
   j.w = atoi(j.worker);
-  int pipeline = 0;
-  for (int i = 2; i < argc; i++) pipeline |= strcmp(argv[i], "--pipeline") == 0;
-  int inflight = pipeline ? 2 : 1;
+  int pipeline = atoi(arg(argc, argv, "--pipeline", "0"));
+  int inflight = pipeline ? 2 * pipeline : 1;
+  if (pipeline < 0 || pipeline > 4) {
+    fprintf(stderr, "cluster_worker: --pipeline K: K from 1 to 4\n");
+    return 2;
+  }
   if (!j.urls || !j.name || j.n == 0 || (j.steps <= 0 && j.seconds <= 0)) return 2;
   if (pipeline && (j.sync || j.dynamic)) {
     fprintf(stderr, "cluster_worker: --pipeline is for async workers with a fixed gradient\n");
@@ -436,9 +441,9 @@ static int cmd_run(int argc, char **argv) {
     fprintf(stderr, "cluster_worker: libdescent sends float32 only; bfloat16 needs --client raw\n");
     return 2;
   }
-  lane lanes[2];
+  lane lanes[8];
   memset(lanes, 0, sizeof lanes);
-  pthread_t th[2];
+  pthread_t th[8];
   float *g = j.dynamic ? NULL : malloc(j.n * sizeof *g);
   uint16_t *g16 = j.dynamic || !j.bf16 ? NULL : malloc(j.n * 2);
   int rc = 1;
@@ -449,7 +454,7 @@ static int cmd_run(int argc, char **argv) {
   }
   for (int k = 0; k < inflight; k++) {
     if (lane_open(&lanes[k], &j, g, g16)) goto out;
-    lanes[k].role = pipeline ? (k ? LANE_PULL : LANE_PUSH) : LANE_PUSHPULL;
+    lanes[k].role = pipeline ? (k < pipeline ? LANE_PUSH : LANE_PULL) : LANE_PUSHPULL;
   }
   printf("ready\n");
   fflush(stdout);

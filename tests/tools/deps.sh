@@ -34,6 +34,7 @@ if [ "${1:-}" = test ]; then
   need_cmd chromium chromium
   need_cmd valgrind valgrind
   need_cmd clang clang
+  need_cmd tc iproute2
   [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || missing="$missing nginx-light"
   [ -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || missing="$missing dataset-fashion-mnist"
   [ -e /usr/lib/llvm-14/lib/clang/14.0.6/lib/linux/libclang_rt.fuzzer-x86_64.a ] || \
