@@ -4,7 +4,7 @@
 #                       of its own (a network namespace, its link shaped with
 #                       tc); the table, $(B)/bench/cluster.tsv and a plot.
 #                       Needs root and iproute2; skips, saying why, without.
-#   CLUSTER_RATE=1gbit  each host's link (each way); CLUSTER_DELAY=0.2ms
+#   CLUSTER_RATE=500mbit  each host's link (each way); CLUSTER_DELAY=0.2ms
 #   CLUSTER_ARGS=...    more bench_cluster.py options (--quick, --seconds 8,
 #                       --dtype float32, --shards 1,2,4, --n 1e7)
 #   BENCH_SVG=FILE      where the plot goes (docs/benchmarks-cluster.svg for
@@ -13,7 +13,7 @@
 # The worker (bench/cluster/cluster_worker.c) is also what
 # tests/integration/test_netns_cluster.py runs, so `integration` builds it.
 CLUSTER_WORKER := $(B)/bench/cluster_worker
-CLUSTER_RATE   ?= 1gbit
+CLUSTER_RATE   ?= 500mbit
 CLUSTER_DELAY  ?= 0.2ms
 CLUSTER_ARGS   ?=
 CLUSTER_SVG     = $(if $(filter command line environment,$(origin BENCH_SVG)),$(BENCH_SVG),$(B)/bench/cluster.svg)

@@ -36,22 +36,24 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cluster  # noqa: E402
 
-WORKERS = 4
+WORKERS = int(os.environ.get("CLUSTER_WORKERS", "4"))
 
 
 def parse_args(argv):
     a = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     a.add_argument("--daemon", default="build/bin/descentd")
     a.add_argument("--worker", default="build/bench/cluster_worker")
-    a.add_argument("--rate", default="1gbit", help="each host's link, each way (tc rate)")
+    a.add_argument("--rate", default="500mbit", help="each host's link, each way (tc rate)")
     a.add_argument("--delay", default="0.2ms", help="one-way delay (netem; none where the kernel lacks it)")
     a.add_argument("--n", type=float, default=1e7)
     a.add_argument("--shards", default="1,2,4")
     a.add_argument("--modes", default="pipelined,roundtrip,sync")
     a.add_argument("--dtype", default="auto", help="float32, bfloat16, or auto (bfloat16 when the daemon takes it)")
-    a.add_argument("--seconds", type=float, default=8.0, help="per async measurement")
+    a.add_argument("--seconds", type=float, default=8.0, help="per async measurement (after a warm-up)")
+    a.add_argument("--clients", default="libdescent,raw",
+                   help="float32 through libdescent, through the raw client (the bfloat16 baseline), or both")
     a.add_argument("--lanes", type=int, default=2, help="pipelined: push lanes (and as many pull lanes) per worker")
-    a.add_argument("--rounds", type=int, default=4, help="sync rounds measured (after one warm-up)")
+    a.add_argument("--rounds", type=int, default=3, help="sync rounds measured (after one warm-up)")
     a.add_argument("--quick", action="store_true", help="N = 10^6, 3 s, 2 rounds (for trying changes)")
     a.add_argument("--out", default="build/bench/cluster.tsv")
     a.add_argument("--svg", default="")
@@ -61,6 +63,7 @@ def parse_args(argv):
     o.n = int(o.n)
     o.shards = [int(s) for s in o.shards.split(",")]
     o.modes = o.modes.split(",")
+    o.clients = o.clients.split(",")
     return o
 
 
@@ -99,7 +102,7 @@ def probe_bf16(c, url):
         want = struct.pack("<4H", 0xbf80, 0xc000, 0xc040, 0xc080)  # -1 .. -4
         if st == 200 and body == want:
             return True
-        return "%d %s" % (st, body[:200].decode(errors="replace"))
+        return "%d %s" % (st, body[:200].decode(errors="replace").strip())
     finally:
         c.http(0, "DELETE", "%s/v1/optimizers/%s" % (url, name))
 
@@ -124,7 +127,7 @@ def metrics(c, daemons, s, name):
     return out
 
 
-def run_workers(c, o, urls, name, mode, dtype, client, seconds=None, steps=None):
+def start_workers(c, o, urls, name, mode, dtype, client, steps=None):
     procs = []
     for j in range(WORKERS):
         argv = [o.worker, "run", "--urls", urls, "--name", name, "--n", str(o.n), "--worker", str(j),
@@ -132,43 +135,76 @@ def run_workers(c, o, urls, name, mode, dtype, client, seconds=None, steps=None)
         if mode == "sync":
             argv += ["--mode", "sync", "--steps", str(steps)]
         else:
-            argv += ["--seconds", str(seconds)]
+            argv += ["--until-stop"]
             if mode == "pipelined":
                 argv += ["--pipeline", str(o.lanes)]
         procs.append(c.worker(j, argv))
     cluster.wait_ready(procs)
-    return cluster.go_and_collect(procs)
+    return procs
+
+
+def shard_step(c, url, name):
+    st, body = c.http(0, "GET", "%s/v1/optimizers/%s" % (url, name))
+    if st != 200:
+        raise RuntimeError("describe %s: %d %s" % (name, st, body[:200]))
+    return json.loads(body)["step"]
+
+
+def link_bytes(c, s):
+    """Bytes sent so far on every link, each way: daemon k in (the switch's
+    port dk), daemon k out (its eth0), worker j up (its eth0), down (port wj)."""
+    sw = c.prefix + "-sw"
+    return {"d_in": [cluster.tc_sent(sw, "d%d" % k) for k in range(s)],
+            "d_out": [cluster.tc_sent(c.ns("d", k), "eth0") for k in range(s)],
+            "w_up": [cluster.tc_sent(c.ns("w", j), "eth0") for j in range(WORKERS)],
+            "w_down": [cluster.tc_sent(sw, "w%d" % j) for j in range(WORKERS)]}
 
 
 def measure_async(c, o, daemons, s, mode, dtype, client, cap):
-    name = "a%d%s%s" % (s, mode[0], dtype[0])
+    """Steps per second from the daemons' own step counter over a window
+    in which every worker is busy; link bytes from the qdiscs' counters
+    over the same window (what really crossed each link, headers included)."""
+    name = "a%d%s%s%s" % (s, mode[0], dtype[0], client[0])
     urls = urls_of(daemons, s)
     c.run(0, [o.worker, "create", "--urls", urls, "--spec", spec(name, o.n, "async")])
+    procs = []
     try:
-        res = run_workers(c, o, urls, name, mode, dtype, client, seconds=o.seconds)
+        procs = start_workers(c, o, urls, name, mode, dtype, client)
+        cluster.go(procs)
+        lanes = o.lanes if mode == "pipelined" else 1
+        deadline = time.monotonic() + 300
+        while shard_step(c, daemons[0], name) < WORKERS * lanes:  # warm-up: every lane has pushed once
+            if time.monotonic() > deadline:
+                raise RuntimeError("no progress")
+            time.sleep(0.2)
+        t1, s1, b1 = time.monotonic(), shard_step(c, daemons[0], name), link_bytes(c, s)
+        time.sleep(o.seconds)
+        t2, s2, b2 = time.monotonic(), shard_step(c, daemons[0], name), link_bytes(c, s)
+        cluster.go(procs, "stop")
+        res = cluster.collect(procs)
     finally:
+        for p in procs:
+            c.stop(p)
         delete(c, daemons, s, name)
-    b = 2 if dtype == "bfloat16" else 4
-    steps = sum(r["rate"] for r in res)            # optimizer steps per second (pushes)
-    pulls = sum(r["pull_rate"] for r in res)       # parameter vectors received per second
-    shard_bytes = o.n * b / s
-    d_in, d_out = steps * shard_bytes, pulls * shard_bytes           # per daemon link
-    w_up = max(r["rate"] for r in res) * o.n * b                      # busiest worker link
-    w_down = max(r["pull_rate"] for r in res) * o.n * b
-    busiest = max(d_in, d_out, w_up, w_down)
-    return {"kind": mode, "dtype": dtype, "client": client, "shards": s, "steps_per_s": steps,
-            "pulls_per_s": pulls, "daemon_link_in_GBps": d_in / 1e9, "daemon_link_out_GBps": d_out / 1e9,
+    dt = t2 - t1
+    rate = {k: [(b2[k][i] - b1[k][i]) / dt for i in range(len(b1[k]))] for k in b1}
+    d_in, d_out = max(rate["d_in"]), max(rate["d_out"])
+    w_up, w_down = max(rate["w_up"]), max(rate["w_down"])
+    return {"kind": mode, "dtype": dtype, "client": client, "shards": s, "steps_per_s": (s2 - s1) / dt,
+            "daemon_link_in_GBps": d_in / 1e9, "daemon_link_out_GBps": d_out / 1e9,
             "worker_link_up_GBps": w_up / 1e9, "worker_link_down_GBps": w_down / 1e9,
-            "busiest_link_ratio": busiest / cap, "median_push_s": sorted(r["median_s"] for r in res)[WORKERS // 2]}
+            "busiest_link_ratio": max(d_in, d_out, w_up, w_down) / cap,
+            "median_push_s": sorted(r["median_s"] for r in res)[WORKERS // 2]}
 
 
 def measure_sync(c, o, daemons, s, dtype, client, cap):
-    name = "s%d%s" % (s, dtype[0])
+    name = "s%d%s%s" % (s, dtype[0], client[0])
     urls = urls_of(daemons, s)
     c.run(0, [o.worker, "create", "--urls", urls, "--spec", spec(name, o.n, "sync")])
     try:
         m0 = metrics(c, daemons, s, name)
-        res = run_workers(c, o, urls, name, "sync", dtype, client, steps=o.rounds + 1)
+        procs = start_workers(c, o, urls, name, "sync", dtype, client, steps=o.rounds + 1)
+        res = cluster.go_and_collect(procs)
         m1 = metrics(c, daemons, s, name)
     finally:
         delete(c, daemons, s, name)
@@ -214,12 +250,13 @@ def fmt_table(rows, cap_gbps):
                 r["kind"], r["dtype"], r["client"], r["shards"], r["steps_per_s"], sp,
                 r["daemon_link_in_GBps"], r["daemon_link_out_GBps"], r["worker_link_up_GBps"],
                 r["worker_link_down_GBps"], 100 * r["busiest_link_ratio"]))
-    out.append("(GB/s: in/out of each daemon's link, up/down of the busiest worker's; link %%: the busiest "
-               "link's bytes against its capacity, %.3f GB/s each way)" % cap_gbps)
+    out.append("(GB/s: bytes on the wire, headers included, in/out of the busiest daemon's link and up/down of the "
+               "busiest worker's;\n link %%: the busiest link against its capacity, %.4f GB/s each way; sync: a "
+               "round's link time at line rate against the round)" % cap_gbps)
     return "\n".join(out)
 
 
-COLS = ["kind", "dtype", "client", "shards", "steps_per_s", "speedup", "pulls_per_s", "daemon_link_in_GBps",
+COLS = ["kind", "dtype", "client", "shards", "steps_per_s", "speedup", "daemon_link_in_GBps",
         "daemon_link_out_GBps", "worker_link_up_GBps", "worker_link_down_GBps", "busiest_link_ratio",
         "median_push_s", "round_s", "link_s", "apply_s", "codec_s", "wait_s"]
 
@@ -320,16 +357,17 @@ def main(argv):
     nd = max(o.shards)
     cap = cluster.rate_bps(o.rate) / 8
     t0 = time.time()
+    load0 = os.getloadavg()[0]
     c = cluster.Cluster("dscb", nd, WORKERS, rate=o.rate, delay=o.delay)
     rows = []
     try:
         print("bench-cluster: %d daemon hosts, %d worker hosts; %s" % (nd, WORKERS, c.report))
         daemons = [c.start_daemon(k, o.daemon, ["--max-body", "1G", "--log-level", "error"]) for k in range(nd)]
-        dtypes = [("float32", "libdescent")]
+        dtypes = [(d, cl) for d, cl in (("float32", "libdescent"), ("float32", "raw")) if cl in o.clients]
         if o.dtype in ("auto", "bfloat16"):
             ok = probe_bf16(c, daemons[0])
             if ok is True:
-                dtypes += [("float32", "raw"), ("bfloat16", "raw")]
+                dtypes += [("bfloat16", "raw")]
             else:
                 print("bf16: not supported by this daemon yet (%s); column skipped" % ok)
                 if o.dtype == "bfloat16":
@@ -348,7 +386,9 @@ def main(argv):
         c.close()
     rows.sort(key=lambda r: (["pipelined", "roundtrip", "sync"].index(r["kind"]), r["dtype"], r["client"], r["shards"]))
     meta = {"links": c.report, "n": o.n, "workers": WORKERS, "seconds": o.seconds, "rounds": o.rounds,
-            "capacity_GBps_each_way": cap / 1e9, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+            "capacity_GBps_each_way": cap / 1e9, "lanes": o.lanes,
+            "load_average_start_end": "%.1f %.1f (%d cores, shared)" % (load0, os.getloadavg()[0], os.cpu_count()),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     print()
     print(fmt_table(rows, cap / 1e9))
     for kind in ("pipelined", "sync"):
@@ -363,7 +403,7 @@ def main(argv):
             print("bf16 vs float32 (%s, %d shards, same client): %.2fx" % (
                 r["kind"], r["shards"], r["steps_per_s"] / f32[(r["kind"], r["shards"])]))
     write_tsv(o.out, rows, meta)
-    print("results: %s (%.0f s)" % (o.out, time.time() - t0))
+    print("load average %s; results: %s (%.0f s)" % (meta["load_average_start_end"], o.out, time.time() - t0))
     if o.svg:
         os.makedirs(os.path.dirname(o.svg) or ".", exist_ok=True)
         plot(o.svg, rows, meta, o.shards)

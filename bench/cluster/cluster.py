@@ -180,12 +180,16 @@ def wait_ready(procs, timeout=120):
             raise RuntimeError("worker failed before starting: %r %s" % (line, p.stderr.read()))
 
 
-def go_and_collect(procs, timeout=600):
-    """Starts every ready worker at once and returns their parsed result lines."""
-    import json
+def go(procs, line="go"):
+    """Writes line to every worker (go: start; stop: for --until-stop)."""
     for p in procs:
-        p.stdin.write("go\n")
+        p.stdin.write(line + "\n")
         p.stdin.flush()
+
+
+def collect(procs, timeout=600):
+    """Waits for every worker; returns their parsed result lines."""
+    import json
     results = []
     for p in procs:
         out, err = p.communicate(timeout=timeout)
@@ -193,3 +197,16 @@ def go_and_collect(procs, timeout=600):
             raise RuntimeError("worker exited %d: %s" % (p.returncode, err))
         results.append(json.loads(out.strip().splitlines()[-1]))
     return results
+
+
+def go_and_collect(procs, timeout=600):
+    """Starts every ready worker at once and returns their parsed result lines."""
+    go(procs)
+    return collect(procs, timeout)
+
+
+def tc_sent(ns, dev):
+    """Bytes sent so far by the root qdisc of dev in namespace ns."""
+    out = subprocess.run(["ip", "netns", "exec", ns, "tc", "-s", "qdisc", "show", "dev", dev],
+                         capture_output=True, text=True, check=True).stdout
+    return int(out.split("Sent ", 1)[1].split()[0])

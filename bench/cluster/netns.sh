@@ -26,7 +26,7 @@
 #
 # Environment: NETNS_RATE (tc rate, default 1gbit), NETNS_DELAY (one way,
 # default 0.2ms; 0 for none), NETNS_MTU (default 1500), NETNS_QUEUE (tbf
-# queue in ms of the rate, default 20).
+# queue in ms of the rate, default 50).
 #
 # Cleanup: `up` removes what it made if any step fails (trap); callers run
 # `down PREFIX` when done, on failure too.  A PREFIX made by a caller as
@@ -40,7 +40,7 @@ prefix=${2:-}
 RATE=${NETNS_RATE:-1gbit}
 DELAY=${NETNS_DELAY:-0.2ms}
 MTU=${NETNS_MTU:-1500}
-QUEUE_MS=${NETNS_QUEUE:-20}
+QUEUE_MS=${NETNS_QUEUE:-50}
 SUBNET=198.18.0
 
 die() { echo "netns: $*" >&2; exit 1; }
