@@ -144,20 +144,29 @@ def start_workers(c, o, urls, name, mode, dtype, client, steps=None):
 
 
 def shard_step(c, url, name):
+    """(time, step) of shard `url`: the time is the middle of the request."""
+    t0 = time.monotonic()
     st, body = c.http(0, "GET", "%s/v1/optimizers/%s" % (url, name))
     if st != 200:
         raise RuntimeError("describe %s: %d %s" % (name, st, body[:200]))
-    return json.loads(body)["step"]
+    return (t0 + time.monotonic()) / 2, json.loads(body)["step"]
 
 
 def link_bytes(c, s):
-    """Bytes sent so far on every link, each way: daemon k in (the switch's
-    port dk), daemon k out (its eth0), worker j up (its eth0), down (port wj)."""
+    """(time, bytes sent so far) on every link, each way: daemon k in (the
+    switch's port dk), daemon k out (its eth0), worker j up (its eth0), down
+    (port wj).  Each counter has its own time: on a loaded machine reading
+    a dozen of them takes a while."""
     sw = c.prefix + "-sw"
-    return {"d_in": [cluster.tc_sent(sw, "d%d" % k) for k in range(s)],
-            "d_out": [cluster.tc_sent(c.ns("d", k), "eth0") for k in range(s)],
-            "w_up": [cluster.tc_sent(c.ns("w", j), "eth0") for j in range(WORKERS)],
-            "w_down": [cluster.tc_sent(sw, "w%d" % j) for j in range(WORKERS)]}
+
+    def read(ns, dev):
+        t0 = time.monotonic()
+        b = cluster.tc_sent(ns, dev)
+        return (t0 + time.monotonic()) / 2, b
+    return {"d_in": [read(sw, "d%d" % k) for k in range(s)],
+            "d_out": [read(c.ns("d", k), "eth0") for k in range(s)],
+            "w_up": [read(c.ns("w", j), "eth0") for j in range(WORKERS)],
+            "w_down": [read(sw, "w%d" % j) for j in range(WORKERS)]}
 
 
 def measure_async(c, o, daemons, s, mode, dtype, client, cap):
@@ -173,13 +182,13 @@ def measure_async(c, o, daemons, s, mode, dtype, client, cap):
         cluster.go(procs)
         lanes = o.lanes if mode == "pipelined" else 1
         deadline = time.monotonic() + 300
-        while shard_step(c, daemons[0], name) < WORKERS * lanes:  # warm-up: every lane has pushed once
+        while shard_step(c, daemons[0], name)[1] < WORKERS * lanes:  # warm-up: every lane has pushed once
             if time.monotonic() > deadline:
                 raise RuntimeError("no progress")
             time.sleep(0.2)
-        t1, s1, b1 = time.monotonic(), shard_step(c, daemons[0], name), link_bytes(c, s)
+        (t1, s1), b1 = shard_step(c, daemons[0], name), link_bytes(c, s)
         time.sleep(o.seconds)
-        t2, s2, b2 = time.monotonic(), shard_step(c, daemons[0], name), link_bytes(c, s)
+        (t2, s2), b2 = shard_step(c, daemons[0], name), link_bytes(c, s)
         cluster.go(procs, "stop")
         res = cluster.collect(procs)
     finally:
@@ -187,7 +196,7 @@ def measure_async(c, o, daemons, s, mode, dtype, client, cap):
             c.stop(p)
         delete(c, daemons, s, name)
     dt = t2 - t1
-    rate = {k: [(b2[k][i] - b1[k][i]) / dt for i in range(len(b1[k]))] for k in b1}
+    rate = {k: [(b2[k][i][1] - b1[k][i][1]) / (b2[k][i][0] - b1[k][i][0]) for i in range(len(b1[k]))] for k in b1}
     d_in, d_out = max(rate["d_in"]), max(rate["d_out"])
     w_up, w_down = max(rate["w_up"]), max(rate["w_down"])
     return {"kind": mode, "dtype": dtype, "client": client, "shards": s, "steps_per_s": (s2 - s1) / dt,
@@ -275,16 +284,18 @@ def write_tsv(path, rows, meta):
             f.write("\t".join(vals) + "\n")
 
 
-def series_of(rows):
-    series = {}
+def series_of(rows, shards):
+    """Speedup over one shard against the shard count, per mode/dtype/client,
+    and the links' bound (each extra daemon host adds its link)."""
+    series = {"links' bound": [(s, float(s)) for s in shards]}
     for r in rows:
-        label = "%s %s" % (r["kind"], r["dtype"]) + (" (raw)" if r["client"] == "raw" else "")
-        series.setdefault(label, []).append((r["shards"], r["steps_per_s"]))
+        label = "%s %s, %s" % (r["kind"], r["dtype"], r["client"])
+        series.setdefault(label, []).append((r["shards"], r["speedup"]))
     return series
 
 
 def plot(path, rows, meta, shards):
-    series = series_of(rows)
+    series = series_of(rows, shards)
     if shutil.which("gnuplot"):
         dat = path + ".dat"
         with open(dat, "w") as f:
@@ -294,8 +305,8 @@ def plot(path, rows, meta, shards):
                     f.write("%d %g\n" % (x, y))
                 f.write("\n\n")
         gp = ("set terminal svg size 720,440 dynamic font 'sans,12'; set output '%s'; "
-              "set title 'descent on simulated hosts: 10^7-parameter Adam, 4 workers, %s links'; "
-              "set xlabel 'daemons (shards), one host each'; set ylabel 'optimizer steps per second'; "
+              "set title 'one Adam instance over daemon hosts, 4 worker hosts, %s'; "
+              "set xlabel 'daemons (shards), one host each'; set ylabel 'optimizer steps per second, against one shard'; "
               "set xtics (%s); set key left top; set grid; "
               "plot for [i=0:%d] '%s' index i using 1:2 with linespoints lw 2 title columnheader(1)"
               % (path, meta["links"], ",".join(str(s) for s in shards), len(series) - 1, dat))
@@ -303,7 +314,7 @@ def plot(path, rows, meta, shards):
         os.unlink(dat)
         return
     # no gnuplot: a small line chart by hand
-    W, H, L, R, T, B = 720, 440, 70, 200, 50, 60
+    W, H, L, R, T, B = 760, 440, 70, 240, 50, 60
     xs = sorted(set(shards))
     ymax = max(y for pts in series.values() for _, y in pts) * 1.15
     step = 10 ** int("%d" % (len("%d" % max(1, int(ymax))) - 1))
@@ -311,11 +322,12 @@ def plot(path, rows, meta, shards):
         step /= 2
     px = lambda x: L + (W - L - R) * (xs.index(x) / max(1, len(xs) - 1))  # noqa: E731
     py = lambda y: H - B - (H - T - B) * y / ymax  # noqa: E731
-    colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
+    colors = ["#888888", "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
     s = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="12">' % (W, H),
          '<rect width="100%" height="100%" fill="white"/>',
-         '<text x="%d" y="24" font-size="14">descent on simulated hosts: 10^7-parameter Adam, 4 workers, %s</text>'
-         % (L, meta["links"].split(";")[0].replace("links: ", ""))]
+         '<text x="%d" y="24" font-size="14">one %s-parameter Adam instance over 1-%d daemon hosts, %d worker hosts, %s links</text>'
+         % (L, "10^7" if meta["n"] == 10 ** 7 else meta["n"], max(shards), meta["workers"],
+            meta["links"].split(" each way")[0].replace("links: ", ""))]
     y = 0.0
     while y <= ymax:
         s.append('<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="#ddd"/>' % (L, py(y), W - R, py(y)))
@@ -325,14 +337,15 @@ def plot(path, rows, meta, shards):
         s.append('<line x1="%.1f" y1="%d" x2="%.1f" y2="%d" stroke="#ddd"/>' % (px(x), T, px(x), H - B))
         s.append('<text x="%.1f" y="%d" text-anchor="middle">%d</text>' % (px(x), H - B + 18, x))
     s.append('<text x="%d" y="%d" text-anchor="middle">daemons (shards), one host each</text>' % ((L + W - R) / 2, H - 18))
-    s.append('<text x="16" y="%d" transform="rotate(-90 16 %d)" text-anchor="middle">optimizer steps per second</text>'
+    s.append('<text x="16" y="%d" transform="rotate(-90 16 %d)" text-anchor="middle">steps per second, against one shard</text>'
              % ((T + H - B) / 2, (T + H - B) / 2))
     for i, (label, pts) in enumerate(series.items()):
         col = colors[i % len(colors)]
         path_d = " ".join("%s%.1f,%.1f" % ("M" if k == 0 else "L", px(x), py(v)) for k, (x, v) in enumerate(pts))
-        s.append('<path d="%s" fill="none" stroke="%s" stroke-width="2"/>' % (path_d, col))
+        dash = ' stroke-dasharray="6,4"' if i == 0 else ""
+        s.append('<path d="%s" fill="none" stroke="%s" stroke-width="2"%s/>' % (path_d, col, dash))
         for x, v in pts:
-            s.append('<circle cx="%.1f" cy="%.1f" r="3.5" fill="%s"><title>%s, %d shards: %.2f steps/s</title></circle>'
+            s.append('<circle cx="%.1f" cy="%.1f" r="3.5" fill="%s"><title>%s, %d shards: %.2fx</title></circle>'
                      % (px(x), py(v), col, label, x, v))
         ly = T + 10 + 20 * i
         s.append('<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="%s" stroke-width="2"/>' % (W - R + 14, ly, W - R + 38, ly, col))
