@@ -314,7 +314,8 @@ def plot(path, rows, meta, shards):
         os.unlink(dat)
         return
     # no gnuplot: a small line chart by hand
-    W, H, L, R, T, B = 760, 440, 70, 240, 50, 60
+    R = 60 + int(6.6 * max(len(k) for k in series))  # room for the legend
+    W, H, L, T, B = 520 + R, 440, 70, 50, 60
     xs = sorted(set(shards))
     ymax = max(y for pts in series.values() for _, y in pts) * 1.15
     step = 10 ** int("%d" % (len("%d" % max(1, int(ymax))) - 1))
@@ -325,9 +326,9 @@ def plot(path, rows, meta, shards):
     colors = ["#888888", "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
     s = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="12">' % (W, H),
          '<rect width="100%" height="100%" fill="white"/>',
-         '<text x="%d" y="24" font-size="14">one %s-parameter Adam instance over 1-%d daemon hosts, %d worker hosts, %s links</text>'
+         '<text x="%d" y="24" font-size="14">one %s-parameter Adam instance over 1-%d daemon hosts, %d worker hosts%s</text>'
          % (L, "10^7" if meta["n"] == 10 ** 7 else meta["n"], max(shards), meta["workers"],
-            meta["links"].split(" each way")[0].replace("links: ", ""))]
+            ", %s links" % meta["links"].split(" each way")[0].replace("links: ", "") if "each way" in meta["links"] else "")]
     y = 0.0
     while y <= ymax:
         s.append('<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="#ddd"/>' % (L, py(y), W - R, py(y)))
