@@ -47,7 +47,7 @@ def parse_args(argv):
     a.add_argument("--delay", default="0.2ms", help="one-way delay (netem; none where the kernel lacks it)")
     a.add_argument("--n", type=float, default=1e7)
     a.add_argument("--shards", default="1,2,4")
-    a.add_argument("--modes", default="pipelined,roundtrip,sync")
+    a.add_argument("--modes", default="pipelined,sync", help="pipelined, roundtrip (one push in flight per worker), sync")
     a.add_argument("--dtype", default="auto", help="float32, bfloat16, or auto (bfloat16 when the daemon takes it)")
     a.add_argument("--seconds", type=float, default=8.0, help="per async measurement (after a warm-up)")
     a.add_argument("--clients", default="libdescent,raw",
