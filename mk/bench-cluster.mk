@@ -6,7 +6,8 @@
 #                       Needs root and iproute2; skips, saying why, without.
 #   CLUSTER_RATE=500mbit  each host's link (each way); CLUSTER_DELAY=0.2ms
 #   CLUSTER_ARGS=...    more bench_cluster.py options (--quick, --seconds 8,
-#                       --dtype float32, --shards 1,2,4, --n 1e7)
+#                       --dtype float32, --shards 1,2,4, --n 1e7,
+#                       --modes pipelined,roundtrip,sync, --clients raw)
 #   BENCH_SVG=FILE      where the plot goes (docs/benchmarks-cluster.svg for
 #                       the doc; default $(B)/bench/cluster.svg); gnuplot if
 #                       present, else an SVG written by the script

@@ -211,9 +211,11 @@ do_up() {
 }
 
 do_reap() {
-  local base=$1 ns pid
+  local base=$1 ns pid seen=" "
   for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E "^$base-[0-9]+-" || true); do
     pid=${ns#"$base"-}; pid=${pid%%-*}
+    case "$seen" in *" $pid "*) continue ;; esac
+    seen="$seen$pid "
     if ! kill -0 "$pid" 2>/dev/null; then
       echo "netns: removing $base-$pid-* left by a run that is gone" >&2
       do_down "$base-$pid"
