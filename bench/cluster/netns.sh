@@ -72,8 +72,8 @@ half_delay_us() {
 have_netem=""
 probe_netem() { # in namespace $1 on device $2
   if [ -z "$have_netem" ]; then
-    if ip netns exec "$1" tc qdisc add dev "$2" root handle 9: netem delay 1us 2>/dev/null; then
-      ip netns exec "$1" tc qdisc del dev "$2" root 2>/dev/null
+    if tc -n "$1" qdisc add dev "$2" root handle 9: netem delay 1us 2>/dev/null; then
+      tc -n "$1" qdisc del dev "$2" root 2>/dev/null
       have_netem=yes
     else
       have_netem=no
@@ -109,11 +109,6 @@ shape_cmds() {
   echo "tc filter add dev $dev parent 1: protocol ip prio 1 u32 match u16 0x0000 0xff80 at 2 flowid 1:10"
 }
 
-# one shell in namespace NS runs the set-up of its side (IPv6 off: no
-# router solicitations or DAD, only the traffic we send)
-in_ns() { # NS SCRIPT
-  ip netns exec "$1" sh -ec "$2"
-}
 
 namespaces_of() { # every namespace named PREFIX-*
   ip netns list 2>/dev/null | awk '{print $1}' | grep -E "^$1-(sw|d[0-9]+|w[0-9]+|probe)$" || true
@@ -154,7 +149,7 @@ do_check() {
     echo "netns: no bridges: $err"; exit 77
   fi
   probe_netem "$ns" pa
-  if ! err=$(ip netns exec "$ns" sh -ec "$(shape_cmds pa)" 2>&1); then
+  if ! err=$(shape_cmds pa | sed 's/^tc //' | tc -n "$ns" -b - 2>&1); then
     echo "netns: cannot shape a link (tc htb, pfifo, bfifo, u32): $err"; exit 77
   fi
   echo "netns: ok (htb yes, netem $have_netem)"
@@ -184,21 +179,26 @@ do_up() {
     batch="${batch}link add name $port mtu $MTU netns $sw type veth peer name eth0 mtu $MTU netns $p-$port"$'\n'
   done
   printf '%s' "$batch" | ip -b -
-  # the switch: a bridge of every port, each port shaped towards its host
-  in_ns "$sw" "ip link set lo up; ip link add br0 type bridge; ip link set br0 mtu $MTU up"
-  probe_netem "$sw" br0
-  script="sysctl -q -w net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1"
-  script="$script; ip link set lo up; ip link set br0 up"
+  # the switch: a bridge of every port, each port shaped towards its host.
+  # One `ip -b` and one `tc -b` per namespace (a loaded machine forks slowly);
+  # addrgenmode none: no IPv6 addresses, so only the traffic we send.
+  batch="link set lo up"$'\n'"link add br0 type bridge"$'\n'
+  batch="${batch}link set dev br0 addrgenmode none"$'\n'"link set br0 mtu $MTU up"$'\n'
   for h in $hosts; do
     port=${h%%:*}
-    script="$script; ip link set $port master br0 up; $(shape_cmds "$port" | paste -sd';')"
+    batch="${batch}link set dev $port addrgenmode none"$'\n'"link set $port master br0 up"$'\n'
   done
-  in_ns "$sw" "$script"
+  printf '%s' "$batch" | ip -n "$sw" -b -
+  probe_netem "$sw" br0
+  batch=""
+  for h in $hosts; do batch="$batch$(shape_cmds "${h%%:*}")"$'\n'; done
+  printf '%s' "$batch" | sed 's/^tc //' | tc -n "$sw" -b -
   # each host: its address, its egress shaped towards the switch
   for h in $hosts; do
     port=${h%%:*} ip=${h#*:} ns=$p-${h%%:*}
-    in_ns "$ns" "sysctl -q -w net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1;
-      ip link set lo up; ip addr add $ip/24 dev eth0; ip link set eth0 up; $(shape_cmds eth0 | paste -sd';')"
+    printf '%s\n' "link set lo up" "link set dev eth0 addrgenmode none" "addr add $ip/24 dev eth0" \
+      "link set eth0 up" | ip -n "$ns" -b -
+    shape_cmds eth0 | sed 's/^tc //' | tc -n "$ns" -b -
     echo "host $port ns=$ns ip=$ip"
   done
   trap - ERR
