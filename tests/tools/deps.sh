@@ -43,6 +43,7 @@ if [ "${1:-}" = test ]; then
   need_py yaml python3-yaml
   need_cmd node nodejs
   need_cmd npm npm
+  need_cmd tc iproute2
   [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || missing="$missing nginx-light"
   [ -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || missing="$missing dataset-fashion-mnist"
   # the Python package's tests: Debian's interpreter with torch, numpy, setuptools and venv
