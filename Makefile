@@ -10,6 +10,7 @@
 #   make check-tsan the daemon under ThreadSanitizer, against the concurrent integration modules
 #   make check-openapi  proto/openapi.yaml against the OpenAPI 3.1 schema           mk/openapi.mk
 #   make bench      benchmarks (ratios measured side by side in one run)      mk/bench.mk
+#   make bench-cluster  scale-out over simulated hosts (network namespaces)    mk/bench-cluster.mk
 #   make fuzz       libFuzzer targets, each for a bounded time                 mk/fuzz.mk
 #   make check-valgrind  every integration module with descentd under valgrind mk/fuzz.mk
 #   make demo       the road trip on Fashion-MNIST (report in build/demo/;     mk/demo.mk
@@ -164,14 +165,17 @@ integration: all $(DEMO_WORKER)
 check-layers:
 	$(Q)tests/tools/layers.sh $(SERVER_LAYERS)
 
+# Under ASan every module runs but those whose daemon work the others already
+# cover (the demo, the browser, torch's client-side math, install, documents).
+ASAN_SKIP ?= test_demo,test_dashboard,test_torch_optim,test_torch_example,test_install,test_openapi_doc,test_openapi_check,test_py_docs,test_netns_cluster
 check-asan:
 	$(Q)$(MAKE) --no-print-directory B=$(B)/asan SAN=asan OPT="-O1 -g" all $(B)/asan/tests/unit
 	$(Q)cd tests && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ../$(B)/asan/tests/unit
-	$(Q)DESCENT_BUILD=$(B)/asan ASAN_OPTIONS=detect_leaks=1 python3 tests/integration/run.py --quick
+	$(Q)DESCENT_BUILD=$(B)/asan ASAN_OPTIONS=detect_leaks=1 python3 tests/integration/run.py --quick --skip $(ASAN_SKIP)
 
 # ThreadSanitizer: the daemon (kernel clones off: TSan's runtime crashes on
 # ifunc resolvers) against the modules whose requests run concurrently.
-TSAN_MODULES ?= test_async test_sync test_longpoll test_idempotency test_durability test_history_check
+TSAN_MODULES ?= test_async test_sync test_longpoll test_idempotency test_durability test_history_check test_connections
 check-tsan:
 	$(Q)$(MAKE) --no-print-directory B=$(B)/tsan SAN=tsan OPT="-O1 -g" all
 	$(Q)DESCENT_BUILD=$(B)/tsan TSAN_OPTIONS="exitcode=66 second_deadlock_stack=1" \

@@ -51,3 +51,4 @@ bench: $(DAEMON) $(BENCH_BINS) $(BENCH_DIR)/bench_shards
 	$(Q)$(BENCH_DIR)/bench_service --daemon $(DAEMON) --out $(BENCH_OUT) $(BENCH_SARGS)
 	$(Q)$(BENCH_DIR)/bench_shards --daemon $(DAEMON) --out $(BENCH_OUT)
 	$(Q)$(BENCH_DIR)/bench_report $(BENCH_OUT)
+	$(Q)$(MAKE) --no-print-directory bench-python
