@@ -162,8 +162,14 @@ client-test: $(CLIENT_TEST_BIN) $(DAEMON)
 integration: all $(DEMO_WORKER)
 	$(Q)DESCENT_BUILD=$(B) python3 tests/integration/run.py
 
+# The layers as drawn in docs/architecture.md (and proof that the check can
+# fail: the same files in the opposite order must be refused), and no long
+# functions.
 check-layers:
 	$(Q)tests/tools/layers.sh $(SERVER_LAYERS)
+	$(Q)! tests/tools/layers.sh $(shell echo $(SERVER_LAYERS) | tr ' ' '\n' | tac) >/dev/null 2>&1 || \
+	  { echo "check-layers: the reversed order passed: the check cannot fail"; exit 1; }
+	$(Q)python3 tests/tools/fnlength.py
 
 # Under ASan every module runs but those whose daemon work the others already
 # cover (the demo, the browser, torch's client-side math, install, documents).
