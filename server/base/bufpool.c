@@ -76,19 +76,25 @@ size_t bufpool_capacity(const bufpool *bp, size_t bytes) {
   return class_of(bytes, &cap) < 0 ? 0 : cap;
 }
 
-void *bufpool_get_idle(bufpool *bp, size_t bytes, size_t *cap) {
-  if (!pooled(bp, bytes)) return NULL;
-  int c = class_of(bytes, cap);
-  if (c < 0) return NULL;
+/* Pops an idle buffer of class c (cap bytes), or NULL; the bytes count as
+ * busy when one was popped, or always if `charge_anyway` (the caller then
+ * allocates a fresh one of that class). */
+static node *take_idle(bufpool *bp, int c, size_t cap, bool charge_anyway) {
   pthread_mutex_lock(&bp->lock);
   node *n = bp->free[c];
   if (n) {
     bp->free[c] = n->next;
-    bp->idle -= *cap;
-    bp->busy += *cap;
+    bp->idle -= cap;
   }
+  if (n || charge_anyway) bp->busy += cap;
   pthread_mutex_unlock(&bp->lock);
   return n;
+}
+
+void *bufpool_get_idle(bufpool *bp, size_t bytes, size_t *cap) {
+  if (!pooled(bp, bytes)) return NULL;
+  int c = class_of(bytes, cap);
+  return c < 0 ? NULL : take_idle(bp, c, *cap, false);
 }
 
 void *bufpool_get(bufpool *bp, size_t bytes, size_t *cap) {
@@ -98,14 +104,7 @@ void *bufpool_get(bufpool *bp, size_t bytes, size_t *cap) {
   }
   int c = class_of(bytes, cap);
   if (c < 0) return NULL;
-  pthread_mutex_lock(&bp->lock);
-  node *n = bp->free[c];
-  if (n) {
-    bp->free[c] = n->next;
-    bp->idle -= *cap;
-  }
-  bp->busy += *cap;
-  pthread_mutex_unlock(&bp->lock);
+  node *n = take_idle(bp, c, *cap, true);
   if (n) return n;
   void *p = mem_alloc_big(*cap);
   if (!p) {

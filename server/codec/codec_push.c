@@ -10,20 +10,13 @@
 
 #include "spec.h"
 
-/* Index of the tensor named `name`, or -1. */
-static int layout_tensor(const instance_layout *c, const char *name) {
-  for (size_t i = 0; i < c->ntensors; i++)
-    if (strcmp(c->tensors[i].name, name) == 0) return (int)i;
-  return -1;
-}
-
 /* grads into out[0..c->n): by tensor name, or one flat array. */
 static int decode_grads(const jdoc *d, const instance_layout *c, json_t *grads, float *out, derr *e) {
   const char *k;
   json_t *v;
   if (json_is_object(grads)) {
     json_object_foreach(grads, k, v) {
-      if (layout_tensor(c, k) < 0) return derr_set(e, E_UNKNOWN_TENSOR, "grads.%.64s: no tensor of that name", k);
+      if (instance_layout_tensor(c, k) < 0) return derr_set(e, E_UNKNOWN_TENSOR, "grads.%.64s: no tensor of that name", k);
     }
     for (size_t i = 0; i < c->ntensors; i++) {
       const tensor *t = &c->tensors[i];

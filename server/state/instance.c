@@ -67,10 +67,15 @@ void instance_cfg_copy(instance_cfg *dst, const instance_cfg *src) {
   if (src->ntensors) memcpy(dst->tensors, src->tensors, src->ntensors * sizeof(tensor));
 }
 
-int instance_cfg_tensor(const instance_cfg *c, const char *name) {
-  for (size_t i = 0; i < c->ntensors; i++)
-    if (strcmp(c->tensors[i].name, name) == 0) return (int)i;
+int instance_layout_tensor(const instance_layout *l, const char *name) {
+  for (size_t i = 0; i < l->ntensors; i++)
+    if (strcmp(l->tensors[i].name, name) == 0) return (int)i;
   return -1;
+}
+
+int instance_cfg_tensor(const instance_cfg *c, const char *name) {
+  instance_layout l = instance_cfg_layout(c);
+  return instance_layout_tensor(&l, name);
 }
 
 uint64_t instance_cfg_footprint(const instance_cfg *c) {

@@ -225,6 +225,8 @@ typedef struct instance_layout {
 
 /* The layout of a configuration (pointers into c, valid while c is). */
 instance_layout instance_cfg_layout(const instance_cfg *c);
+/* Index of the tensor named `name` in l, or -1. */
+int instance_layout_tensor(const instance_layout *l, const char *name);
 
 /* The instance is private to server/state/ (instance_internal.h). */
 typedef struct instance instance;

@@ -287,13 +287,7 @@ class Client:
 
     def _describe_logical(self, name, descs, lay):
         d = dict(descs[0])
-        tensors = []
-        for nm, s, c, o, off in zip(lay.names, lay.shapes, lay.counts, lay.origins, lay.offsets):
-            t = {"name": nm, "shape": s, "offset": off, "count": c}
-            if o:
-                t["origin"] = o
-            tensors.append(t)
-        d["tensors"] = tensors
+        d["tensors"] = lay.tensor_docs()
         d["size"] = lay.n
         steps = [x["step"] for x in descs]
         d["step"] = min(steps)
@@ -510,10 +504,12 @@ class Client:
         reply_dtype = wire.check_dtype(reply_dtype or dtype)
         lay = self._layout(name)
         chunks = self._grad_chunks(lay, grads)
+        half = None
         if dtype != "float32":
-            # the values the daemon will see: rounded once here, so that the
-            # finite check and a sharded norm are of exactly those
-            chunks = [wire.widen(wire.narrow(c, dtype), dtype) for c in chunks]
+            # rounded once here: the bytes sent, and (widened) the values the
+            # finite check and a sharded norm look at, exactly the daemon's
+            half = memoryview(wire.narrow(memoryview(b"".join(chunks)) if len(chunks) > 1 else chunks[0], dtype))
+            chunks = [wire.widen(half, dtype)]
         if self.sharded and lay.mode == "sync" and lay.clip:
             raise DescentError(422, "invalid_value", "clip_grad_norm: a sharded sync instance cannot clip")
         norm = None
@@ -532,7 +528,8 @@ class Client:
         if (dtype != "float32" or reply_dtype != "float32") and not binary:
             raise ValueError("dtype=%s needs binary=True (JSON carries decimal numbers)" % dtype)
         opts = dict(worker=worker, step=step, loss=loss, seq=seq, binary=binary,
-                    timeout=timeout, headers=headers, grad_norm=norm, dtype=dtype, reply_dtype=reply_dtype)
+                    timeout=timeout, headers=headers, grad_norm=norm, dtype=dtype, reply_dtype=reply_dtype,
+                    half=half)
         if not self.sharded:
             try:
                 st = self._push_one(self.endpoints[0], name, lay, chunks, 0, lay.n, target, **opts)
@@ -549,7 +546,7 @@ class Client:
 
     def _push_one(self, e: Endpoint, name: str, lay: Layout, chunks: List[memoryview], lo: int, hi: int,
                   target: Optional[_Target], worker, step, loss, seq, binary, timeout, headers, grad_norm,
-                  dtype="float32", reply_dtype="float32") -> int:
+                  dtype="float32", reply_dtype="float32", half=None) -> int:
         """One daemon's push of the gradient's [lo, hi): its step (parameters into target)."""
         part = slice_chunks(chunks, lo, hi)
         path = "/v1/optimizers/%s/step" % _quote(name)
@@ -559,8 +556,8 @@ class Client:
                        grad_norm=None if grad_norm is None else repr(grad_norm))
             h = dict(headers, **{"Content-Type": wire.media_type(dtype), "Accept": wire.media_type(reply_dtype)})
             into = target.range(lo, hi) if target else None
-            if dtype != "float32":
-                part = [memoryview(wire.narrow(memoryview(b"".join(part)), dtype))]
+            if half is not None:
+                part = [half[2 * lo:2 * hi]]  # this shard's range of the bytes narrowed once in push
             if reply_dtype != "float32":
                 half = bytearray(2 * (hi - lo)) if target else None
                 _, rh, data = e.request("POST", path + q, part, h, timeout=timeout,
@@ -726,13 +723,7 @@ class Client:
             raise DescentStepMismatch(name, self.urls, steps, "an export")
         lay = self._merge_layout(name, docs)
         out = {k: v for k, v in docs[0].items() if k not in ("params", "buffers", "tensors", "size")}
-        tensors = []
-        for nm, s, c, o, off in zip(lay.names, lay.shapes, lay.counts, lay.origins, lay.offsets):
-            t = {"name": nm, "shape": s, "offset": off, "count": c}
-            if o:
-                t["origin"] = o
-            tensors.append(t)
-        out["tensors"] = tensors
+        out["tensors"] = lay.tensor_docs()
         out["size"] = lay.n
 
         def gather(get):

@@ -86,6 +86,16 @@ class Layout:
         self.algorithm = desc.get("algorithm")
         self.ranges: Optional[List[Tuple[int, int]]] = None
 
+    def tensor_docs(self) -> List[dict]:
+        """The logical instance's tensors as a description lists them."""
+        docs = []
+        for nm, s, c, o, off in zip(self.names, self.shapes, self.counts, self.origins, self.offsets):
+            t = {"name": nm, "shape": s, "offset": off, "count": c}
+            if o:
+                t["origin"] = o
+            docs.append(t)
+        return docs
+
     def where(self, i: int) -> str:
         """A flat index as "grads.W[3]"."""
         for name, o, c in zip(self.names, self.offsets, self.counts):

@@ -363,6 +363,18 @@ def media_type(dtype: str) -> str:
     return "application/octet-stream" if dtype == "float32" else "application/octet-stream; dtype=" + dtype
 
 
+def _numpy_if_any():
+    """numpy if it can be imported (the conversions' fast path), else None."""
+    np = sys.modules.get("numpy")
+    if np is not None:
+        return np
+    try:
+        import numpy as np  # noqa: F811
+    except ImportError:
+        return None
+    return np
+
+
 def _bf16_py(u: int) -> int:
     if (u & 0x7FFFFFFF) > 0x7F800000:
         return (u >> 16) | 0x40
@@ -374,12 +386,7 @@ def narrow(f32: memoryview, dtype: str) -> bytes:
     (one vectorised pass with numpy when it is there; per element without)."""
     if dtype == "float32":
         return bytes(f32)
-    np = sys.modules.get("numpy")
-    if np is None:
-        try:
-            import numpy as np  # noqa: F811
-        except ImportError:
-            np = None
+    np = _numpy_if_any()
     if np is not None:
         if dtype == "float16":
             return np.frombuffer(f32, dtype="<f4").astype("<f2").tobytes()
@@ -391,11 +398,10 @@ def narrow(f32: memoryview, dtype: str) -> bytes:
         return out.tobytes()
     import struct
     n = f32.nbytes // 4
-    vals = struct.unpack("<%dI" % n, f32)
     if dtype == "float16":
         fl = struct.unpack("<%df" % n, f32)
         return struct.pack("<%de" % n, *[x if abs(x) < 65520 or x != x else math.copysign(math.inf, x) for x in fl])
-    return struct.pack("<%dH" % n, *[_bf16_py(u) for u in vals])
+    return struct.pack("<%dH" % n, *[_bf16_py(u) for u in struct.unpack("<%dI" % n, f32)])
 
 
 def widen(half: bytes, dtype: str, into: Optional[Sequence[memoryview]] = None) -> memoryview:
@@ -404,12 +410,7 @@ def widen(half: bytes, dtype: str, into: Optional[Sequence[memoryview]] = None) 
     if dtype == "float32":
         f32 = memoryview(half)
     else:
-        np = sys.modules.get("numpy")
-        if np is None:
-            try:
-                import numpy as np  # noqa: F811
-            except ImportError:
-                np = None
+        np = _numpy_if_any()
         if np is not None:
             if dtype == "float16":
                 a = np.frombuffer(half, dtype="<f2").astype("<f4")
