@@ -157,6 +157,18 @@ void round__close(instance *in, wake_list *wl, waiter *self) {
   waiters__wake_pollers(in, wl);
 }
 
+/* Arms t for `at` with a reference the callback drops, noting it in *armed
+ * and *armed_at (a callback firing before armed_at is a stale one). */
+static void arm(instance *in, dtimer *t, uint64_t at, bool *armed, uint64_t *armed_at) {
+  instance_ref(in);
+  if (timers_arm(in->tm, t, at)) {
+    *armed = true;
+    *armed_at = at;
+  } else {
+    drop_timer_ref(in);
+  }
+}
+
 static void arm_lease_timer(instance *in) {
   INSTANCE_ASSERT_LOCKED(in);
   if (in->lease_armed || in->deleted) return;
@@ -167,26 +179,13 @@ static void arm_lease_timer(instance *in) {
     if (w->dropped || !w->pushes || in_round(in, w)) continue;
     if (w->last_seen_ms + lease < next) next = w->last_seen_ms + lease;
   }
-  if (next == UINT64_MAX) return;
-  instance_ref(in);
-  if (timers_arm(in->tm, &in->lease_timer, next + 1)) {
-    in->lease_armed = true;
-    in->lease_at = next + 1;
-  } else {
-    drop_timer_ref(in);
-  }
+  if (next != UINT64_MAX) arm(in, &in->lease_timer, next + 1, &in->lease_armed, &in->lease_at);
 }
 
 static void arm_deadline(instance *in) {
   if (in->round.count != 1 || !in->cfg.round_timeout_ms || in->round.deadline_armed) return;
-  instance_ref(in);
-  uint64_t at = timers_now_ms() + in->cfg.round_timeout_ms;
-  if (timers_arm(in->tm, &in->round.deadline, at)) {
-    in->round.deadline_armed = true;
-    in->round.deadline_at = at;
-  } else {
-    drop_timer_ref(in);
-  }
+  arm(in, &in->round.deadline, timers_now_ms() + in->cfg.round_timeout_ms, &in->round.deadline_armed,
+      &in->round.deadline_at);
 }
 
 /* Loop thread: drops members whose lease ran out; closes the round if it now can. */
