@@ -96,7 +96,13 @@ typedef struct tensor {
   uint64_t shape[TENSOR_MAXDIM];
   size_t count;    /* product of shape */
   size_t offset;   /* first element in the instance's flat arrays */
-  uint64_t origin; /* index of the first element in the logical tensor ("offset": K) */
+  uint64_t origin; /* index of the first element in the logical tensor ("offset": K);
+                      sparse: the first row in the logical table */
+  /* sparse ("sparse": true, shape [V, D]): rows are held only once touched,
+   * so count is 0 and the tensor takes no room in the flat arrays */
+  bool sparse;
+  uint64_t vrows; /* V, up to 2^62 */
+  size_t dim;     /* D */
 } tensor;
 
 typedef struct instance_cfg {
@@ -182,12 +188,21 @@ typedef struct idem_record {
   uint64_t step; /* the step its reply showed */
 } idem_record;
 
+/* The gradient of one sparse tensor in a push: k entries, as sent
+ * (repeats allowed; the state layer coalesces where torch does). */
+typedef struct push_rows {
+  uint64_t k;
+  const uint64_t *rows; /* k row ids in [0, V), owned by the caller */
+  float *vals;          /* k*D floats; with emit, overwritten with the rows' new values */
+} push_rows;
+
 /* One decoded push. */
 typedef struct push {
   const char *worker;  /* NULL: anonymous (async only) */
   int64_t step;        /* -1: not given */
   double loss;         /* NAN: not given */
   float *grad;         /* n floats, scratch owned by the caller until the outcome */
+  push_rows *rows;     /* one per sparse tensor in creation order; NULL if none */
   const char *key;     /* idempotency key or NULL */
   double grad_norm;    /* a sharded client's global norm; NAN: compute here */
   bool emit;           /* write the new parameters into grad (async reply) */

@@ -32,6 +32,7 @@ need_pc libuv libuv1-dev
 need_pc check check
 need_pc libcurl libcurl4-openssl-dev
 need_pc zlib zlib1g-dev
+need_pc raft libraft-dev
 need_cmd python3 python3
 need_cmd curl curl
 need_cmd openssl openssl

@@ -1,0 +1,60 @@
+/* optim_sparse: torch.optim 1.13's update rules for sparse gradients
+ * (torch.sparse_coo rows of an [V, D] table): sgd and adagrad as torch.optim
+ * applies them to a sparse gradient, and sparse_adam as torch.optim.SparseAdam
+ * (lazy moments, torch's bias correction); torch's refusals for sparse
+ * gradients; the coalescing torch does first (sum repeated rows).
+ *
+ * A held row is one block of floats: D parameters, then D floats for each
+ * buffer of optim_buffers(alg, h), in enum optim_buf order (so a row's whole
+ * state is one contiguous run).  The caller (server/state/rows.c) owns the
+ * blocks, allocates new rows at their initial values and finds each row's
+ * block; this module only updates blocks.
+ *
+ * Never does I/O, JSON or allocation; every function writes only the arrays
+ * it is given.  Any thread; the caller serializes steps on the same rows.
+ */
+#ifndef DESCENT_OPTIM_SPARSE_H
+#define DESCENT_OPTIM_SPARSE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "errors.h"
+#include "optim.h"
+
+/* Floats in one row's block: (1 + number of buffers) * D. */
+size_t optim_sparse_row_floats(optim_alg alg, const optim_hyper *h, size_t D);
+
+/* Where buffer `buf` starts inside a row block, in floats (-1 if alg does
+ * not use it). */
+long optim_sparse_buf_offset(optim_alg alg, const optim_hyper *h, size_t D, int buf);
+
+/* Whether alg with h accepts sparse gradients as torch does (sgd, adagrad,
+ * sparse_adam with the options torch allows).  0, or a negative code (-E_BAD_VALUE
+ * or -E_WRONG_ALGORITHM) with a message saying what torch refuses, e.g.
+ * "adam does not support sparse gradients (torch: use SparseAdam)". */
+int optim_sparse_check(optim_alg alg, const optim_hyper *h, derr *e);
+
+/* Whether alg sums repeated rows before updating (torch coalesces the sparse
+ * gradient first: adagrad, sparse_adam) rather than applying entries one at a
+ * time in the order given (sgd adds an uncoalesced gradient). */
+bool optim_sparse_coalesces(optim_alg alg);
+
+/* torch's coalesce: the k (row, D values) entries as m <= k distinct rows in
+ * ascending order, values of repeated rows summed in the order given.
+ * urows (k) and ug (k*D) receive the result; order (k uint32) is scratch.
+ * Returns m.  No allocation. */
+size_t optim_sparse_coalesce(const uint64_t *rows, const float *g, size_t k, size_t D, uint64_t *urows,
+                             float *ug, uint32_t *order);
+
+/* One sparse step (plan from optim_plan_init with the instance's step, lr,
+ * and gscale; `fresh` is not used for rows).  blk[i] is the block of the row
+ * of entry i; g holds k*D gradient values (coalesced first by the caller when
+ * optim_sparse_coalesces(alg)); blk[i] may repeat only when not coalesced,
+ * and then entries are applied in order.  When out is not NULL, out[i*D..]
+ * receives entry i's parameters after the whole step (out may be g). */
+void optim_sparse_apply(const optim_plan *pl, float *const *blk, const float *g, size_t k, size_t D,
+                        float *out);
+
+#endif
