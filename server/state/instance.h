@@ -90,6 +90,17 @@ typedef struct instance_env {
 enum instance_mode { MODE_ASYNC, MODE_SYNC };
 enum instance_aggregate { AGG_MEAN, AGG_SUM };
 
+/* A sparse tensor's seeded init: row r, column c (r counted from the
+ * logical table's first row, tensor.origin + r) has a value that depends
+ * only on (kind, a, b, seed, r, c), so a row first touched late, after a
+ * restart or on another shard starts the same. */
+enum tensor_init_kind { TENSOR_INIT_ZEROS, TENSOR_INIT_CONSTANT, TENSOR_INIT_NORMAL, TENSOR_INIT_UNIFORM };
+typedef struct tensor_init {
+  int kind;     /* enum tensor_init_kind */
+  double a, b;  /* constant: a; normal: mean a, std b; uniform: low a, high b */
+  uint64_t seed;
+} tensor_init;
+
 typedef struct tensor {
   char name[NAME_MAX_LEN + 1];
   int ndim;
@@ -103,6 +114,7 @@ typedef struct tensor {
   bool sparse;
   uint64_t vrows; /* V, up to 2^62 */
   size_t dim;     /* D */
+  tensor_init init; /* sparse: the value of a row never touched (dense tensors are filled at create) */
 } tensor;
 
 typedef struct instance_cfg {
@@ -225,6 +237,8 @@ struct instance_stats {
   uint64_t apply_ns_total, decode_ns_total, encode_ns_total;
   uint64_t latency_buckets[INSTANCE_LATENCY_BUCKETS];
   double last_loss, last_grad_norm;
+  uint64_t rows_held;    /* sparse: rows held now, all sparse tensors */
+  uint64_t rows_touched; /* sparse: rows updated by the last step (distinct) */
 };
 
 /* What never changes after creation: name, algorithm, mode, tensors, size.
@@ -329,6 +343,15 @@ void instance_stats_copy(instance *in, struct instance_stats *out, uint64_t *ste
 
 /* ---- whole-state copies: export, import, snapshots ---- */
 
+/* The held rows of one sparse tensor in a state copy: ids ascending, and the
+ * parameters and each held buffer as m*D floats in that order. */
+typedef struct state_rows {
+  uint64_t m;
+  uint64_t *ids;
+  float *params;
+  float *buf[OPTIM_NBUF];
+} state_rows;
+
 /* A detached copy of an instance at one moment (cfg, step, arrays). */
 typedef struct instance_state {
   instance_cfg cfg;
@@ -343,12 +366,25 @@ typedef struct instance_state {
   /* the idempotency window, oldest first (completed keys only) */
   idem_record *idem;
   size_t nidem;
+  /* sparse tensors: one per sparse tensor in creation order (NULL if none) */
+  state_rows *rows;
 } instance_state;
 
 /* Copies everything under the lock (one memcpy per array).  Returns 0 or
  * -E_QUOTA if memory for the copy cannot be had. */
 int instance_export(instance *in, instance_state *out);
 void instance_state_free(instance_state *s);
+
+/* ---- sparse tensors (rows) ---- */
+
+/* Copies k rows of sparse tensor t (index into the layout's tensors) into out
+ * (k*D floats): held rows as they are, untouched ones at their init, without
+ * allocating.  Row ids must be < V (the codec checks).  Returns the step. */
+uint64_t instance_read_rows(instance *in, int t, const uint64_t *rows, size_t k, float *out);
+
+/* Before publication: holds rows[0..k) of sparse tensor t with the given
+ * values (k*D floats; create's explicit rows).  0 or -E_QUOTA. */
+int instance_init_rows(instance *in, int t, const uint64_t *rows, size_t k, const float *vals);
 
 /* A new instance holding exactly s (arrays copied).  NULL on out of memory. */
 instance *instance_from_state(const instance_state *s, const instance_env *env);
