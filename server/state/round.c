@@ -139,6 +139,10 @@ void round__close(instance *in, wake_list *wl, waiter *self) {
     round__fail(in, E_NOT_FINITE, "the combined gradient overflowed to infinity", wl, self);
     return;
   }
+  if (in->changes) { /* log mode: one entry; the participants wait for it to be durable */
+    journal__round(in, loss, norm);
+    return;
+  }
   uint64_t t0 = instance__mono_ns();
   apply__step(in, in->scratch, norm, loss, false);
   double apply_ms = (double)(instance__mono_ns() - t0) / 1e6;
@@ -250,9 +254,10 @@ bool round__attach_retry(instance *in, int k, waiter *w) {
 /* A sync push that cannot join: stale, or its worker already pushed. */
 static int refuse_member(instance *in, push *p, waiter *w, worker_info *wk) {
   derr e = {0};
-  if (p->step >= 0 && p->step < (int64_t)in->step)
+  uint64_t at = journal__logical_step(in);
+  if (p->step >= 0 && p->step < (int64_t)at)
     derr_set(&e, E_STALE, "the round for step %lld has closed; the instance is at step %llu: pull and resync",
-             (long long)p->step, (unsigned long long)in->step);
+             (long long)p->step, (unsigned long long)at);
   else if (in_round(in, wk))
     derr_set(&e, E_ALREADY_PUSHED, "worker %s already pushed for step %llu", wk->name,
              (unsigned long long)in->step);
@@ -273,7 +278,7 @@ int round__join(instance *in, push *p, waiter *w, worker_info *wk, void (*suspen
   if (refuse_member(in, p, w, wk) < 0) return PUSH_FAILED;
   wk->dropped = false;
   wk->last_push_time = instance__wall_now();
-  wk->last_push_step = (int64_t)in->step;
+  wk->last_push_step = (int64_t)journal__logical_step(in);
   wk->staleness = 0;
   wk->pushes++;
   struct round *r = &in->round;
@@ -289,6 +294,10 @@ int round__join(instance *in, push *p, waiter *w, worker_info *wk, void (*suspen
   if (slot >= 0) in->idem[slot].pending = w;
   if (r->count >= round__expected(in)) {
     round__close(in, wl, w);
+    if (w->linked) { /* log mode: queued with its round */
+      suspend(arg);
+      return PUSH_WAITING;
+    }
     return w->code ? PUSH_FAILED : PUSH_DONE;
   }
   arm_deadline(in);
