@@ -106,7 +106,8 @@ static int seg_open(wal *w, stream *s) {
   char path[NAME_MAX_LEN + 32];
   uint64_t num = w->next_seg++;
   seg_path(path, sizeof path, s->name, num);
-  int fd = openat(w->dirfd, path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  /* O_APPEND: after a batch is cut back, the next one goes at the new end */
+  int fd = openat(w->dirfd, path, O_WRONLY | O_APPEND | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (fd < 0) return errno;
   unsigned char hdr[SEG_HDR] = {0};
   memcpy(hdr, SEG_MAGIC, 8);
