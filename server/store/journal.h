@@ -97,7 +97,8 @@ const change_sink *journal_sink(journal *j);
 /* A change's bytes (proto/log.md's entry, without the local log's frame):
  * finds its instance by name and applies it with the push path's code.  0;
  * 1 if it is already in the instance's state (seq <= the instance's) and
- * was skipped; or a negative code (unknown instance, a seq that skips one,
+ * was skipped; 2 if it was refused as live (a sparse step over the quota,
+ * e says why); or a negative code (unknown instance, a seq that skips one,
  * a step that does not follow, a malformed entry) with e saying why.  For
  * backends: replay at start-up, Raft followers' FSM apply. */
 int journal_apply(journal *j, const unsigned char *entry, size_t len, derr *e);

@@ -542,6 +542,9 @@ static int replay_frames(seg_reader *r, bool last, uint64_t *last_seq, derr *e) 
     if (rc < 0)
       return derr_set(e, E_IO, "log: %s/%s: entry at offset %lld cannot be applied: %s", r->w->dir, r->path,
                       (long long)off, ae.msg);
+    if (rc == 2)
+      log_warn("log: an entry refused when it was logged is refused again", "file=%s/%s offset=%lld reason=\"%s\"",
+               r->w->dir, r->path, (long long)off, ae.msg);
     memcpy(last_seq, r->buf + 16, 8);
     off += (off_t)(FRAME + len);
   }
