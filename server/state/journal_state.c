@@ -231,7 +231,8 @@ bool journal__attach_retry(instance *in, int k, waiter *w) {
   waiter **head = &lg->waiters;
   for (size_t j = 0; j < lg->npart; j++)
     if (lg->part[j].idem == k) head = &lg->part[j].waiters;
-  w->next = *head;
+  while (*head) head = &(*head)->next; /* after the first: it keeps its own reply */
+  w->next = NULL;
   w->linked = 1;
   *head = w;
   return true;
