@@ -516,17 +516,14 @@ static int check_sparse(const instance_cfg *c, derr *e) {
     if (c->tensors[i].sparse) any = true;
     else dense = true;
   }
-  if (dense && spec_alg_sparse_only(c->alg))
-    return derr_set(e, E_BAD_VALUE,
-                    "tensors: sparse_adam needs every tensor sparse (torch.optim.SparseAdam refuses dense gradients)");
-  if (!any) return 0;
   derr e2 = {0};
+  if (dense && optim_sparse_check_dense(c->alg, &e2) < 0)
+    return derr_set(e, E_BAD_VALUE, "tensors: %s (every tensor of a sparse_adam instance is sparse)", e2.msg);
+  if (!any) return 0;
   if (optim_sparse_check(c->alg, &c->hyper, &e2) < 0) /* always a 422: torch refuses the combination */
     return derr_set(e, E_BAD_VALUE, "%s", e2.msg);
   return 0;
 }
-
-bool spec_alg_sparse_only(optim_alg alg) { return !strcmp(optim_alg_name(alg), "sparse_adam"); }
 
 bool spec_cfg_has_sparse(const instance_cfg *c) {
   for (size_t i = 0; i < c->ntensors; i++)

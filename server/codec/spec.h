@@ -70,8 +70,6 @@ int spec_rows_read(const jdoc *d, json_t *obj, const tensor *t, bool ascending, 
 /* How many rows {"rows": [...], ...} lists (0 if none; -1: more than SPEC_MAX_ROWS). */
 long spec_rows_count(const jdoc *d, json_t *obj);
 
-/* Whether alg takes sparse tensors only (sparse_adam). */
-bool spec_alg_sparse_only(optim_alg alg);
 /* Whether c has a sparse tensor. */
 bool spec_cfg_has_sparse(const instance_cfg *c);
 
