@@ -72,6 +72,12 @@ int optim_sparse_check_dense(optim_alg alg, derr *e) {
   return 0;
 }
 
+int optim_sparse_check_clip(double max_norm, derr *e) {
+  if (!(max_norm > 0)) return 0;
+  return derr_set(e, E_BAD_VALUE, "clip_grad_norm: not with sparse tensors (torch 1.13's clip_grad_norm_ counts "
+                  "a sparse gradient in the norm but leaves it unscaled; see docs/optimizers.md)");
+}
+
 bool optim_sparse_coalesces(optim_alg alg) { return alg == OPTIM_ADAGRAD || alg == OPTIM_SPARSE_ADAM; }
 
 /* ---- coalesce ------------------------------------------------------------ */
