@@ -473,6 +473,15 @@ void jbuf_string(jbuf *b, const char *s) {
   json_decref(str);
 }
 
+void jbuf_float_rows(jbuf *b, const float *v, size_t n, size_t dim) {
+  jbuf_put(b, "[", 1);
+  for (size_t i = 0; i < n / dim; i++) {
+    if (i) jbuf_put(b, ",", 1);
+    jbuf_floats(b, v + i * dim, dim);
+  }
+  jbuf_put(b, "]", 1);
+}
+
 void jbuf_u64s(jbuf *b, const uint64_t *v, size_t n) {
   jbuf_put(b, "[", 1);
   char tmp[24];
@@ -542,6 +551,7 @@ void jbuf_json_splice(jbuf *b, json_t *root, const jbuf_array *arrays, size_t na
     if (*q == 'A') {
       size_t k = strtoul(q + 1, &q, 10);
       if (k < narrays && arrays[k].ids) jbuf_u64s(b, arrays[k].ids, arrays[k].n);
+      else if (k < narrays && arrays[k].dim) jbuf_float_rows(b, arrays[k].v, arrays[k].n, arrays[k].dim);
       else if (k < narrays) jbuf_floats(b, arrays[k].v, arrays[k].n);
       else jbuf_puts(b, "null");
     } else { /* 'R': the number's text follows */

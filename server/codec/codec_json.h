@@ -89,6 +89,7 @@ void jbuf_printf(jbuf *b, const char *fmt, ...) __attribute__((format(printf, 2,
 void jbuf_string(jbuf *b, const char *s);   /* a JSON string literal, escaped */
 void jbuf_floats(jbuf *b, const float *v, size_t n); /* [v0,v1,...] shortest round-trip */
 void jbuf_u64s(jbuf *b, const uint64_t *v, size_t n); /* [3,17,42] */
+void jbuf_float_rows(jbuf *b, const float *v, size_t n, size_t dim); /* [[v0..v(dim-1)],...]: n/dim rows */
 /* Takes the text out of b (caller owns it, with its capacity for bufpool_put). */
 char *jbuf_take(jbuf *b, size_t *len, size_t *cap);
 
@@ -104,6 +105,7 @@ typedef struct jbuf_array {
   const float *v;
   size_t n;
   const uint64_t *ids; /* when not NULL, n integers instead of v */
+  size_t dim;          /* when not 0, v as nested rows of dim floats */
 } jbuf_array;
 
 /* Dumps root compactly into b, each placeholder k replaced by arrays[k] and

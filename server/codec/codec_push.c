@@ -209,6 +209,13 @@ static int bin_walk(const instance_layout *c, int dtype, size_t len, bin_plan *p
   size_t vs = codec_half_size(dtype), at = 0;
   bool seen_sparse = false, split = false;
   *pl = (bin_plan){0};
+  if (!codec_push_nsparse(c)) {
+    if (len != c->n * vs)
+      return derr_set(e, E_BAD_LENGTH, "binary body: expected %zu %s values (%zu bytes), got %zu bytes", c->n,
+                      codec_half_dtype_name(dtype), c->n * vs, len);
+    pl->dense_in_place = dtype == DTYPE_FLOAT32;
+    return 0;
+  }
   for (size_t i = 0; i < c->ntensors; i++) {
     const tensor *t = &c->tensors[i];
     if (!t->sparse) {

@@ -592,8 +592,8 @@ static int parse_tensors(const jdoc *d, json_t *arr, instance_cfg *c, float **pa
     int64_t origin = 0;
     char p2[80];
     snprintf(p2, sizeof p2, "%s.", path);
-    if ((rc = get_int(tv, state_doc ? "origin" : "offset", 0, INT64_MAX / 4, &origin, p2, e)) < 0) return rc;
-    if (!state_doc && (rc = get_int(tv, "origin", 0, INT64_MAX / 4, &origin, p2, e)) < 0) return rc;
+    if ((rc = get_int(tv, state_doc ? "origin" : "offset", 0, INT64_MAX / 2, &origin, p2, e)) < 0) return rc;
+    if (!state_doc && (rc = get_int(tv, "origin", 0, INT64_MAX / 2, &origin, p2, e)) < 0) return rc;
     if (t->sparse && (uint64_t)origin > SPEC_SPARSE_MAX_V)
       return derr_set(e, E_BAD_VALUE, "%s.offset: a sparse tensor's first row is at most 2^62", path);
     t->origin = (uint64_t)origin;
@@ -791,7 +791,7 @@ int spec_parse_idem(json_t *keys, instance_state *s, derr *e) {
 static json_t *rows_placeholder(const state_rows *sr, const float *v, size_t D, jbuf_array *arrays, size_t *na) {
   arrays[*na] = (jbuf_array){.n = sr ? (size_t)sr->m : 0, .ids = sr && sr->ids ? sr->ids : (const uint64_t *)""};
   json_t *o = json_pack("{s:o}", "rows", jbuf_placeholder((*na)++));
-  arrays[*na] = (jbuf_array){.v = v ? v : (const float *)"", .n = sr && v ? (size_t)sr->m * D : 0};
+  arrays[*na] = (jbuf_array){.v = v ? v : (const float *)"", .n = sr && v ? (size_t)sr->m * D : 0, .dim = D};
   json_object_set_new(o, "values", jbuf_placeholder((*na)++));
   return o;
 }
@@ -821,7 +821,7 @@ void spec_state_write(jbuf *b, const instance_state *s) {
       const state_rows *sr = s->rows ? &s->rows[j++] : NULL;
       v = rows_placeholder(sr, sr ? sr->params : NULL, t->dim, arrays, &na);
     } else {
-      arrays[na] = (jbuf_array){s->params + t->offset, t->count, NULL};
+      arrays[na] = (jbuf_array){s->params + t->offset, t->count, NULL, 0};
       v = jbuf_placeholder(na++);
     }
     json_object_set_new(params, t->name, v);
@@ -838,7 +838,7 @@ void spec_state_write(jbuf *b, const instance_state *s) {
         const state_rows *sr = s->rows ? &s->rows[j++] : NULL;
         if (sr && sr->buf[b2]) json_object_set_new(per, t->name, rows_placeholder(sr, sr->buf[b2], t->dim, arrays, &na));
       } else if (dense) {
-        arrays[na] = (jbuf_array){s->buf[b2] + t->offset, t->count, NULL};
+        arrays[na] = (jbuf_array){s->buf[b2] + t->offset, t->count, NULL, 0};
         json_object_set_new(per, t->name, jbuf_placeholder(na++));
       }
     }

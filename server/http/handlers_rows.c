@@ -126,12 +126,9 @@ static enum MHD_Result rows_reply(request *r, instance *in, rows_req *q) {
   jbuf_init(&b, r->app->pool, q->k * (24 + 12 * q->tn->dim) + 64);
   jbuf_printf(&b, "{\"step\":%llu,\"tensor\":\"%s\",\"rows\":", (unsigned long long)step, q->tn->name);
   jbuf_u64s(&b, q->ids, q->k);
-  jbuf_puts(&b, ",\"values\":[");
-  for (size_t i = 0; i < q->k; i++) {
-    if (i) jbuf_puts(&b, ",");
-    jbuf_floats(&b, q->vals + i * q->tn->dim, q->tn->dim);
-  }
-  jbuf_puts(&b, "]}\n");
+  jbuf_puts(&b, ",\"values\":");
+  jbuf_float_rows(&b, q->vals, nv, q->tn->dim);
+  jbuf_puts(&b, "}\n");
   bufpool_put(r->app->pool, q->buf, q->cap);
   return reply_jbuf(r, MHD_HTTP_OK, &b, "application/json");
 }

@@ -53,12 +53,9 @@ static const char *binary_type(int dtype) {
 static void rows_json(jbuf *b, const push_rows *pr, size_t D) {
   jbuf_puts(b, "{\"rows\":");
   jbuf_u64s(b, pr->rows, (size_t)pr->k);
-  jbuf_puts(b, ",\"values\":[");
-  for (size_t i = 0; i < pr->k; i++) {
-    if (i) jbuf_puts(b, ",");
-    jbuf_floats(b, pr->vals + i * D, D);
-  }
-  jbuf_puts(b, "]}");
+  jbuf_puts(b, ",\"values\":");
+  jbuf_float_rows(b, pr->vals, (size_t)pr->k * D, D);
+  jbuf_puts(b, "}");
 }
 
 /* {"step":N,"params":{"W":[...],...}} into b.  A sparse tensor gives the
@@ -124,13 +121,32 @@ static void read_pushed_rows(request *r, instance *in) {
   }
 }
 
+/* The pushed rows' values after a sync round's step (its copy: each sparse
+ * tensor's k*D floats in creation order) into r->prows; without a copy, as
+ * they are now. */
+static void rows_of_round(request *r, instance *in, const psnap *rows) {
+  if (!rows) {
+    read_pushed_rows(r, in);
+    return;
+  }
+  const instance_layout *l = instance_layout_of(in);
+  size_t at = 0;
+  for (size_t i = 0, j = 0; i < l->ntensors; i++) {
+    if (!l->tensors[i].sparse) continue;
+    push_rows *pr = &r->prows[j++];
+    size_t nv = (size_t)pr->k * l->tensors[i].dim;
+    if (at + nv <= rows->n) memcpy(pr->vals, rows->v + at, nv * sizeof(float));
+    at += nv;
+  }
+}
+
 static void unref_snap(void *cls) { psnap_unref(cls); }
 
 /* Replies with a shared snapshot of the parameters (a sync round's). */
 static enum MHD_Result reply_params_snap(request *r, instance *in, psnap *s) {
   uint64_t t0 = ns_now();
-  if (r->prows) { /* the round's dense parameters, and the pushed rows as they are now */
-    read_pushed_rows(r, in);
+  if (r->prows) { /* the round's dense parameters, and the pushed rows after the round's step */
+    rows_of_round(r, in, r->w.rows);
     if (r->accept_binary) return reply_rows_binary(r, in, s->v, s->step, t0);
     jbuf b;
     jbuf_init(&b, r->app->pool, s->n * 11 + 256);

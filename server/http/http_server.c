@@ -107,6 +107,7 @@ static void request_unref(request *r) {
   if (r->charged) atomic_fetch_sub(&r->hs->body_bytes, r->charged);
   if (r->doc_used) jdoc_free(&r->doc);
   psnap_unref(r->w.snap);
+  psnap_unref(r->w.rows);
   if (r->in) instance_unref(r->in);
   atomic_fetch_sub(&r->hs->active, 1);
   free(r); /* mem_xcalloc'd */
