@@ -106,7 +106,7 @@ static void check_doc(const jdoc *d, bool round_trip) {
   }
   if (!finite) return; /* non-finite values print as null: no round trip */
   jbuf_array *arr = malloc((d->narrays + 1) * sizeof *arr);
-  for (size_t k = 0; k < d->narrays; k++) arr[k] = (jbuf_array){d->store + d->arrays[k].first, d->arrays[k].n};
+  for (size_t k = 0; k < d->narrays; k++) arr[k] = (jbuf_array){d->store + d->arrays[k].first, d->arrays[k].n, NULL, 0};
   jbuf b;
   jbuf_init(&b, NULL, 256);
   jbuf_json_splice(&b, d->root, arr, d->narrays);
