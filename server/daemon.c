@@ -179,6 +179,10 @@ static int start_modules(daemon_state *d, uv_loop_t *loop) {
       return -E_BAD_REQUEST;
     }
     log_info("replica: state comes from the Raft log", "dir=%s/raft", cfg->data_dir);
+    replica_opts o = {.id = (uint64_t)cfg->node_id, .cluster = cfg->cluster, .data_dir = cfg->data_dir,
+                      .election_timeout_ms = (unsigned)cfg->election_timeout, .reg = a->reg, .env = &a->env,
+                      .apply = http_cluster_apply, .fail = http_cluster_fail, .ctx = a};
+    a->rp = replica_new(&o);
   } else if (cfg->data_dir) {
     if (!(a->ps = persist_open(cfg->data_dir, &e))) {
       fprintf(stderr, "descentd: %s\n", e.msg);
@@ -214,11 +218,8 @@ static int start_replica(daemon_state *d, uv_loop_t *loop) {
   app *a = &d->a;
   char url[160];
   http_url(d, url, sizeof url);
-  replica_opts o = {.id = (uint64_t)a->cfg->node_id, .cluster = a->cfg->cluster, .data_dir = a->cfg->data_dir,
-                    .http_url = url, .election_timeout_ms = (unsigned)a->cfg->election_timeout, .reg = a->reg,
-                    .env = &a->env, .apply = http_cluster_apply, .fail = http_cluster_fail, .ctx = a};
   derr e = {0};
-  if (!(a->rp = replica_start(loop, &o, &e))) {
+  if (replica_start(a->rp, loop, url, &e) < 0) {
     fprintf(stderr, "descentd: %s\n", e.msg);
     return -(e.code ? e.code : E_IO);
   }

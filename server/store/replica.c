@@ -6,9 +6,13 @@
  * runs everything but replica_propose*, replica_status_get and
  * replica_applied (any thread).
  *
- * Entry bytes: u8 kind (1 a change, 2 an announce), 7 zero bytes, then
+ * Entry bytes: u8 kind (1 a change, 2 an announce), 3 zero bytes, u32 the
+ * entry's length before padding, then
  *   change:   u64 nonce, u64 seq (who proposed it), the change's bytes
  *   announce: u64 member id, u16 length, the member's HTTP URL
+ * and zeros to a multiple of 8 bytes: libraft's uv backend writes (and
+ * checksums) an entry's buffer rounded up to 8 bytes, so the padding must be
+ * ours, allocated and zeroed, never bytes past the allocation.
  */
 #include "replica.h"
 
@@ -157,6 +161,7 @@ static void refresh(replica *rp) {
   const char *laddr = NULL;
   raft_id lid = 0;
   raft_leader(r, &lid, &laddr);
+  if (lid == rp->o.id && s.role != REPLICA_LEADER) lid = 0; /* a leader that stepped down names itself */
   s.leader_id = lid;
   snprintf(s.leader_http, sizeof s.leader_http, "%s", lid ? announce_get(rp, lid) : "");
   s.commit_index = r->commit_index;
@@ -187,7 +192,21 @@ void replica_status_get(replica *rp, replica_status *out) {
   pthread_mutex_unlock(&rp->slock);
 }
 
-uint64_t replica_applied(replica *rp) { return atomic_load(&rp->applied); }
+static _Thread_local uint64_t applying; /* the loop thread, inside an apply: its index */
+
+uint64_t replica_applied(replica *rp) { return applying ? applying : atomic_load(&rp->applied); }
+
+/* Loop thread, after an entry was applied: the figures readers see move
+ * with it (GET /v1/cluster, Descent-Applied-Index). */
+static void applied_now(replica *rp, uint64_t index) {
+  pthread_mutex_lock(&rp->slock);
+  rp->st.applied_index = index;
+  if (rp->st.commit_index < rp->raft.commit_index) rp->st.commit_index = rp->raft.commit_index;
+  for (size_t i = 0; i < rp->st.nmembers; i++)
+    if (rp->st.members[i].id == rp->o.id) rp->st.members[i].applied = (int64_t)index;
+  pthread_mutex_unlock(&rp->slock);
+  atomic_store(&rp->applied, index);
+}
 bool replica_is_leader(replica *rp) { return atomic_load(&rp->leader); }
 
 /* ---- proposals ------------------------------------------------------------------------ */
@@ -204,10 +223,24 @@ static void flight_remove(replica *rp, prop *p) {
 
 static prop *prop_new(size_t len) {
   prop *p = mem_xcalloc(1, sizeof *p);
-  p->buf.len = len;
-  p->buf.base = raft_malloc(len ? len : 1);
+  size_t padded = (len + 7) & ~(size_t)7;
+  if (len > UINT32_MAX) abort(); /* bodies are bounded by --max-body */
+  p->buf.len = padded;
+  p->buf.base = raft_malloc(padded);
   if (!p->buf.base) abort();
+  unsigned char *b = p->buf.base;
+  memset(b, 0, 8);
+  memset(b + padded - 8, 0, 8);
+  for (int i = 0; i < 4; i++) b[4 + i] = (unsigned char)(len >> (8 * i));
   return p;
+}
+
+/* The entry's length before padding (0: malformed). */
+static size_t entry_len(const struct raft_buffer *buf) {
+  const unsigned char *b = buf->base;
+  if (buf->len < 8) return 0;
+  size_t len = (size_t)b[4] | (size_t)b[5] << 8 | (size_t)b[6] << 16 | (size_t)b[7] << 24;
+  return len <= buf->len ? len : 0;
 }
 
 /* raft's answer for one of ours (req is the prop's first member): applied
@@ -219,6 +252,11 @@ static void submit_cb(struct raft_apply *req, int status, void *result) {
   prop *p = (prop *)req;
   replica *rp = req->data;
   if (p->pending) flight_remove(rp, p);
+  if (status != 0 && !rp->closing) {
+    log_warn("replica: write not committed here", "status=\"%s\" index=%llu", raft_strerror(status),
+             (unsigned long long)req->index);
+    refresh(rp); /* leadership lost: the 503 and /v1/cluster agree */
+  }
   if (p->origin) rp->o.fail(rp->o.ctx, p->origin, rp->closing ? E_SHUTTING_DOWN : E_NO_LEADER);
   free(p);
 }
@@ -258,7 +296,6 @@ static void on_async(uv_async_t *h) {
 void replica_propose2(replica *rp, const void *head, size_t hlen, const void *body, size_t blen, void *origin) {
   prop *p = prop_new(HEAD + hlen + blen);
   unsigned char *b = p->buf.base;
-  memset(b, 0, HEAD);
   b[0] = KIND_CHANGE;
   put64(b + 8, rp->nonce);
   if (hlen) memcpy(b + HEAD, head, hlen);
@@ -291,7 +328,6 @@ static void announce(replica *rp) {
   size_t ul = strlen(rp->http_url);
   prop *p = prop_new(18 + ul);
   unsigned char *b = p->buf.base;
-  memset(b, 0, 18);
   b[0] = KIND_ANNOUNCE;
   put64(b + 8, rp->o.id);
   b[16] = (unsigned char)(ul & 0xff);
@@ -331,16 +367,19 @@ static int fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void *
   replica *rp = fsm->data;
   const unsigned char *b = buf->base;
   uint64_t index = raft_last_applied(&rp->raft) + 1;
+  size_t len = entry_len(buf);
   *result = NULL;
-  atomic_store(&rp->applied, index);
-  if (buf->len >= HEAD && b[0] == KIND_CHANGE) {
-    apply_change(rp, b, buf->len, index);
-  } else if (buf->len >= 18 && b[0] == KIND_ANNOUNCE) {
+  applying = index;
+  if (len >= HEAD && b[0] == KIND_CHANGE) {
+    apply_change(rp, b, len, index);
+  } else if (len >= 18 && b[0] == KIND_ANNOUNCE) {
     size_t ul = (size_t)b[16] | (size_t)b[17] << 8;
-    if (18 + ul <= buf->len) announce_set(rp, get64(b + 8), (const char *)b + 18, ul);
+    if (18 + ul <= len) announce_set(rp, get64(b + 8), (const char *)b + 18, ul);
   } else {
     log_error("replica: unknown entry skipped", "index=%" PRIu64 " bytes=%zu", index, buf->len);
   }
+  applying = 0;
+  applied_now(rp, index);
   return 0;
 }
 
@@ -376,7 +415,7 @@ static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsign
   size_t k = encode_instances(rp, &e), total = 12;
   for (size_t i = 0; i < rp->nann; i++) total += 10 + strlen(rp->ann[i].url);
   for (size_t i = 0; i < k; i++) total += 8 + e[i].n;
-  unsigned char *b = raft_malloc(total), *w = b;
+  unsigned char *b = raft_calloc(1, (total + 7) & ~(size_t)7), *w = b; /* zeroed padding: see the top */
   *bufs = raft_malloc(sizeof **bufs);
   if (!b || !*bufs) abort();
   put64(w, SNAP_MAGIC | (uint64_t)rp->nann << 32);
@@ -536,28 +575,35 @@ static int setup_raft(replica *rp, const replica_opts *o, derr *e) {
   return 0;
 }
 
-replica *replica_start(uv_loop_t *loop, const replica_opts *o, derr *e) {
+replica *replica_new(const replica_opts *o) {
   replica *rp = mem_xcalloc(1, sizeof *rp);
-  rp->loop = loop;
   rp->o = *o;
-  snprintf(rp->http_url, sizeof rp->http_url, "%s", o->http_url ? o->http_url : "");
   rp->nonce = random_nonce();
   pthread_mutex_init(&rp->qlock, NULL);
   pthread_mutex_init(&rp->slock, NULL);
   atomic_init(&rp->applied, 0);
   atomic_init(&rp->leader, false);
-  if (setup_raft(rp, o, e) < 0) {
-    free(rp); /* raft handles may be half open: the daemon exits */
-    return NULL;
-  }
+  rp->st.id = o->id;
+  rp->st.role = REPLICA_UNAVAILABLE;
+  rp->qclosed = true; /* until replica_start */
+  return rp;
+}
+
+int replica_start(replica *rp, uv_loop_t *loop, const char *http_url, derr *e) {
+  rp->loop = loop;
+  snprintf(rp->http_url, sizeof rp->http_url, "%s", http_url ? http_url : "");
+  if (setup_raft(rp, &rp->o, e) < 0) return -e->code; /* raft handles may be half open: the daemon exits */
   rp->started = true;
   uv_async_init(loop, &rp->async, on_async);
   rp->async.data = rp;
   uv_timer_init(loop, &rp->poll);
   rp->poll.data = rp;
   uv_timer_start(&rp->poll, on_poll, POLL_MS, POLL_MS);
-  log_info("replica: started", "node=%" PRIu64 " raft=%s dir=%s", o->id, rp->addr, rp->dir);
-  return rp;
+  pthread_mutex_lock(&rp->qlock);
+  rp->qclosed = false;
+  pthread_mutex_unlock(&rp->qlock);
+  log_info("replica: started", "node=%" PRIu64 " raft=%s dir=%s", rp->o.id, rp->addr, rp->dir);
+  return 0;
 }
 
 static void on_raft_closed(struct raft *r) {
@@ -567,7 +613,7 @@ static void on_raft_closed(struct raft *r) {
 }
 
 void replica_close(replica *rp) {
-  if (!rp || rp->closing) return;
+  if (!rp || rp->closing || !rp->started) return;
   rp->closing = true;
   pthread_mutex_lock(&rp->qlock);
   rp->qclosed = true;

@@ -48,7 +48,6 @@ typedef struct replica_opts {
   uint64_t id;
   const char *cluster;  /* ID=HOST:PORT,... */
   const char *data_dir; /* the Raft dir is data_dir/raft */
-  const char *http_url; /* this member's HTTP base URL, announced when it leads */
   unsigned election_timeout_ms;
   registry *reg;
   const instance_env *env;
@@ -60,9 +59,15 @@ typedef struct replica_opts {
 /* Parses --cluster into ids and addresses: 0, or -E_BAD_REQUEST with e. */
 int replica_parse_cluster(const char *spec, uint64_t *ids, char (*addrs)[64], size_t max, size_t *n, derr *e);
 
-/* Loop thread: opens the Raft dir, bootstraps the group from --cluster on
- * its first start, and starts the member.  NULL with e set on failure. */
-replica *replica_start(uv_loop_t *loop, const replica_opts *o, derr *e);
+/* The member, not started yet (role unavailable: writes are refused
+ * no_leader), so that the HTTP server can know it from its first request.
+ * o's strings must outlive it. */
+replica *replica_new(const replica_opts *o);
+/* Loop thread, once the HTTP server listens: opens the Raft dir, bootstraps
+ * the group from --cluster on its first start, and starts the member, which
+ * announces http_url (this member's HTTP base URL) whenever it is elected.
+ * 0, or a negative error code with e set. */
+int replica_start(replica *rp, uv_loop_t *loop, const char *http_url, derr *e);
 /* Loop thread: stops raft (pending proposals fail E_SHUTTING_DOWN); the
  * loop's handles close asynchronously.  Free after the loop has run out. */
 void replica_close(replica *rp);
