@@ -7,6 +7,7 @@
 
 #define TEST_SUITES(X) \
   X(optim)             \
+  X(optim_sparse)      \
   X(rng)               \
   X(rsearch)          \
   X(codec_float)      \
@@ -24,7 +25,8 @@
   X(timers)           \
   X(auth)             \
   X(routes)           \
-  X(history)
+  X(history)           \
+  X(rows)
 
 #define TEST_SUITE_DECL(name) Suite *suite_##name(void);
 TEST_SUITES(TEST_SUITE_DECL)
