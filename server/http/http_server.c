@@ -103,9 +103,11 @@ static void request_unref(request *r) {
   if (!r || atomic_fetch_sub(&r->refs, 1) != 1) return;
   bufpool_put(r->app->pool, r->body, r->cap);
   bufpool_put(r->app->pool, r->grad, r->grad_cap);
+  bufpool_put(r->app->pool, r->rows_buf, r->rows_cap);
   if (r->charged) atomic_fetch_sub(&r->hs->body_bytes, r->charged);
   if (r->doc_used) jdoc_free(&r->doc);
   psnap_unref(r->w.snap);
+  psnap_unref(r->w.rows);
   if (r->in) instance_unref(r->in);
   atomic_fetch_sub(&r->hs->active, 1);
   free(r); /* mem_xcalloc'd */

@@ -85,6 +85,10 @@ struct request {
   bool doc_used;
   float *grad;
   size_t grad_cap;
+  size_t grad_len;   /* a binary float32 body kept as r->grad: its bytes (0: grad is n floats only) */
+  void *rows_buf;    /* a push's sparse scratch (codec_push_bufs.rows), pooled */
+  size_t rows_cap;
+  push_rows *prows;  /* a push's sparse tensors, one per sparse tensor (into rows_buf or grad) */
   bool want_params;
 };
 

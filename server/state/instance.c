@@ -301,6 +301,15 @@ uint64_t instance_read_rows(instance *in, int t, const uint64_t *ids, size_t k, 
   return s;
 }
 
+uint64_t instance_rows_held(instance *in, int t) {
+  int i = sparse__ordinal(in, t);
+  if (i < 0) return 0;
+  instance__lock(in);
+  uint64_t m = in->rows[i].count;
+  instance__unlock(in);
+  return m;
+}
+
 int instance_init_rows(instance *in, int t, const uint64_t *ids, size_t k, const float *vals) {
   assert(atomic_load(&in->refs) == 1); /* not published yet */
   int i = sparse__ordinal(in, t);

@@ -416,6 +416,10 @@ void instance_state_free(instance_state *s);
  * allocating.  Row ids must be < V (the codec checks).  Returns the step. */
 uint64_t instance_read_rows(instance *in, int t, const uint64_t *rows, size_t k, float *out);
 
+/* Rows sparse tensor t (index into the layout's tensors) holds now (0 for a
+ * dense tensor): GET .../params and /metrics show it.  Takes the lock. */
+uint64_t instance_rows_held(instance *in, int t);
+
 /* Before publication: holds rows[0..k) of sparse tensor t with the given
  * values (k*D floats; create's explicit rows).  0 or -E_QUOTA. */
 int instance_init_rows(instance *in, int t, const uint64_t *rows, size_t k, const float *vals);
