@@ -216,7 +216,9 @@ class Sparse(unittest.TestCase):
         self.assertEqual(hist["history"][-1]["rows_touched"], 2)
         st, desc, _ = self.req("GET", "/v1/optimizers/huge")
         t = desc["tensors"][0]
-        self.assertEqual((t["shape"], t["sparse"], t["count"], t["init"]), ([V, 4], True, 0, init))
+        self.assertEqual((t["shape"], t["sparse"], t["count"], t["init"], t["rows_held"]), ([V, 4], True, 0, init, 2))
+        st, page, _ = self.req("GET", "/", raw=True)
+        self.assertIn(b"rows held: ", page, "the dashboard shows the rows held")
 
     # ---- refusals change nothing -------------------------------------------------------
 
