@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "app.h"
@@ -118,6 +119,17 @@ static enum MHD_Result not_leader(request *r, const args_buf *q) {
   snprintf(id, sizeof id, "%llu", (unsigned long long)st.leader_id);
   MHD_add_response_header(resp, "Descent-Leader", id);
   return reply_queue(r, MHD_HTTP_TEMPORARY_REDIRECT, resp, NULL);
+}
+
+bool http_cluster_misread(request *r) {
+  const char *v = http_header(r, "Descent-Read");
+  return v && !strcasecmp(v, "leader") && !replica_is_leader(r->app->rp);
+}
+
+enum MHD_Result http_cluster_redirect(request *r) {
+  args_buf q = {.n = 0};
+  MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, collect_arg, &q);
+  return not_leader(r, &q);
 }
 
 /* ---- proposing ---------------------------------------------------------------------- */
