@@ -362,7 +362,14 @@ class Sparse(unittest.TestCase):
         def push(w):
             c = self.d.new_conn()
             from harness import request
-            replies[w] = request(c, "POST", "/v1/optimizers/sy/step", {"worker": w, "step": 0, "grads": pushes[w]})
+            if w == "w2":  # one worker in binary: its reply has the push's layout
+                st, raw, h = request(c, "POST", "/v1/optimizers/sy/step?worker=w2&step=0", binary_push(T, pushes[w]),
+                                     {"Content-Type": BIN, "Accept": BIN}, raw=True)
+                got = parse_binary_reply(T, raw) if st == 200 else {}
+                replies[w] = (st, {"step": int(h.get("descent-step", -1)), "params": {
+                    "w": got.get("w"), "e": {"rows": got["e"][0], "values": got["e"][1]} if got else None}}, h)
+            else:
+                replies[w] = request(c, "POST", "/v1/optimizers/sy/step", {"worker": w, "step": 0, "grads": pushes[w]})
             c.close()
 
         ts = [threading.Thread(target=push, args=(w,)) for w in pushes]
@@ -378,11 +385,12 @@ class Sparse(unittest.TestCase):
         for w, (st, body, _) in replies.items():
             self.assertEqual(st, 200, body)
             self.assertEqual(body["step"], 1)
-            self.assertEqual(body["params"]["w"], one["params"]["w"])
+            self.assertEqual([bits(x) for x in body["params"]["w"]], [bits(x) for x in one["params"]["w"]])
             rows = body["params"]["e"]["rows"]
             self.assertEqual(rows, pushes[w]["e"]["rows"])
             want = self.pull("one", "e", rows)["values"] if rows else []
-            self.assertEqual(body["params"]["e"]["values"], want, w)
+            self.assertEqual([[bits(x) for x in r] for r in body["params"]["e"]["values"]],
+                             [[bits(x) for x in r] for r in want], w)
         self.assertEqual(self.pull("sy", "e", [1, 4, 5]), dict(self.pull("one", "e", [1, 4, 5])))
 
 
