@@ -38,6 +38,7 @@ enum MHD_Result h_ask(request *r);
 enum MHD_Result h_tell(request *r);
 enum MHD_Result h_workers(request *r);
 enum MHD_Result h_history(request *r);
+enum MHD_Result h_cluster(request *r);
 
 /* ---- shared by the handler files (handlers_common.c) ----------------------------
  *

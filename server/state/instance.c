@@ -40,7 +40,12 @@ void instance__unlock(instance *in) {
 void instance_change_lock(instance *in) { pthread_mutex_lock(&in->change_lock); }
 void instance_change_unlock(instance *in) { pthread_mutex_unlock(&in->change_lock); }
 
+static _Thread_local double pinned_wall;
+
+void instance_clock_pin(double unix_s) { pinned_wall = unix_s; }
+
 double instance__wall_now(void) {
+  if (pinned_wall > 0) return pinned_wall;
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   return (double)ts.tv_sec + ts.tv_nsec * 1e-9;

@@ -141,6 +141,12 @@ typedef struct instance_cfg {
   size_t n;        /* total floats */
 } instance_cfg;
 
+/* Pins the wall clock the state layer stamps (created, history times, a
+ * worker's last push) to unix_s on the calling thread; 0 unpins it.  A
+ * replica replays each write with the time its leader took it, so every
+ * member stamps the same times. */
+void instance_clock_pin(double unix_s);
+
 void instance_cfg_free(instance_cfg *c);
 void instance_cfg_copy(instance_cfg *dst, const instance_cfg *src);
 /* Index of the tensor named `name`, or -1. */
