@@ -212,6 +212,11 @@ void http_cluster_fail(void *ctx, void *origin, int code) {
     args_buf q = {.n = 0};
     MHD_get_connection_values(o->conn, MHD_GET_ARGUMENT_KIND, collect_arg, &q);
     not_leader(o, &q);
+  } else if (code == E_LEADERSHIP_LOST) {
+    derr e;
+    derr_set(&e, E_LEADERSHIP_LOST, "the leader lost its leadership before this write committed; it may still "
+             "commit: retry with the same Idempotency-Key");
+    reply_error(o, code, &e);
   } else {
     reply_error(o, code, NULL);
   }

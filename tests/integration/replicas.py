@@ -97,7 +97,8 @@ class Group:
                 order = [d] + [x for x in self.live() if x is not d]
                 k = 0
                 continue
-            if st is not None and not (st == 503 and isinstance(b, dict) and b["error"]["code"] == "no_leader"):
+            if st is not None and not (st == 503 and isinstance(b, dict)
+                                       and b["error"]["code"] in ("no_leader", "leadership_lost")):
                 return st, b, h, redirects
             if time.monotonic() > deadline:
                 raise AssertionError("write %s %s: no answer in %ss (last %s %s)" % (method, path, timeout, st, b))
@@ -181,7 +182,8 @@ class Client:
                 self.redirects += 1
                 port = urllib.parse.urlsplit(h["location"]).port
                 continue
-            if st is not None and not (st == 503 and b["error"]["code"] in ("no_leader", "shutting_down")):
+            if st is not None and not (st == 503 and b["error"]["code"] in ("no_leader", "leadership_lost",
+                                                                           "shutting_down")):
                 return st, b, h
             if time.monotonic() > deadline:
                 raise AssertionError("%s %s: no answer in %ss (last %s %s)" % (method, path, self.timeout, st, b))
