@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "app.h"
@@ -120,6 +121,17 @@ static enum MHD_Result not_leader(request *r, const args_buf *q) {
   return reply_queue(r, MHD_HTTP_TEMPORARY_REDIRECT, resp, NULL);
 }
 
+bool http_cluster_misread(request *r) {
+  const char *v = http_header(r, "Descent-Read");
+  return v && !strcasecmp(v, "leader") && !replica_is_leader(r->app->rp);
+}
+
+enum MHD_Result http_cluster_redirect(request *r) {
+  args_buf q = {.n = 0};
+  MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, collect_arg, &q);
+  return not_leader(r, &q);
+}
+
 /* ---- proposing ---------------------------------------------------------------------- */
 
 /* Sync rounds close on timers and leases, which a log replayed elsewhere
@@ -200,6 +212,11 @@ void http_cluster_fail(void *ctx, void *origin, int code) {
     args_buf q = {.n = 0};
     MHD_get_connection_values(o->conn, MHD_GET_ARGUMENT_KIND, collect_arg, &q);
     not_leader(o, &q);
+  } else if (code == E_LEADERSHIP_LOST) {
+    derr e;
+    derr_set(&e, E_LEADERSHIP_LOST, "the leader lost its leadership before this write committed; it may still "
+             "commit: retry with the same Idempotency-Key");
+    reply_error(o, code, &e);
   } else {
     reply_error(o, code, NULL);
   }

@@ -13,6 +13,7 @@
 #define DESCENT_HTTP_CLUSTER_H
 
 #include <microhttpd.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -20,6 +21,11 @@ typedef struct request request;
 
 /* A write (route flag R_REPL) on a replica: redirected, refused or proposed. */
 enum MHD_Result http_cluster_write(request *r);
+
+/* A read that asked for the leader (Descent-Read: leader) on a member that
+ * does not lead: http_cluster_redirect answers it 307 (or 503 no_leader). */
+bool http_cluster_misread(request *r);
+enum MHD_Result http_cluster_redirect(request *r);
 
 /* replica_apply_fn and replica_fail_fn, ctx = the app. */
 void http_cluster_apply(void *ctx, const void *data, size_t len, void *origin, uint64_t index);

@@ -507,6 +507,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
     return early_error(r, E_BAD_REQUEST, "%s %s needs a body", r->method, r->route->path);
   r->state = RS_HANDLER;
   if (r->app->rp && (r->route->flags & R_REPL)) return http_cluster_write(r);
+  if (r->app->rp && http_cluster_misread(r)) return http_cluster_redirect(r);
   return r->route->fn(r);
 }
 

@@ -257,7 +257,7 @@ static void submit_cb(struct raft_apply *req, int status, void *result) {
              (unsigned long long)req->index);
     refresh(rp); /* leadership lost: the 503 and /v1/cluster agree */
   }
-  if (p->origin) rp->o.fail(rp->o.ctx, p->origin, rp->closing ? E_SHUTTING_DOWN : E_NO_LEADER);
+  if (p->origin) rp->o.fail(rp->o.ctx, p->origin, rp->closing ? E_SHUTTING_DOWN : E_LEADERSHIP_LOST);
   free(p);
 }
 

@@ -38,8 +38,9 @@ typedef struct replica replica;
  * replay after a restart).  index: the entry's log index.  Loop thread. */
 typedef void (*replica_apply_fn)(void *ctx, const void *data, size_t len, void *origin, uint64_t index);
 /* The entry proposed for origin will not be applied by this member for it:
- * code E_NO_LEADER (not the leader, leadership lost before the commit; the
- * entry may still commit later, replayed by its idempotency key) or
+ * code E_NO_LEADER (not the leader: raft never took it), E_LEADERSHIP_LOST
+ * (appended, but leadership went before the commit: it may still commit
+ * under the next leader; a retry with its idempotency key replays it) or
  * E_SHUTTING_DOWN.  Loop thread (or the proposer's, once replica_close
  * ran). */
 typedef void (*replica_fail_fn)(void *ctx, void *origin, int code);

@@ -138,6 +138,9 @@ static void check_create(const jdoc *d) {
   fz_floats_finite(params, cfg.n, "params");
   instance_state s = {.cfg = cfg, .params = params, .best_loss = INFINITY, .next_id = 1};
   s.fresh = optim_buffers(cfg.alg, &cfg.hyper);
+  size_t nsparse = 0;
+  for (size_t i = 0; i < cfg.ntensors; i++) nsparse += cfg.tensors[i].sparse;
+  if (nsparse) s.rows = mem_xcalloc(nsparse, sizeof *s.rows); /* no row held yet (explicit rows come after) */
   fz_state_roundtrips(&s);
   instance_state_free(&s);
 }

@@ -97,7 +97,8 @@ class Group:
                 order = [d] + [x for x in self.live() if x is not d]
                 k = 0
                 continue
-            if st is not None and not (st == 503 and isinstance(b, dict) and b["error"]["code"] == "no_leader"):
+            if st is not None and not (st == 503 and isinstance(b, dict)
+                                       and b["error"]["code"] in ("no_leader", "leadership_lost")):
                 return st, b, h, redirects
             if time.monotonic() > deadline:
                 raise AssertionError("write %s %s: no answer in %ss (last %s %s)" % (method, path, timeout, st, b))
@@ -137,3 +138,82 @@ class Group:
             if i not in self.dead:
                 d.stop(expect_clean=False)
             d.cleanup()
+
+
+class Client:
+    """A client of the group for one thread (its own connections): writes
+    follow 307 and retry no_leader / dead members with the same headers."""
+
+    def __init__(self, group, timeout=30):
+        self.g = group
+        self.timeout = timeout
+        self.conns = {}
+        self.redirects = 0
+        self.retries = 0
+
+    def _req(self, port, method, path, body, headers):
+        c = self.conns.get(port)
+        if c is None:
+            c = self.conns[port] = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            c.request(method, path, body=body, headers=headers or {})
+            r = c.getresponse()
+            data = r.read()
+        except (OSError, http.client.HTTPException):
+            c.close()
+            self.conns.pop(port, None)
+            return None, None, {}
+        h = {k.lower(): v for k, v in r.getheaders()}
+        if h.get("content-type", "").startswith("application/json") and data:
+            data = json.loads(data)
+        return r.status, data, h
+
+    def call(self, method, path, body=None, headers=None):
+        if body is not None and not isinstance(body, (bytes, str)):
+            body = json.dumps(body)
+            headers = dict(headers or {}, **{"Content-Type": "application/json"})
+        deadline = time.monotonic() + self.timeout
+        ports = [d.port for d in self.g.members.values()]
+        k = 0
+        port = ports[0]
+        while True:
+            st, b, h = self._req(port, method, path, body, headers)
+            if st == 307:
+                self.redirects += 1
+                port = urllib.parse.urlsplit(h["location"]).port
+                continue
+            if st is not None and not (st == 503 and b["error"]["code"] in ("no_leader", "leadership_lost",
+                                                                           "shutting_down")):
+                return st, b, h
+            if time.monotonic() > deadline:
+                raise AssertionError("%s %s: no answer in %ss (last %s %s)" % (method, path, self.timeout, st, b))
+            self.retries += 1
+            time.sleep(0.02)
+            k += 1
+            port = ports[k % len(ports)]
+
+    def close(self):
+        for c in self.conns.values():
+            c.close()
+
+
+def check_counters(history, nwriters):
+    """A history of counter pushes and reads (see test_replicas_failover):
+    ("push", writer, t_invoke, t_ack) for each acknowledged push and
+    ("read", t_start, t_end, counts) for each read (counts[i]: writer i's
+    pushes in the state read).  Every read must hold every push acknowledged
+    before it began and no more than those invoked before it ended; the
+    reads of one writer's counter never go back.  Returns the problems."""
+    acks = [sorted(t1 for kind, w, t0, t1 in (e for e in history if e[0] == "push") if w == i)
+            for i in range(nwriters)]
+    invokes = [sorted(t0 for kind, w, t0, t1 in (e for e in history if e[0] == "push") if w == i)
+               for i in range(nwriters)]
+    problems = []
+    reads = sorted((e for e in history if e[0] == "read"), key=lambda e: e[1])
+    for _, t0, t1, counts in reads:
+        for i in range(nwriters):
+            lo = sum(1 for t in acks[i] if t < t0)
+            hi = sum(1 for t in invokes[i] if t <= t1)
+            if not lo <= counts[i] <= hi:
+                problems.append("read at %.3f: writer %d has %d pushes, expected %d..%d" % (t0, i, counts[i], lo, hi))
+    return problems
