@@ -270,8 +270,9 @@ def main():
     ap.add_argument("--out", default=os.path.join(here, "..", "data", "optim_sparse"))
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
+    os.makedirs(os.path.join(a.out, "coalesce"), exist_ok=True)
     for doc in list(cases()) + [coalesce_cases()]:
-        path = os.path.join(a.out, doc["case"] + ".json")
+        path = os.path.join(a.out, "coalesce/torch.json" if doc["case"] == "coalesce" else doc["case"] + ".json")
         with open(path, "w") as f:
             f.write(dump(doc) + "\n")
         print(path, os.path.getsize(path))

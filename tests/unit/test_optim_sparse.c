@@ -219,7 +219,7 @@ START_TEST(coalesce_order) {
   ck_assert(ug[0] == (1.0f + -1e8f) + 1e8f); /* 0: in order, not 1 */
   ck_assert(ug[1] == 1e8f + 1.0f);
   /* 17 and more entries with a row of 3+ copies: torch's order, not the
-   * order sent (data/optim_sparse/coalesce.json checks it against torch) */
+   * order sent (data/optim_sparse/coalesce/torch.json checks it against torch) */
   uint64_t same[17], us[17];
   float gs[17], ugs[17], in_order = 0;
   uint32_t ord[17];
@@ -518,12 +518,12 @@ START_TEST(torch_sparse_vectors) {
 }
 END_TEST
 
-/* torch's own coalesce (data/optim_sparse/coalesce.json): the same rows and
+/* torch's own coalesce (data/optim_sparse/coalesce/torch.json): the same rows and
  * the same bits, for any number of copies (std::sort's summation order). */
 START_TEST(coalesce_matches_torch) {
   json_error_t err;
-  json_t *j = json_load_file("data/optim_sparse/coalesce.json", 0, &err);
-  ck_assert_msg(j, "coalesce.json: %s", err.text);
+  json_t *j = json_load_file("data/optim_sparse/coalesce/torch.json", 0, &err);
+  ck_assert_msg(j, "coalesce/torch.json: %s", err.text);
   json_t *cases = json_object_get(j, "cases");
   ck_assert(json_array_size(cases) >= 5);
   for (size_t c = 0; c < json_array_size(cases); c++) {
