@@ -484,7 +484,7 @@ static size_t list_segments(wal *w, segfile **out) {
     (*out)[n++] = f;
   }
   closedir(d);
-  qsort(*out, n, sizeof **out, cmp_segfile);
+  if (n) qsort(*out, n, sizeof **out, cmp_segfile);
   return n;
 }
 
