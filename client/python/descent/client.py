@@ -904,7 +904,7 @@ class Client:
         """One daemon's rows (pt.enc.ids, local) into ans at pt.pos: its step."""
         path = "/v1/optimizers/%s/rows" % _quote(name)
         k = pt.enc.k
-        if binary:
+        if binary and k:
             h = {"Content-Type": BINARY, "Accept": wire.media_type(dtype)}
             es = 4 if dtype == "float32" else 2
             _, rh, data = e.request("POST", path + _query(tensor=tensor), [_rows.ids_bytes(pt.enc.ids)], h)
@@ -1031,10 +1031,20 @@ class Client:
 
         def gather(get):
             per = {nm: [] for nm in lay.names}
-            for d in docs:
+            for st in lay.sparse:
+                per[st.name] = {"rows": [], "values": []}
+            for k, d in enumerate(docs):
                 part = get(d)
                 for t in d["tensors"]:
-                    per[t["name"]].extend(part[t["name"]])
+                    if t.get("sparse"):
+                        # a shard's held rows, local ids: shift to the logical table's
+                        base = lay.sparse_by_name[t["name"]].ranges[k][0]
+                        got = part.get(t["name"]) or {"rows": [], "values": []}
+                        per[t["name"]]["rows"].extend(int(r) + base for r in got["rows"])
+                        per[t["name"]]["values"].extend(v for row in got["values"]
+                                                        for v in (row if isinstance(row, list) else [row]))
+                    else:
+                        per[t["name"]].extend(part[t["name"]])
             return per
 
         out["params"] = gather(lambda d: d["params"])
@@ -1056,22 +1066,58 @@ class Client:
         tensors = doc.get("tensors")
         if not isinstance(tensors, list) or not tensors:
             raise DescentError(400, "bad_request", "tensors: expected a non-empty array of {\"name\", \"shape\"}")
-        shapes = [list(t["shape"]) for t in tensors]
+        nsh = len(self.endpoints)
+        dense = [t for t in tensors if not t.get("sparse")]
+        shapes = [list(t["shape"]) for t in dense]
         counts = [math.prod(s) for s in shapes]
-        plan = shard_plan(counts, len(self.endpoints))
+        plan = shard_plan(counts, nsh, empty_ok=len(dense) < len(tensors))
         flat_params = {t["name"]: _flat_array(doc["params"][t["name"]], s, "params." + t["name"])
-                       for t, s in zip(tensors, shapes)}
+                       for t, s in zip(dense, shapes)}
         flat_bufs = {b: {t["name"]: _flat_array(per[t["name"]], s, "buffers.%s.%s" % (b, t["name"]))
-                         for t, s in zip(tensors, shapes)}
+                         for t, s in zip(dense, shapes)}
                      for b, per in (doc.get("buffers") or {}).items()}
+        sparse_parts = {}  # name -> per shard: (piece, params part, {buffer: part})
+        for i, t in enumerate(tensors):
+            if not t.get("sparse"):
+                continue
+            V, D = int(t["shape"][0]), int(t["shape"][1])
+            base = int(t.get("origin", 0) or 0)  # in a state document "offset" is the flat position
+            ranges = _rows.row_ranges(V, nsh)
+
+            def cut(held, what):
+                held = held or {"rows": [], "values": []}
+                enc = _rows.encode(_rows.Rows(held["rows"], held["values"]), V, D, what)
+                return [pt.enc.json() for pt in _rows.split(enc, ranges)]
+
+            pp = cut(doc["params"].get(t["name"]), "params." + t["name"])
+            bb = {b: cut(per.get(t["name"]), "buffers.%s.%s" % (b, t["name"]))
+                  for b, per in (doc.get("buffers") or {}).items()}
+            pieces = []
+            for k, (lo, hi) in enumerate(ranges):
+                piece = {key: v for key, v in t.items() if key not in ("shape", "offset", "origin", "count")}
+                piece["shape"] = [hi - lo, D]
+                if base + lo:
+                    piece["origin"] = base + lo
+                pieces.append((piece, pp[k], {b: bb[b][k] for b in bb}))
+            sparse_parts[t["name"]] = pieces
         docs = []
-        for pieces in plan:
-            d = {k: v for k, v in doc.items() if k not in ("params", "buffers", "tensors", "size", "name")}
+        for k, pieces in enumerate(plan):
+            d = {key: v for key, v in doc.items() if key not in ("params", "buffers", "tensors", "size", "name")}
             d["tensors"], d["params"] = [], {}
-            d["buffers"] = {b: {} for b in flat_bufs}
-            for t, start, length in pieces:
-                src = tensors[t]
+            d["buffers"] = {b: {} for b in (doc.get("buffers") or {})}
+            by_tensor = {dense[t]["name"]: (t, start, length) for t, start, length in pieces}
+            for src in tensors:
                 nm = src["name"]
+                if nm in sparse_parts:
+                    piece, pp, bb = sparse_parts[nm][k]
+                    d["tensors"].append(piece)
+                    d["params"][nm] = pp
+                    for b, v in bb.items():
+                        d["buffers"][b][nm] = v
+                    continue
+                if nm not in by_tensor:
+                    continue
+                t, start, length = by_tensor[nm]
                 d["tensors"].append({"name": nm, "shape": shapes[t] if length == counts[t] else [length],
                                      "origin": int(src.get("origin", 0) or 0) + start})
                 d["params"][nm] = flat_params[nm][start:start + length].tolist()
