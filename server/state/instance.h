@@ -11,6 +11,8 @@
  *   history.c    the per-step history ring
  *   idem.c       the idempotency-key window
  *   apply.c      one optimizer step, its scan and its latency histogram
+ *   rows.c       one sparse tensor's held rows (hash, chunked blocks, init)
+ *   sparse.c     the sparse half of a step (coalesce, quota, row kernels)
  *   round.c      sync rounds and worker leases (timers)
  *   push.c       the push path: replay, staleness, async apply, round entry
  *   transfer.c   export, import, reconfigure
