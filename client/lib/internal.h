@@ -127,6 +127,7 @@ typedef struct descent__sparse {
   uint64_t origin; /* its "offset": the first row in the logical table */
   uint64_t *rlo;   /* nshards + 1 row bounds */
   size_t pieces;   /* shards seen while building */
+  size_t after;    /* dense tensors before it in creation order */
 } descent__sparse;
 
 struct descent__layout {

@@ -115,7 +115,8 @@ static bool has_sparse(json_t *ts) {
 
 /* Shard k's piece of sparse tensor t (its description) into l: a new entry
  * on shard 0, the next row range on the others. */
-static int sparse_piece(descent *d, descent__layout *l, json_t *t, size_t k, descent_error *err) {
+static int sparse_piece(descent *d, descent__layout *l, json_t *t, size_t k, size_t ndense_before,
+                        descent_error *err) {
   const char *tn = json_string_value(json_object_get(t, "name"));
   json_t *shape = json_object_get(t, "shape");
   int64_t origin = jint(t, "origin");
@@ -139,7 +140,7 @@ static int sparse_piece(descent *d, descent__layout *l, json_t *t, size_t k, des
     snprintf(x->name, sizeof x->name, "%s", tn);
     x->D = (size_t)json_integer_value(D);
     x->origin = (uint64_t)origin;
-    l->order[l->norder++] = -(long)(++l->nsparse);
+    l->nsparse++;
   } else if ((uint64_t)origin != x->origin + x->rlo[k] || x->pieces != k || x->D != (size_t)json_integer_value(D)) {
     descent__fail(err, DESCENT_ESHARDS, "'%s': the row ranges of sparse tensor '%s' on the shards are not contiguous",
                   l->name, tn);
@@ -149,12 +150,20 @@ static int sparse_piece(descent *d, descent__layout *l, json_t *t, size_t k, des
   x->rlo[k + 1] = x->rlo[k] + (uint64_t)json_integer_value(V);
   x->V = x->rlo[k + 1];
   x->pieces++;
+  if (ndense_before > x->after) x->after = ndense_before;
   return 0;
 }
 
-/* After every shard: each sparse tensor's rows follow the split rule, and
- * whether a push may leave untouched shards out. */
+/* After every shard: each sparse tensor's rows follow the split rule, the
+ * creation order (a sparse tensor is on every shard: it comes after the
+ * dense tensors any shard lists before it), and whether a push may leave
+ * untouched shards out. */
 static int sparse_finish(descent *d, descent__layout *l, json_t *desc0, descent_error *err) {
+  for (size_t i = 0; i <= l->ntensors; i++) {
+    for (size_t j = 0; j < l->nsparse; j++)
+      if (l->sparse[j].after == i) l->order[l->norder++] = -(long)(j + 1);
+    if (i < l->ntensors) l->order[l->norder++] = (long)i;
+  }
   for (size_t j = 0; j < l->nsparse; j++) {
     const descent__sparse *x = &l->sparse[j];
     for (size_t k = 0; k <= d->nshards; k++)
@@ -245,7 +254,9 @@ int descent__layout_build(descent *d, const char *name, json_t *const *descs, co
     size_t i, ndense = 0;
     json_array_foreach(ts, i, t) {
       if (is_sparse(t)) {
-        if ((rc = sparse_piece(d, l, t, k, err)) < 0) goto fail;
+        /* dense tensors before it on this shard: the logical index after the last one seen */
+        size_t before = ndense ? nt : 0;
+        if ((rc = sparse_piece(d, l, t, k, before, err)) < 0) goto fail;
         continue;
       }
       const char *tn = json_string_value(json_object_get(t, "name"));
@@ -276,7 +287,6 @@ int descent__layout_build(descent *d, const char *name, json_t *const *descs, co
             goto fail;
           }
         l->origins[nt] = (uint64_t)origin;
-        l->order[l->norder++] = (long)nt;
         descent_tensor *x = &l->tensors[nt++];
         snprintf(x->name, sizeof x->name, "%s", tn);
         x->offset = flat;

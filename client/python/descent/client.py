@@ -259,10 +259,11 @@ class Client:
         """The logical layout of a sharded instance from its shards' descriptions."""
         names, counts, origins, shapes = [], [], [], []
         sizes = []
-        tensors = []   # the logical tensors in creation order (dense ones by index into names)
         sparse = {}    # name -> [logical desc, [(origin, V) per shard]]
+        after = {}     # sparse name -> how many dense tensors come before it (creation order)
         for k, d in enumerate(descs):
             sizes.append(int(d["size"]))
+            last = -1  # the logical index of the last dense tensor seen on this shard
             for t in d["tensors"]:
                 o = int(t.get("origin", 0) or 0)
                 if t.get("sparse"):
@@ -272,8 +273,8 @@ class Client:
                             raise DescentError(409, "conflict", "'%s': sparse tensor '%s' is not on shard 0 (not a "
                                                "sharded instance of this client?)" % (name, t["name"]))
                         sparse[t["name"]] = [dict(t, shape=[V, D]), []]
-                        tensors.append(("s", t["name"]))
                     sparse[t["name"]][1].append((o, V))
+                    after[t["name"]] = max(after.get(t["name"], 0), last + 1)
                     continue
                 if names and names[-1] == t["name"] and origins[-1] + counts[-1] == o:
                     counts[-1] += int(t["count"])  # the next slice of the same tensor
@@ -286,7 +287,7 @@ class Client:
                     names.append(t["name"])
                     counts.append(int(t["count"]))
                     origins.append(o)
-                    tensors.append(("d", len(names) - 1))
+                last = len(names) - 1
         n = sum(sizes)
         nsh = len(descs)
         want = [hi - lo for lo, hi in shard_ranges(n, nsh, empty_ok=bool(sparse))]
@@ -311,10 +312,10 @@ class Client:
             shapes = [x if x is not None else [c] for x, c in zip(shapes, counts)]
         logical = dict(descs[0])
         logical["tensors"] = []
-        for kind, i in tensors:
-            if kind == "s":
-                logical["tensors"].append(sparse[i][0])
-            else:
+        for i in range(len(names) + 1):
+            # sparse tensors are on every shard; their place among the dense ones is where any shard has them
+            logical["tensors"].extend(sparse[nm][0] for nm in sparse if after[nm] == i)
+            if i < len(names):
                 logical["tensors"].append({"name": names[i], "shape": shapes[i], "count": counts[i],
                                            "origin": origins[i]})
         lay = Layout(logical, shapes)
@@ -1022,10 +1023,12 @@ class Client:
         docs = self._all(lambda k, e: e.json("GET", "/v1/optimizers/%s/state" % _quote(name), timeout=None),
                          "export", name)
         steps = [d["step"] for d in docs]
-        if len(set(steps)) != 1:
-            raise DescentStepMismatch(name, self.urls, steps, "an export")
         lay = self._merge_layout(name, docs)
+        if len(set(steps)) != 1 and not (lay.sparse and lay.step_free):
+            raise DescentStepMismatch(name, self.urls, steps, "an export")
         out = {k: v for k, v in docs[0].items() if k not in ("params", "buffers", "tensors", "size")}
+        # shards a push left out (no result depends on the step count) count fewer steps
+        out["step"] = max(steps)
         out["tensors"] = lay.tensor_docs()
         out["size"] = lay.n
 
