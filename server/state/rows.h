@@ -71,6 +71,9 @@ int rows_reserve(rows *t, size_t more);
  * *created is set when created is not NULL).  Needs room (rows_reserve). */
 float *rows_get(rows *t, uint64_t id, bool *created);
 
+/* The same for a row known not to be held (no lookup first). */
+float *rows_add(rows *t, uint64_t id);
+
 /* The D parameters a never-touched row id has. */
 void rows_init_params(const rows *t, uint64_t id, float *out);
 
@@ -78,7 +81,8 @@ void rows_init_params(const rows *t, uint64_t id, float *out);
 void rows_read(const rows *t, uint64_t id, float *out);
 
 /* The held rows in ascending id order: ids[m] and blks[m] (caller's arrays of
- * at least t->count entries; tmp too, for the sort).  Returns m = t->count. */
+ * at least t->count entries; tmp of 2 * t->count, for the sort).  Returns
+ * m = t->count. */
 size_t rows_sorted(const rows *t, uint64_t *ids, float **blks, rows_slot *tmp);
 
 /* Floats held in blocks (what --max-params counts), and bytes of memory

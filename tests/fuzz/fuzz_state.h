@@ -153,6 +153,12 @@ static inline void fz_cfg_valid(const instance_cfg *c) {
     FUZZ_CHECK(spec_name_ok(t->name), "tensor name '%s'", t->name);
     for (size_t j = 0; j < i; j++) FUZZ_CHECK(strcmp(c->tensors[j].name, t->name), "tensor '%s' twice", t->name);
     FUZZ_CHECK(t->ndim >= 0 && t->ndim <= TENSOR_MAXDIM);
+    if (t->sparse) { /* [V, D], no room in the flat arrays */
+      FUZZ_CHECK(t->ndim == 2 && t->vrows == t->shape[0] && t->vrows >= 1 && t->vrows <= (1ull << 62) &&
+                     t->dim == t->shape[1] && t->dim >= 1 && t->count == 0 && t->offset == off,
+                 "sparse tensor '%s': V %llu D %zu count %zu", t->name, (unsigned long long)t->vrows, t->dim, t->count);
+      continue;
+    }
     uint64_t count = 1;
     for (int k = 0; k < t->ndim; k++) {
       FUZZ_CHECK(t->shape[k] >= 1);
