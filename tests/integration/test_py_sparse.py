@@ -28,7 +28,6 @@ import unittest
 from harness import ROOT, Daemon
 
 sys.path.insert(0, os.path.join(ROOT, "client", "python"))
-import descent  # noqa: E402
 from descent import Client, DescentError, Rows  # noqa: E402
 
 PY = "/usr/bin/python3"

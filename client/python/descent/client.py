@@ -1049,8 +1049,11 @@ class Client:
                         base = lay.sparse_by_name[t["name"]].ranges[k][0]
                         got = part.get(t["name"]) or {"rows": [], "values": []}
                         per[t["name"]]["rows"].extend(int(r) + base for r in got["rows"])
-                        per[t["name"]]["values"].extend(v for row in got["values"]
-                                                        for v in (row if isinstance(row, list) else [row]))
+                        vals = got["values"]
+                        if vals and not isinstance(vals[0], list):  # flat k*D: as rows
+                            D = lay.sparse_by_name[t["name"]].D
+                            vals = [vals[i:i + D] for i in range(0, len(vals), D)]
+                        per[t["name"]]["values"].extend(vals)
                     else:
                         per[t["name"]].extend(part[t["name"]])
             return per
