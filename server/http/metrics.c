@@ -206,8 +206,13 @@ static void rows_series(jbuf *b, const snap *s, size_t n) {
                     (unsigned long long)instance_rows_held(s[i].in, (int)t));
   }
   head(b, "descent_rows_touched", "gauge", "Distinct rows of sparse tensors the last step updated.");
-  EACH if (s[i].st.rows_held || s[i].st.rows_touched)
+  EACH {
+    const instance_layout *l = instance_layout_of(s[i].in);
+    bool sparse = false;
+    for (size_t t = 0; t < l->ntensors; t++) sparse |= l->tensors[t].sparse;
+    if (sparse)
       jbuf_printf(b, "descent_rows_touched{instance=\"%s\"} %llu\n", L(i), (unsigned long long)s[i].st.rows_touched);
+  }
 }
 
 static void worker_series(jbuf *b, const snap *s, size_t n) {

@@ -225,7 +225,10 @@ typedef struct idem_record {
  * (history, clip_grad_norm) is over the dense floats and each sparse
  * tensor's coalesced values (torch's norm of a sparse gradient coalesces),
  * unless push.grad_norm gives it.  A sync round copies the rows, so they
- * need not outlive instance_push (the dense grad must). */
+ * need not outlive instance_push (the dense grad must); its new rows are
+ * counted and charged when it closes (the union of its members' rows), and
+ * a round whose rows would exceed --max-params fails whole (quota_exceeded
+ * to every member), changing nothing. */
 typedef struct push_rows {
   uint64_t k;
   const uint64_t *rows; /* k row ids in [0, V), owned by the caller */

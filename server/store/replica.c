@@ -568,8 +568,9 @@ static int setup_raft(replica *rp, const replica_opts *o, derr *e) {
   unsigned et = o->election_timeout_ms ? o->election_timeout_ms : 1000;
   raft_set_election_timeout(&rp->raft, et);
   raft_set_heartbeat_timeout(&rp->raft, et / 10 ? et / 10 : 1);
-  raft_set_snapshot_threshold(&rp->raft, 512);
-  raft_set_snapshot_trailing(&rp->raft, 128);
+  unsigned se = o->snapshot_entries ? o->snapshot_entries : 512;
+  raft_set_snapshot_threshold(&rp->raft, se);
+  raft_set_snapshot_trailing(&rp->raft, se / 4 ? se / 4 : 1);
   raft_set_pre_vote(&rp->raft, true);
   if (raft_start(&rp->raft) != 0) return derr_set(e, E_IO, "raft start: %s", raft_errmsg(&rp->raft));
   return 0;

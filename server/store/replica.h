@@ -50,6 +50,7 @@ typedef struct replica_opts {
   const char *cluster;  /* ID=HOST:PORT,... */
   const char *data_dir; /* the Raft dir is data_dir/raft */
   unsigned election_timeout_ms;
+  unsigned snapshot_entries; /* 0: 512 */
   registry *reg;
   const instance_env *env;
   replica_apply_fn apply;

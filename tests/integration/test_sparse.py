@@ -217,6 +217,8 @@ class Sparse(unittest.TestCase):
         self.assertEqual(p["params"]["e"], {"sparse": True, "rows_held": 2})
         st, m, _ = self.req("GET", "/metrics", raw=True)
         self.assertIn(b'descent_rows_held{instance="huge",tensor="e"} 2\n', m)
+        self.assertIn(b'descent_rows_touched{instance="huge"} 2\n', m)
+        self.assertIn(b'descent_rows_held{instance="huge-shard",tensor="e"} 0\n', m)
         st, hist, _ = self.req("GET", "/v1/optimizers/huge/history")
         self.assertEqual(hist["history"][-1]["rows_touched"], 2)
         st, desc, _ = self.req("GET", "/v1/optimizers/huge")
