@@ -157,7 +157,8 @@ typedef struct descent_tensor {
   int ndim;
   uint64_t shape[8]; /* sharded: a tensor split over shards shows [count] */
   size_t offset;     /* first index in the instance's flat layout */
-  size_t count;      /* number of floats */
+  size_t count;      /* number of floats (0 for a sparse tensor) */
+  int sparse;        /* a sparse [V, D] tensor, addressed by row (descent_push_rows) */
 } descent_tensor;
 
 typedef struct descent_info {

@@ -381,7 +381,9 @@ int descent__settle(descent *d, const char *name, const descent__layout *l, int6
     if (steps[k] > hi) hi = steps[k];
     if (steps[k] < lo) lo = steps[k];
   }
-  if (lo == hi) {
+  if (lo == hi || (l && l->nsparse && l->step_free)) {
+    /* with sparse tensors and no result depending on the step count, a push
+     * leaves untouched shards out: their steps differ by design */
     *step = (uint64_t)hi;
     return 0;
   }
@@ -700,7 +702,16 @@ out:
 
 json_t *descent__layout_tensors_json(const descent__layout *l) {
   json_t *ts = json_array();
-  for (size_t i = 0; i < l->ntensors; i++) {
+  for (size_t o = 0; o < l->norder; o++) {
+    if (l->order[o] < 0) {
+      const descent__sparse *x = &l->sparse[-l->order[o] - 1];
+      json_t *tj = json_pack("{s:s,s:[I,I],s:b,s:I}", "name", x->name, "shape", (json_int_t)x->V, (json_int_t)x->D,
+                             "sparse", 1, "count", (json_int_t)0);
+      if (x->origin) json_object_set_new(tj, "origin", json_integer((json_int_t)x->origin));
+      json_array_append_new(ts, tj);
+      continue;
+    }
+    size_t i = (size_t)l->order[o];
     const descent_tensor *t = &l->tensors[i];
     json_t *shape = json_array();
     for (int j = 0; j < t->ndim; j++) json_array_append_new(shape, json_integer((json_int_t)t->shape[j]));
