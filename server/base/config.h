@@ -20,6 +20,7 @@ typedef struct config {
   char *data_dir;           /* NULL: nothing is persisted */
   double snapshot_interval; /* seconds */
   double final_snapshot_timeout; /* seconds a clean stop retries its last snapshots */
+  char *durability;         /* "snapshot" or "log" */
   char *token_file, *tls_cert, *tls_key;
   long threads;             /* HTTP worker threads */
   long max_body;            /* bytes */
@@ -47,6 +48,9 @@ typedef struct config {
     "changes, POST .../snapshot and a clean stop still write one)")                           \
   X("final-snapshot-timeout", NUM, final_snapshot_timeout, "10", "SECONDS",                    \
     "how long a clean stop retries snapshots it cannot write before exiting 74")               \
+  X("durability", STR, durability, "snapshot", "MODE",                                         \
+    "snapshot: changes since the last snapshot are lost to a crash; log: every acknowledged "  \
+    "change is in an fsynced log first (needs --data-dir)")                                    \
   X("token-file", STR, token_file, NULL, "FILE",                                               \
     "bearer tokens, one per line (ro:TOKEN = read-only); none: no auth")                      \
   X("tls-cert", STR, tls_cert, NULL, "FILE", "PEM certificate: serve HTTPS")                   \

@@ -467,8 +467,10 @@ int instance_change_name(const unsigned char *entry, size_t len, char *name, der
 /* Applies an entry made elsewhere or read back (replay, a Raft follower)
  * with the same code as a live change.  0; 1 if it is not this instance's
  * next change (another log id, or seq <= the instance's: already in its
- * state) and was skipped; or a negative code with e (malformed, wrong sizes,
- * E_QUOTA).  Takes the lock. */
+ * state) and was skipped; 2 if it was refused as the live daemon refused it
+ * after logging it (a sparse step over the quota: e says why, nothing
+ * changed but the seq); or a negative code with e (malformed, wrong sizes,
+ * out of memory).  Takes the lock. */
 int instance_apply_change(instance *in, const unsigned char *entry, size_t len, derr *e);
 
 /* Copies of the worker table and the history ring (caller frees). */
