@@ -17,6 +17,7 @@
  *   push.c       the push path: replay, staleness, async apply, round entry
  *   transfer.c   export, import, reconfigure
  *   search.c     random-search ask/tell
+ *   journal_state.c  --durability log: changes queued before they apply
  *   registry.c   the named instances and the memory quota
  *
  * Invariants (all under the instance lock):
@@ -42,7 +43,8 @@
  *   -> persist's lock
  *   -> instance lock (private; every function below takes it itself)
  *   -> leaves: timers, kpool, bufpool, the HTTP suspended list, the
- *      registry's table lock and its quota mutex.
+ *      registry's table lock and its quota mutex, the log's queue mutex
+ *      (change_sink.submit, --durability log).
  * One exception: import holds the replaced instance's change lock while it
  * takes the new one's, which no other thread can see yet (not published).
  * Wake callbacks run after the instance lock is released.  Debug builds
