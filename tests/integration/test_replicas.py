@@ -15,13 +15,14 @@
 - kill -9 of every member: each rebuilds the same bytes from its own log.
 """
 import json
+import shutil
 import struct
 import threading
 import time
 import unittest
 
 from harness import Daemon, bytes_to_floats, floats_to_bytes
-from replicas import Group
+from replicas import Group, free_ports
 
 SPEC = {"name": "m", "algorithm": "adam", "hyper": {"lr": 0.01, "weight_decay": 0.1},
         "tensors": [{"name": "w", "shape": [5], "init": {"normal": {"std": 1, "seed": 3}}},
@@ -216,6 +217,89 @@ class ReplicaTest(unittest.TestCase):
         self.g.wait_applied()
         for d in self.g.live():
             self.assertEqual(d.req("GET", "/v1/optimizers/k/state", raw=True)[1], before)
+
+
+class Snapshots(unittest.TestCase):
+    def test_replace_a_dead_member(self):
+        """Raft snapshots every 8 entries: a member whose disk is lost comes
+        back empty (same id and address), catches up from a snapshot plus the
+        log, and is bit-identical; and every member restarts from its own
+        snapshot and log."""
+        g = Group(3, extra=("--raft-snapshot-entries", "8"))
+        try:
+            st, body, _, _ = g.write("POST", "/v1/optimizers", dict(SPEC, name="s"))
+            self.assertEqual(st, 201, body)
+            lead = g.wait_leader()
+            dead = next(d for d in g.live() if d is not lead)
+            for k in range(30):
+                st, body, _, _ = g.write("POST", "/v1/optimizers/s/step", floats_to_bytes(grad(k)),
+                                         {"Content-Type": "application/octet-stream"})
+                self.assertEqual(st, 200, body)
+            g.kill9(dead)
+            shutil.rmtree(dead.data_dir)
+            for k in range(30, 40):
+                g.write("POST", "/v1/optimizers/s/step", floats_to_bytes(grad(k)),
+                        {"Content-Type": "application/octet-stream"})
+            g.restart(dead)
+            g.wait_applied()
+            raw = [d.req("GET", "/v1/optimizers/s/state", raw=True)[1] for d in g.live()]
+            self.assertEqual(json.loads(raw[0])["step"], 40)
+            self.assertEqual(raw[0], raw[1])
+            self.assertEqual(raw[0], raw[2])
+            self.assertIn("replica: snapshot restored", dead.logs())
+            members = g.live()
+            for d in members:
+                g.kill9(d)
+            for d in members:
+                g.restart(d)
+            g.wait_applied()
+            for d in g.live():
+                self.assertEqual(d.req("GET", "/v1/optimizers/s/state", raw=True)[1], raw[0])
+        finally:
+            g.stop()
+
+
+class Membership(unittest.TestCase):
+    def test_add_and_remove(self):
+        """A fourth member started with --join is added through a follower
+        (307 to the leader), catches up and votes; then member 1 is removed."""
+        g = Group(3)
+        new = None
+        try:
+            st, body, _, _ = g.write("POST", "/v1/optimizers", dict(SPEC, name="j"))
+            self.assertEqual(st, 201, body)
+            for k in range(10):
+                g.write("POST", "/v1/optimizers/j/step", floats_to_bytes(grad(k)),
+                        {"Content-Type": "application/octet-stream", "Idempotency-Key": "j%d" % k})
+            port = free_ports(1)[0]
+            new = Daemon("--node-id", "4", "--cluster", "4=127.0.0.1:%d" % port, "--join",
+                         "--election-timeout", str(g.election_ms))
+            self.assertEqual(g.cluster_of(new)["members"], [])  # not bootstrapped: waits to be added
+            lead = g.wait_leader()
+            fol = next(d for d in g.live() if d is not lead)
+            st, body, h = fol.req("POST", "/v1/cluster/members", {"id": 4, "address": "127.0.0.1:%d" % port})
+            self.assertEqual(st, 307, body)
+            st, body, _, _ = g.write("POST", "/v1/cluster/members", {"id": 4, "address": "127.0.0.1:%d" % port})
+            self.assertEqual(st, 200, body)
+            self.assertEqual([(m["id"], m["role"]) for m in body["members"]],
+                             [(1, "voter"), (2, "voter"), (3, "voter"), (4, "voter")])
+            st, body, _, _ = g.write("POST", "/v1/cluster/members", {"id": 4, "address": "127.0.0.1:1"})
+            self.assertEqual((st, body["error"]["code"]), (409, "conflict"))
+            g.members[4] = new
+            g.wait_applied()
+            want = lead.req("GET", "/v1/optimizers/j/state", raw=True)[1]
+            self.assertEqual(new.req("GET", "/v1/optimizers/j/state", raw=True)[1], want)
+            st, body, _, _ = g.write("DELETE", "/v1/cluster/members/1")
+            self.assertEqual(st, 200, body)
+            self.assertEqual([m["id"] for m in body["members"]], [2, 3, 4])
+            st, body, _, _ = g.write("POST", "/v1/optimizers/j/step", floats_to_bytes(grad(10)),
+                                     {"Content-Type": "application/octet-stream"})
+            self.assertEqual(st, 200, body)
+        finally:
+            g.stop()
+            if new is not None and 4 not in g.members:
+                new.stop(expect_clean=False)
+                new.cleanup()
 
 
 if __name__ == "__main__":

@@ -217,6 +217,8 @@ class Sparse(unittest.TestCase):
         self.assertEqual(p["params"]["e"], {"sparse": True, "rows_held": 2})
         st, m, _ = self.req("GET", "/metrics", raw=True)
         self.assertIn(b'descent_rows_held{instance="huge",tensor="e"} 2\n', m)
+        self.assertIn(b'descent_rows_touched{instance="huge"} 2\n', m)
+        self.assertIn(b'descent_rows_held{instance="huge-shard",tensor="e"} 0\n', m)
         st, hist, _ = self.req("GET", "/v1/optimizers/huge/history")
         self.assertEqual(hist["history"][-1]["rows_touched"], 2)
         st, desc, _ = self.req("GET", "/v1/optimizers/huge")
@@ -327,6 +329,26 @@ class Sparse(unittest.TestCase):
         # untouched rows read as init on both
         self.assertEqual(self.pull("ex", "e", [63, 62]), self.pull("ex2", "e", [63, 62]))
 
+    def test_retried_push_replays_its_rows(self):
+        T = [{"name": "e", "shape": [30, 2], "sparse": True}]
+        self.create({"name": "idem", "algorithm": "sgd", "hyper": {"lr": 0.5}, "tensors": T})
+        g = {"grads": {"e": {"rows": [3, 3, 8], "values": [[1, 2], [3, 4], [5, 6]]}}}
+        h = {"Idempotency-Key": "push-1"}
+        a = self.req("POST", "/v1/optimizers/idem/step", g, h)
+        b = self.req("POST", "/v1/optimizers/idem/step", g, h)
+        self.assertEqual(a[0], 200, a[1])
+        self.assertEqual(a[1], b[1], "a retry gives the first reply")
+        # sgd applies repeats in order: row 3 moved by -0.5*(1,2) then -0.5*(3,4), both entries show the end value
+        self.assertEqual(a[1]["params"]["e"]["values"], [[-2, -3], [-2, -3], [-2.5, -3]])
+        self.assertEqual(self.pull("idem", "e", [3])["step"], 1, "applied once")
+        st, raw, _ = self.req("POST", "/v1/optimizers/idem/step", binary_push(T, g["grads"]),
+                              {"Content-Type": BIN, "Accept": BIN, "Idempotency-Key": "push-2"}, raw=True)
+        st2, raw2, h2 = self.req("POST", "/v1/optimizers/idem/step", binary_push(T, g["grads"]),
+                                 {"Content-Type": BIN, "Accept": BIN, "Idempotency-Key": "push-2"}, raw=True)
+        self.assertEqual((st, st2, raw), (200, 200, raw2))
+        self.assertEqual(h2["descent-step"], "2")
+        self.assertEqual(parse_binary_reply(T, raw)["e"], ([3, 3, 8], [[-4, -6], [-4, -6], [-5, -6]]))
+
     # ---- a sync round of three workers -------------------------------------------------------------
 
     def test_sync_round_of_three_equals_the_combined_gradient(self):
@@ -342,7 +364,14 @@ class Sparse(unittest.TestCase):
         def push(w):
             c = self.d.new_conn()
             from harness import request
-            replies[w] = request(c, "POST", "/v1/optimizers/sy/step", {"worker": w, "step": 0, "grads": pushes[w]})
+            if w == "w2":  # one worker in binary: its reply has the push's layout
+                st, raw, h = request(c, "POST", "/v1/optimizers/sy/step?worker=w2&step=0", binary_push(T, pushes[w]),
+                                     {"Content-Type": BIN, "Accept": BIN}, raw=True)
+                got = parse_binary_reply(T, raw) if st == 200 else {}
+                replies[w] = (st, {"step": int(h.get("descent-step", -1)), "params": {
+                    "w": got.get("w"), "e": {"rows": got["e"][0], "values": got["e"][1]} if got else None}}, h)
+            else:
+                replies[w] = request(c, "POST", "/v1/optimizers/sy/step", {"worker": w, "step": 0, "grads": pushes[w]})
             c.close()
 
         ts = [threading.Thread(target=push, args=(w,)) for w in pushes]
@@ -358,11 +387,12 @@ class Sparse(unittest.TestCase):
         for w, (st, body, _) in replies.items():
             self.assertEqual(st, 200, body)
             self.assertEqual(body["step"], 1)
-            self.assertEqual(body["params"]["w"], one["params"]["w"])
+            self.assertEqual([bits(x) for x in body["params"]["w"]], [bits(x) for x in one["params"]["w"]])
             rows = body["params"]["e"]["rows"]
             self.assertEqual(rows, pushes[w]["e"]["rows"])
             want = self.pull("one", "e", rows)["values"] if rows else []
-            self.assertEqual(body["params"]["e"]["values"], want, w)
+            self.assertEqual([[bits(x) for x in r] for r in body["params"]["e"]["values"]],
+                             [[bits(x) for x in r] for r in want], w)
         self.assertEqual(self.pull("sy", "e", [1, 4, 5]), dict(self.pull("one", "e", [1, 4, 5])))
 
 
@@ -424,6 +454,33 @@ class SparseLimits(unittest.TestCase):
         b = self.d.req("POST", "/v1/optimizers/q2/step",
                        {"grads": {"e": {"rows": [5, 77], "values": [[1.0 * (r % 7 + 1)] * 10 for r in (5, 77)]}}})
         self.assertEqual((a[0], a[1]), (b[0], b[1]))
+
+
+class SparseReadOnly(unittest.TestCase):
+    """A read-only token pulls rows (GET and POST .../rows) but cannot push."""
+
+    def test_read_only_token_pulls_rows(self):
+        import tempfile
+        with tempfile.TemporaryDirectory() as tmp:
+            tokens = os.path.join(tmp, "tokens")
+            with open(tokens, "w") as f:
+                f.write("rw:writer-token\nro:reader-token\n")
+            d = Daemon("--token-file", tokens)
+            try:
+                w = {"Authorization": "Bearer writer-token"}
+                ro = {"Authorization": "Bearer reader-token"}
+                st, body, _ = d.req("POST", "/v1/optimizers", {"name": "t", "algorithm": "sgd", "tensors": [
+                    {"name": "e", "shape": [10, 2], "sparse": True, "init": {"constant": 0.25}}]}, w)
+                self.assertEqual(st, 201, body)
+                st, body, _ = d.req("POST", "/v1/optimizers/t/rows", {"tensor": "e", "rows": [9]}, ro)
+                self.assertEqual((st, body["values"]), (200, [[0.25, 0.25]]))
+                st, body, _ = d.req("GET", "/v1/optimizers/t/rows?tensor=e&ids=0", headers=ro)
+                self.assertEqual((st, body["values"]), (200, [[0.25, 0.25]]))
+                st, body, _ = d.req("POST", "/v1/optimizers/t/step", {"grads": {"e": {"rows": [1], "values": [[1, 1]]}}}, ro)
+                self.assertEqual((st, body["error"]["code"]), (403, "forbidden"))
+            finally:
+                d.stop()
+                d.cleanup()
 
 
 if __name__ == "__main__":

@@ -363,6 +363,48 @@ START_TEST(sync_round_combines_rows_in_worker_order) {
 }
 END_TEST
 
+START_TEST(sync_round_over_the_quota_fails_whole) {
+  registry *reg = registry_new(4, 6);
+  instance *in = sp_instance(&(sp_spec){.alg = "adagrad", .D = 1, .mode = MODE_SYNC, .workers = 2, .reg = reg});
+  twaiter ta, tb;
+  tw_init(&ta);
+  tw_init(&tb);
+  /* each push alone fits (2 floats a row, 6 allowed), together their 4 new rows do not */
+  uint64_t ia[3] = {1, 2, 3}, ib[2] = {3, 4}, ic[1] = {2};
+  float va[3] = {1, 1, 1}, vb[2] = {1, 1}, vc[1] = {1};
+  ck_assert_int_eq(sp_push(in, &ta, "a", ia, va, 3, NULL, false), PUSH_WAITING);
+  ck_assert_int_eq(sp_push(in, &tb, "b", ib, vb, 2, NULL, false), PUSH_FAILED);
+  ck_assert_int_eq(tb.w.code, E_QUOTA);
+  ck_assert_int_eq(ta.wakes, 1);
+  ck_assert_int_eq(ta.w.code, E_QUOTA);
+  ck_assert_ptr_null(ta.w.rows);
+  ck_assert_uint_eq(registry_floats(reg), 0);
+  ck_assert_uint_eq(instance_floats(in), 0);
+  instance_info info;
+  instance_info_get(in, &info);
+  ck_assert_uint_eq(info.step, 0);
+  /* the next round fits: 3 rows */
+  twaiter tc, td;
+  tw_init(&tc);
+  tw_init(&td);
+  ck_assert_int_eq(sp_push(in, &tc, "a", ia, va, 3, NULL, true), PUSH_WAITING);
+  ck_assert_int_eq(sp_push(in, &td, "b", ic, vc, 1, NULL, true), PUSH_DONE);
+  ck_assert_uint_eq(registry_floats(reg), 6);
+  ck_assert_int_eq(tc.w.code, 0);
+  ck_assert_ptr_nonnull(tc.w.rows);
+  ck_assert_uint_eq(tc.w.rows->n, 3);
+  psnap_unref(tc.w.rows);
+  psnap_unref(td.w.rows);
+  tw_cleanup(&ta);
+  tw_cleanup(&tb);
+  tw_cleanup(&tc);
+  tw_cleanup(&td);
+  registry_uncharge(reg, instance_floats(in));
+  instance_unref(in);
+  registry_free(reg);
+}
+END_TEST
+
 /* Two instances stepped alike: their exports are equal, array by array. */
 static void ck_same_state(instance *a, instance *b) {
   instance_state x, y;
@@ -523,6 +565,7 @@ Suite *suite_rows(void) {
   tcase_add_test(tc, bad_rows_change_nothing);
   tcase_add_test(tc, quota_refuses_a_push_whole);
   tcase_add_test(tc, sync_round_combines_rows_in_worker_order);
+  tcase_add_test(tc, sync_round_over_the_quota_fails_whole);
   tcase_add_test(tc, export_import_continues_bit_for_bit);
   tcase_add_test(tc, init_rows_are_held_from_the_start);
   tcase_add_test(tc, snapshot_round_trip_byte_equal);
