@@ -211,10 +211,15 @@ static int start_modules(daemon_state *d, uv_loop_t *loop) {
       fprintf(stderr, "descentd: replicas need --node-id (a positive id), --cluster and --data-dir together\n");
       return -E_BAD_REQUEST;
     }
+    if (log_mode) {
+      fprintf(stderr, "descentd: --durability log with --cluster: a replica already logs every change (its Raft "
+                      "log, fsynced before a majority acknowledges); leave --durability at snapshot\n");
+      return -E_BAD_REQUEST;
+    }
     log_info("replica: state comes from the Raft log", "dir=%s/raft", cfg->data_dir);
     replica_opts o = {.id = (uint64_t)cfg->node_id, .cluster = cfg->cluster, .data_dir = cfg->data_dir,
                       .election_timeout_ms = (unsigned)cfg->election_timeout,
-                      .snapshot_entries = (unsigned)cfg->raft_snapshot_entries, .reg = a->reg, .env = &a->env,
+                      .snapshot_entries = (unsigned)cfg->raft_snapshot_entries, .join = cfg->join, .reg = a->reg, .env = &a->env,
                       .apply = http_cluster_apply, .fail = http_cluster_fail, .ctx = a};
     a->rp = replica_new(&o);
   } else if (cfg->data_dir) {

@@ -34,6 +34,7 @@ typedef struct config {
   char *cluster;            /* replicas: ID=HOST:PORT,... (the members' Raft addresses) */
   long election_timeout;    /* replicas: Raft's election timeout, ms */
   long raft_snapshot_entries; /* replicas: entries between Raft snapshots */
+  bool join;                /* replicas: join a running group (never bootstrap) */
   bool version, help, help_markdown, print_routes;
 } config;
 
@@ -72,6 +73,8 @@ typedef struct config {
     "replicas: every member's id and Raft address (needs --node-id and --data-dir)")         \
   X("election-timeout", INT, election_timeout, "1000", "MS",                                   \
     "replicas: Raft's election timeout (heartbeats every tenth of it)")                      \
+  X("join", FLAG, join, NULL, NULL,                                                            \
+    "replicas: join a running group (added with POST /v1/cluster/members) instead of bootstrapping --cluster") \
   X("raft-snapshot-entries", INT, raft_snapshot_entries, "512", "N",                           \
     "replicas: a Raft snapshot (every instance's state) after this many log entries; the log keeps a quarter of them behind it") \
   X("print-routes", FLAG, print_routes, NULL, NULL, "print the route table and exit")          \
