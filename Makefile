@@ -91,7 +91,7 @@ $(OBJ)/client/%.o:       XFLAGS = $(CLIENT_CFLAGS)
 $(OBJ)/tests/%.o:        XFLAGS = $(SERVER_CFLAGS) $(CLIENT_CFLAGS) $(TEST_CFLAGS)
 $(OBJ)/bench/%.o:        XFLAGS = $(SERVER_CFLAGS) $(CLIENT_CFLAGS)
 # The kernels: vectorised, and only the fmaf() calls fused.
-$(OBJ)/server/kernel/optim_kernels.o: OPT := -O3 -g -fno-math-errno -mprefer-vector-width=512
+$(OBJ)/server/kernel/optim_kernels.o $(OBJ)/server/kernel/optim_sparse.o: OPT := -O3 -g -fno-math-errno -mprefer-vector-width=512
 
 $(OBJ)/%.o: %.c
 	@mkdir -p $(@D)

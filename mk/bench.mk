@@ -1,9 +1,12 @@
-.PHONY: bench bench-kernels
+.PHONY: bench bench-kernels bench-sparse bench-durability
 # mk/bench.mk: benchmarks (bench/, docs/benchmarks.md), included by the Makefile.
 #   make bench          builds into $(B) (-O2; the kernels -O3) and runs every
 #                       benchmark, then prints the table of ratios that
 #                       bench_report makes of $(B)/bench/results.tsv
 #   make bench-kernels  the kernels, bandwidth and torch.optim only
+#   make bench-sparse   row pushes to sparse tensors (bench_sparse, and
+#                       bench_sparse.py: torch's local sparse step) only
+#   make bench-durability  snapshot, log and three replicas (bench_durability)
 #   BENCH_QUICK=1       fewer rounds and a shorter sweep (for trying changes)
 #   BENCH_SVG=FILE      where the kernel plot goes (docs/benchmarks-kernels.svg
 #                       for the doc); needs gnuplot (Debian: gnuplot-nox)
@@ -12,13 +15,17 @@
 BENCH_DIR   := $(B)/bench
 BENCH_OUT   := $(BENCH_DIR)/results.tsv
 BENCH_SVG   ?= $(BENCH_DIR)/kernels.svg
-BENCH_BINS  := $(addprefix $(BENCH_DIR)/,bench_kernels bench_wire bench_json bench_service bench_report)
+BENCH_BINS  := $(addprefix $(BENCH_DIR)/,bench_kernels bench_wire bench_json bench_service bench_report bench_sparse bench_durability)
 TORCH_PY    ?= $(shell for p in python3 /usr/bin/python3; do $$p -c 'import torch' >/dev/null 2>&1 && { echo $$p; break; }; done)
 BENCH_QUICK ?= 0
 BQ           = $(filter 1,$(BENCH_QUICK))
 BENCH_KARGS ?= $(if $(BQ),--rounds 5 --sweep-max 1e7,--rounds 50)
 BENCH_TARGS ?= $(if $(BQ),--rounds 2 --default-rounds 1,--rounds 5 --default-rounds 2)
 BENCH_SARGS ?= $(if $(BQ),--seconds 1,--seconds 3)
+BENCH_SPARGS ?= $(if $(BQ),--steps 30 --touch 2e5,--steps 100)
+BENCH_SPTARGS ?= $(if $(BQ),--steps 15,--steps 50)
+BENCH_DARGS ?= $(if $(BQ),--seconds 1 --sizes 1e3$(BENCH_COMMA)1e5,--seconds 3)
+BENCH_COMMA := ,
 
 # The bandwidth streams are vectorised like the kernels they bound.
 $(OBJ)/bench/bench_kernels.o: OPT := -O3 -g -fno-math-errno -mprefer-vector-width=512
@@ -29,6 +36,15 @@ $(BENCH_BINS): $(BENCH_DIR)/%: $(OBJ)/bench/%.o $(CORE_LIB)
 # The sharded step goes through libdescent.
 $(BENCH_DIR)/bench_shards: $(OBJ)/bench/bench_shards.o $(LIB_A)
 	$(call link,$^,$(CLIENT_LIBS))
+
+define BENCH_SPARSE_RUN
+	$(Q)$(BENCH_DIR)/bench_sparse --daemon $(DAEMON) --out $(BENCH_OUT) $(BENCH_SPARGS)
+	$(Q)$(if $(TORCH_PY),$(TORCH_PY) bench/bench_sparse.py --out $(BENCH_OUT) $(BENCH_SPTARGS),echo "torch (sparse): not installed (apt-get install python3-torch); column skipped")
+endef
+
+define BENCH_DURABILITY_RUN
+	$(Q)$(BENCH_DIR)/bench_durability --daemon $(DAEMON) --out $(BENCH_OUT) --dir $(BENCH_DIR) $(BENCH_DARGS)
+endef
 
 define BENCH_KERNELS_RUN
 	$(Q)$(BENCH_DIR)/bench_kernels --out $(BENCH_OUT) --sweep $(BENCH_DIR)/sweep.dat $(BENCH_KARGS)
@@ -50,5 +66,17 @@ bench: $(DAEMON) $(BENCH_BINS) $(BENCH_DIR)/bench_shards
 	$(Q)$(BENCH_DIR)/bench_json --out $(BENCH_OUT)
 	$(Q)$(BENCH_DIR)/bench_service --daemon $(DAEMON) --out $(BENCH_OUT) $(BENCH_SARGS)
 	$(Q)$(BENCH_DIR)/bench_shards --daemon $(DAEMON) --out $(BENCH_OUT)
+	$(BENCH_SPARSE_RUN)
+	$(BENCH_DURABILITY_RUN)
 	$(Q)$(BENCH_DIR)/bench_report $(BENCH_OUT)
 	$(Q)$(MAKE) --no-print-directory bench-python
+
+bench-sparse: $(DAEMON) $(BENCH_DIR)/bench_sparse $(BENCH_DIR)/bench_report
+	@rm -f $(BENCH_OUT)
+	$(BENCH_SPARSE_RUN)
+	$(Q)$(BENCH_DIR)/bench_report $(BENCH_OUT)
+
+bench-durability: $(DAEMON) $(BENCH_DIR)/bench_durability $(BENCH_DIR)/bench_report
+	@rm -f $(BENCH_OUT)
+	$(BENCH_DURABILITY_RUN)
+	$(Q)$(BENCH_DIR)/bench_report $(BENCH_OUT)

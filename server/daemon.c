@@ -165,7 +165,7 @@ static int start_modules(daemon_state *d, uv_loop_t *loop) {
   a->tm = timers_new(loop);
   a->kp = kpool_new((int)cfg->threads);
   a->reg = registry_new((size_t)cfg->max_instances, (uint64_t)cfg->max_params);
-  a->env = (instance_env){a->pool, a->tm, a->kp, &d->incarnations, a->reg};
+  a->env = (instance_env){a->pool, a->tm, a->kp, &d->incarnations, a->reg, NULL};
   if (cfg->token_file && !(a->au = auth_load(cfg->token_file, &e))) {
     fprintf(stderr, "descentd: %s\n", e.msg);
     return -e.code;

@@ -42,8 +42,10 @@
   X(E_IO, 500, "io_error", "could not write to the data dir")                          \
   X(E_SHUTTING_DOWN, 503, "shutting_down", "the daemon is shutting down")              \
   X(E_BUSY, 503, "busy", "no room for this request's body now; retry later")           \
+  X(E_READ_ONLY, 503, "read_only", "the data dir is read-only: changes are refused, reads served") \
   X(E_TIMEOUT, 504, "round_timeout", "the sync round did not close in time")           \
-  X(E_QUOTA, 507, "quota_exceeded", "a configured limit would be exceeded")
+  X(E_QUOTA, 507, "quota_exceeded", "a configured limit would be exceeded")           \
+  X(E_DISK_FULL, 507, "disk_full", "the data dir is full: changes are refused, reads served")
 
 enum derr_code {
   E_OK = 0,

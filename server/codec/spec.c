@@ -421,7 +421,7 @@ static int parse_cfg(const jdoc *d, json_t *root, instance_cfg *c, float **param
     snprintf(c->name, sizeof c->name, "%s", name);
   }
   if ((rc = get_string(root, "algorithm", &alg, "", e)) < 0) return rc;
-  if (!alg) return derr_set(e, E_BAD_REQUEST, "algorithm: required (sgd, momentum, nesterov, adagrad, rmsprop, adam, adamw, random_search)");
+  if (!alg) return derr_set(e, E_BAD_REQUEST, "algorithm: required (sgd, momentum, nesterov, adagrad, rmsprop, adam, adamw, random_search, sparse_adam)");
   if ((rc = optim_alg_parse(alg, &c->alg, &c->hyper, e)) < 0) return rc;
   if ((rc = apply_hyper(c->alg, json_object_get(root, "hyper"), &c->hyper, e)) < 0) return rc;
   if ((rc = get_string(root, "mode", &mode, "", e)) < 0) return rc;

@@ -27,7 +27,7 @@ const optim_hyper_field optim_hyper_fields[] = {
 static const char *const alg_names[OPTIM__COUNT] = {
     [OPTIM_SGD] = "sgd",         [OPTIM_ADAGRAD] = "adagrad", [OPTIM_RMSPROP] = "rmsprop",
     [OPTIM_ADAM] = "adam",       [OPTIM_ADAMW] = "adamw",
-    [OPTIM_RANDOM_SEARCH] = "random_search",
+    [OPTIM_RANDOM_SEARCH] = "random_search", [OPTIM_SPARSE_ADAM] = "sparse_adam",
 };
 
 static const char *const buf_names[OPTIM_NBUF] = {
@@ -64,6 +64,7 @@ void optim_hyper_defaults(optim_alg alg, optim_hyper *h) {
   case OPTIM_RMSPROP: h->lr = 1e-2; break;
   case OPTIM_ADAM: h->lr = 1e-3; break;
   case OPTIM_ADAMW: h->lr = 1e-3; h->weight_decay = 1e-2; break;
+  case OPTIM_SPARSE_ADAM: h->lr = 1e-3; break;
   case OPTIM_RANDOM_SEARCH: break;
   default: break;
   }
@@ -90,7 +91,7 @@ static size_t distance(const char *a, const char *b) {
 
 int optim_alg_parse(const char *name, optim_alg *alg, optim_hyper *h, derr *e) {
   static const char *const known[] = {"sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw",
-                                      "random_search"};
+                                      "random_search", "sparse_adam"};
   char low[32];
   size_t n = strlen(name);
   if (n >= sizeof low) n = sizeof low - 1;
@@ -111,10 +112,10 @@ int optim_alg_parse(const char *name, optim_alg *alg, optim_hyper *h, derr *e) {
     }
     if (best)
       return derr_set(e, E_UNKNOWN_ALGORITHM, "unknown algorithm '%.64s': did you mean '%s'? (sgd, momentum, "
-                      "nesterov, adagrad, rmsprop, adam, adamw, random_search)", name, best);
+                      "nesterov, adagrad, rmsprop, adam, adamw, random_search, sparse_adam)", name, best);
     return derr_set(e, E_UNKNOWN_ALGORITHM,
                     "unknown algorithm '%.64s' (sgd, momentum, nesterov, adagrad, rmsprop, "
-                    "adam, adamw, random_search)",
+                    "adam, adamw, random_search, sparse_adam)",
                     name);
   }
   *alg = a;
@@ -170,6 +171,14 @@ int optim_hyper_check(optim_alg alg, const optim_hyper *h, derr *e) {
         return derr_set(e, E_BAD_VALUE, "hyper.betas[%d]: invalid beta parameter %g (must be in [0, 1))",
                         i, h->betas[i]);
     break;
+  case OPTIM_SPARSE_ADAM: /* torch.optim.SparseAdam: lr and eps strictly positive */
+    if (!(h->lr > 0)) return derr_set(e, E_BAD_VALUE, "hyper.lr: invalid learning rate %g", h->lr);
+    if (!(h->eps > 0)) return derr_set(e, E_BAD_VALUE, "hyper.eps: invalid epsilon value %g", h->eps);
+    for (int i = 0; i < 2; i++)
+      if (!(h->betas[i] >= 0 && h->betas[i] < 1))
+        return derr_set(e, E_BAD_VALUE, "hyper.betas[%d]: invalid beta parameter at index %d: %g (must be in [0, 1))",
+                        i, i, h->betas[i]);
+    break;
   case OPTIM_RANDOM_SEARCH:
     if (!(h->scale > 0))
       return derr_set(e, E_BAD_VALUE, "hyper.scale: must be positive, got %g", h->scale);
@@ -189,6 +198,7 @@ unsigned optim_buffers(optim_alg alg, const optim_hyper *h) {
   case OPTIM_RMSPROP:
     return 1u << OPTIM_BUF_SQUARE_AVG | (h->momentum > 0 ? 1u << OPTIM_BUF_MOMENTUM : 0) |
            (h->centered ? 1u << OPTIM_BUF_GRAD_AVG : 0);
+  case OPTIM_SPARSE_ADAM: return 1u << OPTIM_BUF_EXP_AVG | 1u << OPTIM_BUF_EXP_AVG_SQ;
   case OPTIM_ADAM:
   case OPTIM_ADAMW:
     return 1u << OPTIM_BUF_EXP_AVG | 1u << OPTIM_BUF_EXP_AVG_SQ |
@@ -259,6 +269,17 @@ void optim_plan_init(optim_plan *pl, optim_alg alg, const optim_hyper *h, double
     s[ADAM_EPS] = (float)h->eps;
     s[ADAM_NSTEP] = (float)(-(lr / bc1));
     s[ADAM_DECAY] = (float)(1.0 - lr * h->weight_decay);
+    break;
+  }
+  case OPTIM_SPARSE_ADAM: { /* F.sparse_adam: step_size = lr * sqrt(bc2) / bc1, in double */
+    double b1 = h->betas[0], b2 = h->betas[1];
+    double bc1 = 1.0 - pow(b1, (double)step);
+    double bc2 = 1.0 - pow(b2, (double)step);
+    f &= ~OPTIM_F_WD; /* SparseAdam has no weight decay */
+    s[SPADAM_B1C] = (float)(1.0 - b1);
+    s[SPADAM_B2C] = (float)(1.0 - b2);
+    s[SPADAM_EPS] = (float)h->eps;
+    s[SPADAM_NSTEP] = (float)(-(lr * sqrt(bc2) / bc1));
     break;
   }
   default: break;

@@ -26,6 +26,7 @@ typedef enum optim_alg {
   OPTIM_ADAM,
   OPTIM_ADAMW,
   OPTIM_RANDOM_SEARCH, /* zeroth order: ask/tell, see rsearch.h */
+  OPTIM_SPARSE_ADAM,   /* torch.optim.SparseAdam: sparse tensors only, optim_sparse.h */
   OPTIM__COUNT
 } optim_alg;
 
@@ -35,8 +36,8 @@ enum optim_buf {
   OPTIM_BUF_SUM,            /* sum: adagrad */
   OPTIM_BUF_SQUARE_AVG,     /* square_avg: rmsprop */
   OPTIM_BUF_GRAD_AVG,       /* grad_avg: centered rmsprop */
-  OPTIM_BUF_EXP_AVG,        /* exp_avg: adam, adamw */
-  OPTIM_BUF_EXP_AVG_SQ,     /* exp_avg_sq: adam, adamw */
+  OPTIM_BUF_EXP_AVG,        /* exp_avg: adam, adamw, sparse_adam */
+  OPTIM_BUF_EXP_AVG_SQ,     /* exp_avg_sq: adam, adamw, sparse_adam */
   OPTIM_BUF_MAX_EXP_AVG_SQ, /* max_exp_avg_sq: amsgrad */
   OPTIM_NBUF
 };
@@ -63,20 +64,21 @@ typedef struct optim_hyper {
   (OPTIM_A(OPTIM_SGD) | OPTIM_A(OPTIM_ADAGRAD) | OPTIM_A(OPTIM_RMSPROP) |             \
    OPTIM_A(OPTIM_ADAM) | OPTIM_A(OPTIM_ADAMW))
 #define OPTIM_HYPER_TABLE(X)                                                            \
-  X("lr", NUM, lr, OPTIM_GRADIENT_ALGS)                                                 \
+  X("lr", NUM, lr, OPTIM_GRADIENT_ALGS | OPTIM_A(OPTIM_SPARSE_ADAM))                    \
   X("momentum", NUM, momentum, OPTIM_A(OPTIM_SGD) | OPTIM_A(OPTIM_RMSPROP))             \
   X("dampening", NUM, dampening, OPTIM_A(OPTIM_SGD))                                    \
   X("nesterov", BOOL, nesterov, OPTIM_A(OPTIM_SGD))                                     \
   X("weight_decay", NUM, weight_decay, OPTIM_GRADIENT_ALGS)                             \
-  X("maximize", BOOL, maximize, OPTIM_GRADIENT_ALGS)                                    \
+  X("maximize", BOOL, maximize, OPTIM_GRADIENT_ALGS | OPTIM_A(OPTIM_SPARSE_ADAM))       \
   X("lr_decay", NUM, lr_decay, OPTIM_A(OPTIM_ADAGRAD))                                  \
   X("initial_accumulator_value", NUM, initial_accumulator_value, OPTIM_A(OPTIM_ADAGRAD)) \
   X("eps", NUM, eps,                                                                    \
     OPTIM_A(OPTIM_ADAGRAD) | OPTIM_A(OPTIM_RMSPROP) | OPTIM_A(OPTIM_ADAM) |             \
-        OPTIM_A(OPTIM_ADAMW))                                                           \
+        OPTIM_A(OPTIM_ADAMW) | OPTIM_A(OPTIM_SPARSE_ADAM))                              \
   X("alpha", NUM, alpha, OPTIM_A(OPTIM_RMSPROP))                                        \
   X("centered", BOOL, centered, OPTIM_A(OPTIM_RMSPROP))                                 \
-  X("betas", PAIR, betas, OPTIM_A(OPTIM_ADAM) | OPTIM_A(OPTIM_ADAMW))                   \
+  X("betas", PAIR, betas,                                                                \
+    OPTIM_A(OPTIM_ADAM) | OPTIM_A(OPTIM_ADAMW) | OPTIM_A(OPTIM_SPARSE_ADAM))            \
   X("amsgrad", BOOL, amsgrad, OPTIM_A(OPTIM_ADAM) | OPTIM_A(OPTIM_ADAMW))               \
   X("scale", NUM, scale, OPTIM_A(OPTIM_RANDOM_SEARCH))                                  \
   X("center", CENTER, center, OPTIM_A(OPTIM_RANDOM_SEARCH))                             \
@@ -121,7 +123,7 @@ int optim_buf_from_name(const char *name); /* -1 if unknown */
 float optim_buf_initial(optim_alg alg, const optim_hyper *h, int buf);
 
 /* Whether the algorithm's torch state has a `step` entry (adagrad, rmsprop,
- * adam, adamw); sgd's state has none. */
+ * adam, adamw, sparse_adam); sgd's state has none. */
 bool optim_has_step(optim_alg alg);
 
 /* One step's scalars, derived once in double and rounded to float, as torch
@@ -141,7 +143,9 @@ typedef struct optim_plan {
 void optim_plan_init(optim_plan *pl, optim_alg alg, const optim_hyper *h, double lr,
                      uint64_t step, unsigned fresh, float gscale);
 
-/* Applies one step to elements [0, n): p and the buffers in optim_buffers()
+/* Applies one step to elements [0, n) of a dense tensor (never sparse_adam,
+ * which torch runs on sparse gradients only: optim_sparse_apply; given it,
+ * this changes nothing): p and the buffers in optim_buffers()
  * are updated in place; g is read, and when `emit` is set, overwritten with
  * the new parameters (so a request's gradient buffer becomes its reply).
  * buf[] holds a pointer per enum optim_buf (NULL where unused); the arrays

@@ -1,6 +1,6 @@
 /* optim_internal: the plan's flag bits and scalar slots, shared by optim.c
- * (which fills them) and optim_kernels.c (which reads them).  Not public:
- * nothing outside server/kernel/optim*.c includes it.  Constants only. */
+ * (which fills them) and optim_kernels.c and optim_sparse.c (which read them).
+ * Not public: nothing outside server/kernel/optim*.c includes it.  Constants only. */
 #ifndef DESCENT_OPTIM_INTERNAL_H
 #define DESCENT_OPTIM_INTERNAL_H
 
@@ -18,6 +18,7 @@ enum {
 enum { SGD_WD, SGD_MOM, SGD_DAMP1, SGD_NLR };
 enum { ADAGRAD_WD, ADAGRAD_NCLR, ADAGRAD_EPS };
 enum { RMS_WD, RMS_ALPHA, RMS_ALPHA1, RMS_EPS, RMS_MOM, RMS_NLR };
+enum { SPADAM_B1C, SPADAM_B2C, SPADAM_EPS, SPADAM_NSTEP };
 enum { ADAM_WD, ADAM_B1, ADAM_B1C, ADAM_B2, ADAM_B2C, ADAM_SQRT_BC2, ADAM_EPS, ADAM_NSTEP, ADAM_DECAY };
 
 #endif

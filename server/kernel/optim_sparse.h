@@ -31,10 +31,20 @@ size_t optim_sparse_row_floats(optim_alg alg, const optim_hyper *h, size_t D);
 long optim_sparse_buf_offset(optim_alg alg, const optim_hyper *h, size_t D, int buf);
 
 /* Whether alg with h accepts sparse gradients as torch does (sgd, adagrad,
- * sparse_adam with the options torch allows).  0, or a negative code (-E_BAD_VALUE
- * or -E_WRONG_ALGORITHM) with a message saying what torch refuses, e.g.
- * "adam does not support sparse gradients (torch: use SparseAdam)". */
+ * sparse_adam with the options torch allows).  0, or -E_BAD_VALUE (422) with
+ * a message quoting torch's refusal, e.g. "algorithm: adam with a sparse
+ * tensor (torch: Adam does not support sparse gradients, please consider
+ * SparseAdam instead)".  Refused: adam, adamw, rmsprop, random_search; sgd
+ * and adagrad with weight_decay (torch raises at the step); sgd with momentum
+ * (torch accepts it, but its buffer is an ever-growing uncoalesced sparse
+ * tensor re-applied to every row ever pushed at every step: not per-row, see
+ * docs/optimizers.md).  Call after optim_hyper_check; the caller may prefix
+ * the tensor's name (derr_prefix). */
 int optim_sparse_check(optim_alg alg, const optim_hyper *h, derr *e);
+
+/* Whether alg accepts a dense tensor: 0, or -E_BAD_VALUE for sparse_adam
+ * (torch: "SparseAdam does not support dense gradients"). */
+int optim_sparse_check_dense(optim_alg alg, derr *e);
 
 /* Whether alg sums repeated rows before updating (torch coalesces the sparse
  * gradient first: adagrad, sparse_adam) rather than applying entries one at a
@@ -42,9 +52,17 @@ int optim_sparse_check(optim_alg alg, const optim_hyper *h, derr *e);
 bool optim_sparse_coalesces(optim_alg alg);
 
 /* torch's coalesce: the k (row, D values) entries as m <= k distinct rows in
- * ascending order, values of repeated rows summed in the order given.
- * urows (k) and ug (k*D) receive the result; order (k uint32) is scratch.
- * Returns m.  No allocation. */
+ * ascending order, values of repeated rows summed in the order given
+ * ((g1 + g2) + g3; two copies are bit-identical to torch, whose order for
+ * three or more is undefined).  urows (k) and ug (k*D) receive the result
+ * and must not overlap rows or g; order (k uint32, k < 2^32) is scratch
+ * (urows is scratch too until the result is written).  A stable radix sort
+ * on the bits in which the ids differ (insertion sort for k <= 32; a copy
+ * when the rows are already distinct and ascending).  Returns m.  No
+ * allocation.  The gradient scale (clipping) is applied later by
+ * optim_sparse_apply, to the sums: torch scales each entry before it
+ * coalesces, so with clipping a repeated row is within the reference
+ * tolerance rather than bit-identical. */
 size_t optim_sparse_coalesce(const uint64_t *rows, const float *g, size_t k, size_t D, uint64_t *urows,
                              float *ug, uint32_t *order);
 

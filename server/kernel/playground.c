@@ -83,6 +83,9 @@ int playground_run(const pg_run *r, float *traj, double *losses, derr *e) {
   traj[1] = p[1];
   losses[0] = playground_loss(r->objective, p[0], p[1]);
   if (r->alg == OPTIM_RANDOM_SEARCH) return run_search(r, p, traj, losses, e);
+  if (r->alg == OPTIM_SPARSE_ADAM) /* torch.optim.SparseAdam refuses dense gradients */
+    return derr_set(e, E_BAD_VALUE, "algorithm: sparse_adam takes sparse gradients only "
+                    "(torch: SparseAdam does not support dense gradients, please consider Adam instead)");
   float bufs[OPTIM_NBUF][2];
   float *buf[OPTIM_NBUF];
   unsigned need = optim_buffers(r->alg, &r->hyper);

@@ -61,6 +61,7 @@
 #include <stdint.h>
 
 #include "bufpool.h"
+#include "change.h"
 #include "errors.h"
 #include "optim.h"
 #include "rsearch.h"
@@ -79,6 +80,9 @@ typedef struct instance_env {
   kpool *kp;
   atomic_uint_fast64_t *incarnations; /* source of instance incarnation ids */
   registry *reg;
+  /* --durability log: where pushes and closed rounds are queued before they
+   * apply (the journal, server/store/journal.h); NULL: snapshot mode */
+  const change_sink *changes;
 } instance_env;
 
 #define NAME_MAX_LEN 64
@@ -368,6 +372,10 @@ typedef struct instance_state {
   size_t nidem;
   /* sparse tensors: one per sparse tensor in creation order (NULL if none) */
   state_rows *rows;
+  /* --durability log: the instance's log identity (random, kept across
+   * restarts; entries of another id are not its) and the seq of the last
+   * change applied in this state (replay applies those after it) */
+  uint64_t log_id, log_seq;
 } instance_state;
 
 /* Copies everything under the lock (one memcpy per array).  Returns 0 or
@@ -409,6 +417,18 @@ int instance_ask(instance *in, uint64_t *id, float *out, derr *e);
 /* random_search: reports a loss.  *best_loss and *step describe the result. */
 int instance_tell(instance *in, uint64_t id, double loss, bool *improved, double *best_loss,
                   uint64_t *step, derr *e);
+
+/* ---- --durability log (journal_state.c; entry format: proto/log.md) ---- */
+
+/* The instance name an entry is for (name: NAME_MAX_LEN + 1 bytes).  0, or
+ * -E_BAD_REQUEST with e saying why (too short, bad magic, bad lengths). */
+int instance_change_name(const unsigned char *entry, size_t len, char *name, derr *e);
+/* Applies an entry made elsewhere or read back (replay, a Raft follower)
+ * with the same code as a live change.  0; 1 if it is not this instance's
+ * next change (another log id, or seq <= the instance's: already in its
+ * state) and was skipped; or a negative code with e (malformed, wrong sizes,
+ * E_QUOTA).  Takes the lock. */
+int instance_apply_change(instance *in, const unsigned char *entry, size_t len, derr *e);
 
 /* Copies of the worker table and the history ring (caller frees). */
 size_t instance_workers_copy(instance *in, worker_info **out, uint64_t *step);

@@ -7,6 +7,7 @@
 
 #define TEST_SUITES(X) \
   X(optim)             \
+  X(optim_sparse)      \
   X(rng)               \
   X(rsearch)          \
   X(codec_float)      \

@@ -301,7 +301,7 @@ START_TEST(forged_files_refused_for_their_reason) {
       {0, -1, GOOD_HEADER(""), 2, "unsupported snapshot version 0"},
       {1, 0x7fffffff, GOOD_HEADER(""), 2, "header length out of range"},
       {1, -1, "not json", 2, "header: '[' or '{' expected near 'not'"},
-      {1, -1, "{\"name\":\"f\"}", 2, "algorithm: required (sgd, momentum, nesterov, adagrad, rmsprop, adam, adamw, random_search)"},
+      {1, -1, "{\"name\":\"f\"}", 2, "algorithm: required (sgd, momentum, nesterov, adagrad, rmsprop, adam, adamw, random_search, sparse_adam)"},
       {1, -1, "{\"name\":\"f\",\"algorithm\":\"sgd\",\"tensors\":[{\"name\":\"w\",\"shape\":[2]}]}", 2, "header: step missing"},
       {1, -1, GOOD_HEADER(",\"buffers\":[\"nope\"]"), 4, "header: bad buffer list"},
       {1, -1, GOOD_HEADER(",\"buffers\":[\"momentum_buffer\",\"momentum_buffer\"]"), 6, "header: bad buffer list"},

@@ -50,6 +50,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 from .errors import DescentError, DescentStepMismatch
 from .http import BINARY, Endpoint, quote as _quote, query as _query
 from .sharding import FanOut, Layout, shard_plan, shard_ranges, slice_chunks
+from . import rows as _rows
 from . import wire
 from .wire import adopt_out, alloc, as_f32_bytes, f32_array, finite_json, first_bad, is_numpy, is_torch, to_list
 
@@ -82,6 +83,8 @@ class Params(dict):
             return self._flat
         out: list = []
         for v in self.values():
+            if isinstance(v, _rows.Rows):
+                continue  # sparse tensors are not in the flat layout
             out.extend(v.tolist() if hasattr(v, "tolist") and not isinstance(v, list) else v)
         return out
 
@@ -121,8 +124,13 @@ class _Target:
     def fill(self, lo: int, values: array) -> None:
         """Writes float32 values (a JSON reply) at flat index lo."""
         data = memoryview(values).cast("B") if not wire.BIG_ENDIAN else memoryview(values.tobytes())
+        self.write(lo, data, len(values))
+
+    def write(self, lo: int, data: memoryview, n: Optional[int] = None) -> None:
+        """Writes little-endian float32 bytes at flat index lo."""
+        n = data.nbytes // 4 if n is None else n
         pos = 0
-        for v in self.range(lo, lo + len(values)):
+        for v in self.range(lo, lo + n):
             v[:] = data[pos:pos + v.nbytes]
             pos += v.nbytes
 
@@ -202,9 +210,11 @@ class Client:
         ks = list(range(len(self.endpoints))) if only is None else list(only)
         return self._fan.map(lambda k: fn(k, self.endpoints[k]), ks)
 
-    def _all(self, fn, what, name=None):
-        """_each, raising when any shard failed (with every shard's outcome)."""
-        res = self._each(fn)
+    def _all(self, fn, what, name=None, only=None):
+        """_each, raising when any shard failed (with every shard's outcome);
+        only: the shard indexes to call (results in that order)."""
+        res = self._each(fn, only)
+        ks = list(range(len(self.endpoints))) if only is None else list(only)
         errs = [(k, r) for k, r in enumerate(res) if isinstance(r, BaseException)]
         if not errs:
             return res
@@ -217,7 +227,7 @@ class Client:
         if len(errs) == len(res) and len({(e.status, e.code) for _, e in errs}) == 1:
             raise first  # refused alike everywhere: nothing changed anywhere
         outcomes = []
-        for k, r in enumerate(res):
+        for k, r in zip(ks, res):
             if isinstance(r, DescentError):
                 outcomes.append("shard %d (%s): %s %s: %s" % (k, self.urls[k], r.status, r.code, r.message))
             else:
@@ -249,10 +259,22 @@ class Client:
         """The logical layout of a sharded instance from its shards' descriptions."""
         names, counts, origins, shapes = [], [], [], []
         sizes = []
+        tensors = []   # the logical tensors in creation order (dense ones by index into names)
+        sparse = {}    # name -> [logical desc, [(origin, V) per shard]]
         for k, d in enumerate(descs):
             sizes.append(int(d["size"]))
             for t in d["tensors"]:
-                o = int(t.get("origin", 0))
+                o = int(t.get("origin", 0) or 0)
+                if t.get("sparse"):
+                    V, D = int(t["shape"][0]), int(t["shape"][1])
+                    if t["name"] not in sparse:
+                        if k:
+                            raise DescentError(409, "conflict", "'%s': sparse tensor '%s' is not on shard 0 (not a "
+                                               "sharded instance of this client?)" % (name, t["name"]))
+                        sparse[t["name"]] = [dict(t, shape=[V, D]), []]
+                        tensors.append(("s", t["name"]))
+                    sparse[t["name"]][1].append((o, V))
+                    continue
                 if names and names[-1] == t["name"] and origins[-1] + counts[-1] == o:
                     counts[-1] += int(t["count"])  # the next slice of the same tensor
                     shapes[-1] = None               # split: its shape shows flat
@@ -264,21 +286,41 @@ class Client:
                     names.append(t["name"])
                     counts.append(int(t["count"]))
                     origins.append(o)
+                    tensors.append(("d", len(names) - 1))
         n = sum(sizes)
-        want = [hi - lo for lo, hi in shard_ranges(n, len(descs))]
+        nsh = len(descs)
+        want = [hi - lo for lo, hi in shard_ranges(n, nsh, empty_ok=bool(sparse))]
         if sizes != want:
             raise DescentError(409, "conflict", "'%s': shard sizes %s do not follow the sharding rule for %d floats "
-                               "over %d shards (%s)" % (name, sizes, n, len(descs), want))
+                               "over %d shards (%s)" % (name, sizes, n, nsh, want))
+        row_ranges = {}
+        for nm, (t, parts) in sparse.items():
+            V = sum(v for _, v in parts)
+            base = parts[0][0]
+            rr = _rows.row_ranges(V, nsh) if len(parts) == nsh else None
+            got = [(o - base, o - base + v) for o, v in parts]
+            if rr != got:
+                raise DescentError(409, "conflict", "'%s': the row ranges of sparse tensor '%s' on the shards %s do "
+                                   "not follow the sharding rule for %d rows over %d shards" % (name, nm, got, V, nsh))
+            t["shape"][0] = V
+            row_ranges[nm] = rr
         known = self._shapes.get(name)
         if known and [math.prod(x) for x in known] == counts:
             shapes = known  # this client created it: the logical shapes
         else:
             shapes = [x if x is not None else [c] for x, c in zip(shapes, counts)]
         logical = dict(descs[0])
-        logical["tensors"] = [{"name": nm, "shape": s, "count": c, "origin": o}
-                              for nm, s, c, o in zip(names, shapes, counts, origins)]
+        logical["tensors"] = []
+        for kind, i in tensors:
+            if kind == "s":
+                logical["tensors"].append(sparse[i][0])
+            else:
+                logical["tensors"].append({"name": names[i], "shape": shapes[i], "count": counts[i],
+                                           "origin": origins[i]})
         lay = Layout(logical, shapes)
-        lay.ranges = shard_ranges(n, len(descs))
+        lay.ranges = shard_ranges(n, nsh, empty_ok=bool(sparse))
+        for st in lay.sparse:
+            st.ranges = row_ranges[st.name]
         for k, d in enumerate(descs[1:], 1):
             if d.get("mode") != lay.mode or d.get("algorithm") != lay.algorithm:
                 raise DescentError(409, "conflict", "'%s': shard %d is a %s/%s instance, shard 0 a %s/%s one" % (
@@ -357,25 +399,40 @@ class Client:
                                "could close with different workers on different shards)")
 
     def _shard_specs(self, spec):
-        """The create body of every shard, and the logical shapes."""
+        """The create body of every shard, and the logical shapes of the dense tensors."""
         tensors = spec.get("tensors")
         if not isinstance(tensors, list) or not tensors:
             raise DescentError(400, "bad_request", "tensors: expected a non-empty array of {\"name\", \"shape\"}")
-        shapes, counts = [], []
+        shapes, counts, dense = [], [], []
         for i, t in enumerate(tensors):
             shape = t.get("shape") if isinstance(t, dict) else None
             if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 1 for d in shape):
                 raise DescentError(400, "bad_request", "tensors[%d].shape: expected an array of positive sizes" % i)
+            if t.get("sparse"):
+                if len(shape) != 2:
+                    raise DescentError(400, "bad_request", "tensors[%d].shape: a sparse tensor is [V, D]" % i)
+                continue
+            dense.append(i)
             shapes.append(list(shape))
             counts.append(math.prod(shape))
-        plan = shard_plan(counts, len(self.endpoints))
+        nsh = len(self.endpoints)
+        has_sparse = len(dense) < len(tensors)
+        plan = shard_plan(counts, nsh, empty_ok=has_sparse)
+        sparse_parts = {i: self._sparse_pieces(t, i, nsh) for i, t in enumerate(tensors) if t.get("sparse")}
         specs = []
-        for pieces in plan:
-            s = {k: v for k, v in spec.items() if k != "tensors"}
+        for k, pieces in enumerate(plan):
+            s = {key: v for key, v in spec.items() if key != "tensors"}
+            by_tensor = {dense[t]: (start, length) for t, start, length in pieces}
             st = []
-            for t, start, length in pieces:
-                src = tensors[t]
-                if length == counts[t]:
+            for i, src in enumerate(tensors):
+                if i in sparse_parts:
+                    st.append(sparse_parts[i][k])
+                    continue
+                if i not in by_tensor:
+                    continue
+                start, length = by_tensor[i]
+                c = math.prod(src["shape"])
+                if length == c:
                     st.append(src)  # a whole tensor goes as it is
                     continue
                 base = int(src.get("offset", src.get("origin", 0)) or 0)
@@ -385,7 +442,7 @@ class Client:
                 if values is None and isinstance(init, dict) and list(init) == ["values"]:
                     values, init = init["values"], None
                 if values is not None:
-                    flat = _flat_array(values, shapes[t], "tensors[%d].values" % t)
+                    flat = _flat_array(values, src["shape"], "tensors[%d].values" % i)
                     piece["values"] = flat[start:start + length].tolist()
                 elif init is not None:
                     piece["init"] = init
@@ -393,6 +450,32 @@ class Client:
             s["tensors"] = st
             specs.append(s)
         return specs, shapes
+
+    @staticmethod
+    def _sparse_pieces(src, i, nsh):
+        """Each shard's part of a sparse tensor's create entry: rows [lo, hi)
+        as [hi - lo, D] with "offset" at its first row; explicit rows split."""
+        V, D = src["shape"]
+        base = int(src.get("offset", src.get("origin", 0)) or 0)
+        ranges = _rows.row_ranges(V, nsh)
+        init = src.get("init")
+        parts = None
+        if isinstance(init, dict) and "rows" in init:
+            what = "tensors[%d].init" % i
+            enc = _rows.encode(_rows.Rows(init["rows"], init.get("values", [])), V, D, what)
+            parts = _rows.split(enc, ranges)
+        out = []
+        for k, (lo, hi) in enumerate(ranges):
+            piece = {key: v for key, v in src.items() if key not in ("shape", "offset", "origin", "init")}
+            piece["shape"] = [hi - lo, D]
+            if base + lo:
+                piece["offset"] = base + lo
+            if parts is not None:
+                piece["init"] = dict(init, **parts[k].enc.json())
+            elif init is not None:
+                piece["init"] = init
+            out.append(piece)
+        return out
 
     def list(self):
         """Every instance: [{"name", "algorithm", "mode", "step", "size", ...}].
@@ -455,10 +538,11 @@ class Client:
     # -- push and pull ------------------------------------------------------------
 
     def _grad_chunks(self, lay: Layout, grads: Any, what: str = "grads") -> List[memoryview]:
-        """A gradient (flat buffer, or dict by tensor) as float32 byte chunks, flat order."""
+        """A gradient's dense tensors (flat buffer, or dict by tensor) as
+        float32 byte chunks, flat order (sparse tensors: _sparse_grads)."""
         if isinstance(grads, dict):
             for k in grads:
-                if k not in lay.names:
+                if k not in lay.names and k not in lay.sparse_by_name:
                     raise DescentError(400, "unknown_tensor", "%s.%s: no tensor of that name" % (what, k))
             chunks = []
             for nm, shape, c in zip(lay.names, lay.shapes, lay.counts):
@@ -467,6 +551,10 @@ class Client:
                                        % (what, nm))
                 chunks.append(as_f32_bytes(grads[nm], c, "%s.%s" % (what, nm), shape))
             return chunks
+        if lay.sparse:
+            raise DescentError(400, "bad_request", "%s: this instance has sparse tensors (%s): give the gradient as "
+                               "a dict by tensor name, with descent.Rows for each sparse one"
+                               % (what, ", ".join(st.name for st in lay.sparse)))
         if isinstance(grads, (int, float)) and not isinstance(grads, bool) and lay.n != 1:
             raise DescentError(400, "bad_length", "%s: expected %d values (every tensor in creation order), got "
                                "a single number" % (what, lay.n))
@@ -475,6 +563,17 @@ class Client:
             raise DescentError(400, "bad_length", "%s: expected %d values (every tensor in creation order), got %d"
                                % (what, lay.n, mv.nbytes // 4))
         return [mv]
+
+    @staticmethod
+    def _sparse_grads(lay: Layout, grads: Any, dtype: str, what: str = "grads") -> List[_rows.Encoded]:
+        """Each sparse tensor's Rows of a gradient dict, checked, in wire form."""
+        out = []
+        for st in lay.sparse:
+            if st.name not in grads:
+                raise DescentError(400, "bad_length", "%s.%s: missing (a sparse tensor without rows this step: "
+                                   "descent.Rows([], [])" % (what, st.name))
+            out.append(_rows.encode(grads[st.name], st.V, st.D, "%s.%s" % (what, st.name), dtype))
+        return out
 
     def _sync_timeout(self, lay: Layout) -> Optional[float]:
         """How long a sync push may wait: the round's deadline (every round has
@@ -489,9 +588,12 @@ class Client:
              kind: Optional[str] = None, dtype: str = "float32", reply_dtype: Optional[str] = None) -> Params:
         """Pushes a gradient: a flat buffer or sequence (every tensor in
         creation order), float32 bytes, or a dict by tensor (flat or nested;
-        a number for a one-element tensor).  Returns the new parameters as
+        a number for a one-element tensor; descent.Rows(rows, values) for a
+        sparse tensor).  Returns the new parameters as
         Params (empty with params=False; .step is always set), of `kind`
-        (the Client's default unless given) or read into `out`.
+        (the Client's default unless given) or read into `out`; a sparse
+        tensor's entry is a Rows of the pushed rows' new values, in the order
+        sent.
         worker/step/loss/seq as in docs/api.md; idempotency_key sends the
         Idempotency-Key header.  timeout: seconds (-1: the Client's, or for a
         sync instance its round timeout plus the Client's).  dtype="bfloat16"
@@ -502,13 +604,16 @@ class Client:
         bfloat16 gradients with float32 parameters back."""
         dtype = wire.check_dtype(dtype)
         reply_dtype = wire.check_dtype(reply_dtype or dtype)
+        if (dtype != "float32" or reply_dtype != "float32") and not binary:
+            raise ValueError("dtype=%s needs binary=True (JSON carries decimal numbers)" % dtype)
         lay = self._layout(name)
         chunks = self._grad_chunks(lay, grads)
+        sp = self._sparse_grads(lay, grads, dtype) if lay.sparse else []
         half = None
         if dtype != "float32":
             # rounded once here: the bytes sent, and (widened) the values the
             # finite check and a sharded norm look at, exactly the daemon's
-            half = memoryview(wire.narrow(memoryview(b"".join(chunks)) if len(chunks) > 1 else chunks[0], dtype))
+            half = memoryview(wire.narrow(memoryview(b"".join(chunks)) if len(chunks) != 1 else chunks[0], dtype))
             chunks = [wire.widen(half, dtype)]
         if self.sharded and lay.mode == "sync" and lay.clip:
             raise DescentError(422, "invalid_value", "clip_grad_norm: a sharded sync instance cannot clip")
@@ -518,43 +623,147 @@ class Client:
             bad = first_bad(chunks)
             if bad >= 0:
                 raise DescentError(422, "not_finite", "%s: NaN or infinite" % lay.where(bad))
+            for st, enc in zip(lay.sparse, sp):
+                bad = first_bad([enc.f32])
+                if bad >= 0:
+                    raise DescentError(422, "not_finite", "grads.%s.values[%d][%d]: NaN or infinite"
+                                       % (st.name, bad // st.D, bad % st.D))
             if lay.mode != "sync":
                 # async: every shard clips by (and records in its history) the whole gradient's norm
-                norm = math.sqrt(wire.sum_lanes(chunks))
+                norm = math.sqrt(wire.sum_lanes(self._norm_chunks(lay, chunks, sp)))
         if timeout == -1:
             timeout = self._sync_timeout(lay) if lay.mode == "sync" else self.timeout
         headers = {"Idempotency-Key": str(idempotency_key)} if idempotency_key is not None else {}
         target = _Target(lay, out, kind or self.kind) if params else None
-        if (dtype != "float32" or reply_dtype != "float32") and not binary:
-            raise ValueError("dtype=%s needs binary=True (JSON carries decimal numbers)" % dtype)
+        answers = ([_rows.Answer(enc.ids, enc.k, st.D, kind or self.kind) for st, enc in zip(lay.sparse, sp)]
+                   if params else None)
         opts = dict(worker=worker, step=step, loss=loss, seq=seq, binary=binary,
                     timeout=timeout, headers=headers, grad_norm=norm, dtype=dtype, reply_dtype=reply_dtype,
                     half=half)
         if not self.sharded:
             try:
-                st = self._push_one(self.endpoints[0], name, lay, chunks, 0, lay.n, target, **opts)
+                st = self._push_one(self.endpoints[0], name, lay, chunks, 0, lay.n, target,
+                                    [_rows.Part(None, enc) for enc in sp], answers, **opts)
             except DescentError as e:
                 if e.status in (404, 500) and e.code in ("unknown_instance", "bad_reply"):
                     self._forget(name)
                 raise
-            return target.params(st) if target else Params({}, st)
+            return self._params(lay, target, answers, st)
         assert lay.ranges is not None
-        res = self._all(lambda k, e: self._push_one(e, name, lay, chunks, *lay.ranges[k], target, **opts),
-                        "push", name)
+        nsh = len(self.endpoints)
+        split = [_rows.split(enc, st.ranges) for st, enc in zip(lay.sparse, sp)]
+        per = [[split[j][k] for j in range(len(sp))] for k in range(nsh)]
+        only = None
+        if lay.sparse and lay.step_free:
+            # only the shards this push touches (no result depends on the step count)
+            only = [k for k in range(nsh) if lay.ranges[k][0] < lay.ranges[k][1] or any(pt.enc.k for pt in per[k])]
+            only = only or [0]
+        res = self._all(lambda k, e: self._push_one(e, name, lay, chunks, *lay.ranges[k], target, per[k], answers,
+                                                    **opts), "push", name, only=only)
+        if only is not None:
+            steps: List[Optional[int]] = [None] * nsh
+            for k, r in zip(only, res):
+                steps[k] = r
+            return self._params(lay, target, answers, max(res), steps)
         step_now = self._check_steps(name, lay, res, "a push", sync_exact=True)
-        return target.params(step_now, res) if target else Params({}, step_now, res)
+        return self._params(lay, target, answers, step_now, res)
+
+    @staticmethod
+    def _params(lay: Layout, target: Optional[_Target], answers, step: int, steps=None) -> Params:
+        p = target.params(step, steps) if target else Params({}, step, steps)
+        for st, a in zip(lay.sparse, answers or ()):
+            p[st.name] = a.rows()
+        return p
+
+    @staticmethod
+    def _norm_chunks(lay: Layout, chunks: List[memoryview], sp) -> List[memoryview]:
+        """The whole gradient's float32 values in creation order (a sparse
+        tensor's values as sent), for the global norm."""
+        out: List[memoryview] = []
+        for kind, i in lay.order:
+            if kind == "d":
+                out.extend(slice_chunks(chunks, lay.offsets[i], lay.offsets[i] + lay.counts[i]))
+            else:
+                out.append(sp[i].f32)
+        return out
+
+    @staticmethod
+    def _binary_body(lay: Layout, chunks, half, lo: int, hi: int, parts) -> List[memoryview]:
+        """One daemon's binary push body: its dense range and each sparse
+        tensor's section (u64 k, k x u64 row, k*D values), in creation order."""
+        body: List[memoryview] = []
+        for kind, i in lay.order:
+            if kind == "s":
+                body.extend(parts[i].enc.section())
+                continue
+            a, b = max(lay.offsets[i], lo), min(lay.offsets[i] + lay.counts[i], hi)
+            if a < b:
+                if half is not None:
+                    body.append(half[2 * a:2 * b])
+                else:
+                    body.extend(slice_chunks(chunks, a, b))
+        return body
+
+    @staticmethod
+    def _read_reply(name: str, lay: Layout, data: Optional[bytes], lo: int, hi: int, target, parts, answers,
+                    dtype: str, e: Endpoint) -> None:
+        """A binary step reply of an instance with sparse tensors: dense
+        values into target, each sparse section's values into its answer."""
+        es = 4 if dtype == "float32" else 2
+        mv = memoryview(data or b"")
+        ks = [(pt.enc.k, lay.sparse[j].D) for j, pt in enumerate(parts)]
+        plain = (hi - lo) * es + sum(k * D * es for k, D in ks)
+        mirror = plain + sum(8 + 8 * k for k, _ in ks)
+        if mv.nbytes not in (plain, mirror):
+            raise DescentError(500, "bad_reply", "'%s': %d bytes in the step reply, %d expected (was the instance "
+                               "replaced?)" % (name, mv.nbytes, mirror), url=e.url)
+        with_rows = mv.nbytes == mirror
+
+        def f32(seg):
+            return seg if es == 4 else wire.widen(bytes(seg), dtype)
+
+        pos = 0
+        for kind, i in lay.order:
+            if kind == "d":
+                a, b = max(lay.offsets[i], lo), min(lay.offsets[i] + lay.counts[i], hi)
+                if a < b:
+                    seg = mv[pos:pos + (b - a) * es]
+                    pos += (b - a) * es
+                    if target:
+                        target.write(a, f32(seg))
+                continue
+            pt = parts[i]
+            k, D = pt.enc.k, lay.sparse[i].D
+            if with_rows:
+                if _rows.u64_unpack(mv[pos:pos + 8]) != k:
+                    raise DescentError(500, "bad_reply", "'%s': the step reply's section of '%s' has %d rows, %d "
+                                       "were pushed" % (name, lay.sparse[i].name, _rows.u64_unpack(mv[pos:pos + 8]),
+                                                        k), url=e.url)
+                pos += 8 + 8 * k
+            seg = mv[pos:pos + k * D * es]
+            pos += k * D * es
+            if answers:
+                answers[i].put(pt.pos, f32(seg))
 
     def _push_one(self, e: Endpoint, name: str, lay: Layout, chunks: List[memoryview], lo: int, hi: int,
-                  target: Optional[_Target], worker, step, loss, seq, binary, timeout, headers, grad_norm,
-                  dtype="float32", reply_dtype="float32", half=None) -> int:
-        """One daemon's push of the gradient's [lo, hi): its step (parameters into target)."""
+                  target: Optional[_Target], parts, answers, worker, step, loss, seq, binary, timeout, headers,
+                  grad_norm, dtype="float32", reply_dtype="float32", half=None) -> int:
+        """One daemon's push of the gradient's [lo, hi) and its parts of the
+        sparse tensors: its step (parameters into target and answers)."""
         part = slice_chunks(chunks, lo, hi)
         path = "/v1/optimizers/%s/step" % _quote(name)
+        want = target is not None or bool(answers)
         if binary:
             q = _query(worker=worker, step=step, loss=None if loss is None else repr(float(loss)), seq=seq,
-                       params=None if target else "none",
+                       params=None if want else "none",
                        grad_norm=None if grad_norm is None else repr(grad_norm))
             h = dict(headers, **{"Content-Type": wire.media_type(dtype), "Accept": wire.media_type(reply_dtype)})
+            if lay.sparse:
+                body = self._binary_body(lay, chunks, half, lo, hi, parts)
+                _, rh, data = e.request("POST", path + q, body, h, timeout=timeout)
+                if want:
+                    self._read_reply(name, lay, data, lo, hi, target, parts, answers, reply_dtype, e)
+                return int(rh["descent-step"])
             into = target.range(lo, hi) if target else None
             if half is not None:
                 part = [half[2 * lo:2 * hi]]  # this shard's range of the bytes narrowed once in push
@@ -572,17 +781,25 @@ class Client:
                                    "instance replaced?)" % (name, len(data), 4 * (hi - lo)), url=e.url)
             return st
         flat = f32_array(b"".join(part))
-        body: Dict[str, Any] = {"grads": self._slice_by_tensor(lay, flat, lo)}
+        dense = self._slice_by_tensor(lay, flat, lo)
+        body: Dict[str, Any] = {"grads": dict(dense)}
+        for j, pt in enumerate(parts):
+            body["grads"][lay.sparse[j].name] = pt.enc.json()
         for k, v in (("worker", worker), ("step", step), ("loss", loss), ("seq", seq), ("grad_norm", grad_norm)):
             if v is not None:
                 body[k] = v
-        text = finite_json(body, "grads", [(k, v) for k, v in body["grads"].items()])
-        q = "" if target else "?params=none"
+        text = finite_json(body, "grads", list(dense.items()))
+        q = "" if want else "?params=none"
         _, rh, data = e.request("POST", path + q, text, dict(headers, **{"Content-Type": "application/json"}),
                                 timeout=timeout)
         doc = json.loads(data)
         if target:
             self._fill_json(name, target, doc["params"], lo, hi, e)
+        for j, pt in enumerate(parts if answers else ()):
+            st = lay.sparse[j]
+            vals = _rows.json_values(doc["params"].get(st.name), pt.enc.k, st.D, "'%s': %s" % (name, st.name))
+            answers[j].put(pt.pos, memoryview(vals).cast("B") if not wire.BIG_ENDIAN else
+                           memoryview(wire._swap(vals)).cast("B"))
         return int(doc["step"])
 
     @staticmethod
@@ -590,6 +807,8 @@ class Client:
                    e: Endpoint) -> None:
         flat = array("f")
         for v in params.values():
+            if isinstance(v, dict):
+                continue  # a sparse tensor: {"rows": ...} or {"sparse": true, "rows_held": m}
             flat.extend(array("f", v))
         if len(flat) != hi - lo:
             raise DescentError(500, "bad_reply", "'%s': %d parameters in the reply, %d expected (was the instance "
@@ -632,10 +851,93 @@ class Client:
                 raise
             return target.params(st)
         assert lay.ranges is not None
+        ks = None
+        if lay.sparse and lay.step_free:
+            # shards a push may leave out (no dense floats) count fewer steps: ask the others
+            ks = [k for k, (lo, hi) in enumerate(lay.ranges) if lo < hi] or [0]
         res = self._all(lambda k, e: self._pull_one(e, name, lay, wait_for_step, timeout_ms, worker, binary, t,
-                                                    target, *lay.ranges[k]), "pull", name)
-        steps = self._settle_pull(name, lay, res, worker, binary, target)
+                                                    target, *lay.ranges[k]), "pull", name, only=ks)
+        steps = self._settle_pull(name, lay, res, worker, binary, target, ks)
         return target.params(min(steps), steps)
+
+    def pull_rows(self, name: str, tensor: str, rows: Any, out: Any = None, binary: bool = True,
+                  kind: Optional[str] = None, dtype: str = "float32") -> Tuple[int, Any]:
+        """(step, values): the current values of rows of sparse tensor
+        `tensor` (never-touched rows: their initial values; nothing is
+        allocated on the daemon), as k x D: a numpy float32 array when numpy
+        is present (kind="torch": a torch tensor; lists without numpy), or
+        read into `out` (k*D contiguous float32), which is then returned.
+        Sharded: each row is asked of the shard that holds it."""
+        dtype = wire.check_dtype(dtype)
+        if dtype != "float32" and not binary:
+            raise ValueError("dtype=%s needs binary=True" % dtype)
+        lay = self._layout(name)
+        st = lay.sparse_by_name.get(tensor)
+        if st is None:
+            code = "unknown_tensor"
+            msg = "tensor: '%s' is not a sparse tensor of '%s'" % (tensor, name) if tensor in lay.names else \
+                "tensor: '%s' has no tensor '%s'" % (name, tensor)
+            raise DescentError(400, code, msg)
+        ids = _rows.check_ids(rows, st.V, "pull")
+        k = len(ids)
+        kind = kind or ("list" if _rows._np() is None and self.kind != "torch" else self.kind)
+        ans = _rows.Answer(ids, k, st.D, kind)
+        into = wire.adopt_out(out, k * st.D, "out") if out is not None else None
+        enc = _rows.Encoded(ids, k, 0, memoryview(b""), memoryview(b""), 4)
+        if not self.sharded:
+            parts = [_rows.Part(None, enc)]
+            only = [0]
+        else:
+            parts = _rows.split(enc, st.ranges)
+            only = [j for j, pt in enumerate(parts) if pt.enc.k] or [0]
+        res = self._all(lambda j, e: self._rows_one(e, name, tensor, parts[j], st.D, binary, dtype, ans), "pull_rows",
+                        name, only=only)
+        if self.sharded and not lay.step_free and len(set(res)) > 1:
+            res = self._settle_rows(name, lay, tensor, st, only, res, parts, binary, dtype, ans)
+        step = max(res)
+        if into is not None:
+            into[:] = ans.view()
+            return step, out
+        return step, ans.rows().values
+
+    def _rows_one(self, e: Endpoint, name: str, tensor: str, pt, D: int, binary: bool, dtype: str, ans) -> int:
+        """One daemon's rows (pt.enc.ids, local) into ans at pt.pos: its step."""
+        path = "/v1/optimizers/%s/rows" % _quote(name)
+        k = pt.enc.k
+        if binary:
+            h = {"Content-Type": BINARY, "Accept": wire.media_type(dtype)}
+            es = 4 if dtype == "float32" else 2
+            _, rh, data = e.request("POST", path + _query(tensor=tensor), [_rows.ids_bytes(pt.enc.ids)], h)
+            data = data or b""
+            if len(data) != k * D * es:
+                raise DescentError(500, "bad_reply", "'%s': %d bytes of rows in the reply, %d expected" % (
+                    name, len(data), k * D * es), url=e.url)
+            ans.put(pt.pos, memoryview(data) if es == 4 else wire.widen(data, dtype))
+            return int(rh["descent-step"])
+        doc = e.json("POST", path, {"tensor": tensor, "rows": [int(r) for r in pt.enc.ids]})
+        vals = _rows.json_values(doc, k, D, "'%s': %s" % (name, tensor))
+        ans.put(pt.pos, memoryview(vals).cast("B") if not wire.BIG_ENDIAN else memoryview(wire._swap(vals)).cast("B"))
+        return int(doc["step"])
+
+    def _settle_rows(self, name, lay, tensor, st, only, res, parts, binary, dtype, ans):
+        """Shards that count every step but answered different ones: the
+        behind ones are long-polled to the largest step and read again."""
+        target = max(res)
+        ms = max(1, int(self.settle_ms))
+        behind = [k for k, r in zip(only, res) if r < target]
+        got = self._each(lambda k, e: self._pull_one(e, name, lay, target, ms, None, True, self.timeout + ms / 1000.0,
+                                                     None, *lay.ranges[k]), only=behind)
+        for r in got:
+            if isinstance(r, BaseException):
+                raise r
+        again = self._all(lambda k, e: self._rows_one(e, name, tensor, parts[k], st.D, binary, dtype, ans),
+                          "pull_rows", name, only=behind)
+        now = dict(zip(only, res))
+        now.update(zip(behind, again))
+        if len(set(now.values())) > 1:
+            steps = [now.get(k) for k in range(len(self.endpoints))]
+            raise DescentStepMismatch(name, self.urls, steps, "a pull of rows")
+        return list(now.values())
 
     def _pull_one(self, e: Endpoint, name: str, lay: Layout, wait_for_step, timeout_ms, worker, binary, timeout,
                   target: Optional[_Target], lo: int, hi: int) -> int:
@@ -661,11 +963,12 @@ class Client:
             self._fill_json(name, target, doc["params"], lo, hi, e)
         return int(doc["step"])
 
-    def _settle_pull(self, name, lay, steps, worker, binary, target):
+    def _settle_pull(self, name, lay, steps, worker, binary, target, ks=None):
         """Pulls again from shards behind the others until all show one step
         (sync) or all reached the first leader's step (async), or settle_ms
-        passes; returns the steps."""
+        passes; returns the steps.  ks: the shards asked (steps in that order)."""
         steps = list(steps)
+        ks = list(range(len(self.endpoints))) if ks is None else ks
         target_step = max(steps)
         deadline = time.monotonic() + self.settle_ms / 1000.0
         while True:
@@ -678,10 +981,10 @@ class Client:
                 return steps
             left = int((deadline - time.monotonic()) * 1000)
             if left <= 0:
-                raise DescentStepMismatch(name, self.urls, steps, "a pull")
+                raise DescentStepMismatch(name, [self.urls[k] for k in ks], steps, "a pull")
             again = self._each(lambda k, e: self._pull_one(e, name, lay, target_step, left, worker, binary,
                                                            self.timeout + left / 1000.0, target, *lay.ranges[k]),
-                               only=behind)
+                               only=[ks[j] for j in behind])
             for k, r in zip(behind, again):
                 if isinstance(r, BaseException):
                     raise r

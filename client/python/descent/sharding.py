@@ -1,9 +1,11 @@
 """descent.sharding: the rule that spreads an instance over several daemons,
 the client's view of an instance's layout, and the fan-out pool.
 
-The rule (client/lib/layout.c, proto/sharding.md): the tensors, in creation
-order, form one flat range of N floats; shard k of S holds
-[floor(k*N/S), floor((k+1)*N/S)).  Every shard needs at least one float.
+The rule (client/lib/layout.c, proto/sharding.md): the dense tensors, in
+creation order, form one flat range of N floats; shard k of S holds
+[floor(k*N/S), floor((k+1)*N/S)).  Every shard needs at least one float,
+unless the instance has sparse tensors: each of those ([V, D]) is split by
+rows with the same rule on [0, V) (every shard holds at least one row).
 
 What it owns: ranges and plans (pure functions), Layout (names, shapes,
 counts, flat offsets, mode of one instance), slicing a flat vector given as
@@ -18,25 +20,26 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 from .errors import DescentError
 
-__all__ = ["shard_ranges", "shard_plan", "Layout", "FanOut", "slice_chunks"]
+__all__ = ["shard_ranges", "shard_plan", "Layout", "SparseTensor", "FanOut", "slice_chunks"]
 
 
-def shard_ranges(n: int, nshards: int) -> List[Tuple[int, int]]:
-    """[(lo, hi)] of each shard: shard k holds [floor(k*n/S), floor((k+1)*n/S))."""
+def shard_ranges(n: int, nshards: int, empty_ok: bool = False) -> List[Tuple[int, int]]:
+    """[(lo, hi)] of each shard: shard k holds [floor(k*n/S), floor((k+1)*n/S)).
+    empty_ok: shards may hold no float (an instance with sparse tensors)."""
     if nshards < 1:
         raise ValueError("nshards must be at least 1")
-    if n < nshards:
+    if n < nshards and not empty_ok:
         raise DescentError(400, "bad_length", "%d parameters cannot be spread over %d shards (each needs one)"
                            % (n, nshards))
     return [(k * n // nshards, (k + 1) * n // nshards) for k in range(nshards)]
 
 
-def shard_plan(counts: Sequence[int], nshards: int) -> List[List[Tuple[int, int, int]]]:
+def shard_plan(counts: Sequence[int], nshards: int, empty_ok: bool = False) -> List[List[Tuple[int, int, int]]]:
     """For tensors of these element counts (creation order): per shard, the
     list of (tensor index, first index in the tensor, length) it holds."""
     n = sum(counts)
     plan = []
-    for lo, hi in shard_ranges(n, nshards):
+    for lo, hi in shard_ranges(n, nshards, empty_ok):
         pieces = []
         start = 0
         for t, c in enumerate(counts):
@@ -64,15 +67,40 @@ def slice_chunks(chunks: Sequence[memoryview], lo: int, hi: int) -> List[memoryv
     return out
 
 
+class SparseTensor:
+    """A sparse tensor of an instance: [V, D] rows from `origin` in the
+    logical table; pos is its place among all tensors in creation order;
+    ranges (sharded) the local rows [lo, hi) of each shard."""
+
+    __slots__ = ("name", "pos", "V", "D", "origin", "ranges")
+
+    def __init__(self, name: str, pos: int, V: int, D: int, origin: int) -> None:
+        self.name, self.pos, self.V, self.D, self.origin = name, pos, V, D, origin
+        self.ranges: Optional[List[Tuple[int, int]]] = None
+
+
 class Layout:
-    """What the client knows of an instance: tensors (names, shapes, counts,
-    flat offsets), mode and clipping; for a sharded instance, each shard's range."""
+    """What the client knows of an instance: dense tensors (names, shapes,
+    counts, flat offsets), sparse ones (SparseTensor), the creation order of
+    both (order: ("d", i) or ("s", j)), mode and clipping; for a sharded
+    instance, each shard's dense range."""
 
     def __init__(self, desc: dict, shapes: Optional[List[List[int]]] = None) -> None:
-        self.names = [t["name"] for t in desc["tensors"]]
-        self.counts = [int(t["count"]) for t in desc["tensors"]]
-        self.shapes = shapes or [list(t["shape"]) for t in desc["tensors"]]
-        self.origins = [int(t.get("origin", 0)) for t in desc["tensors"]]
+        dense = [t for t in desc["tensors"] if not t.get("sparse")]
+        self.sparse: List[SparseTensor] = []
+        self.order: List[Tuple[str, int]] = []
+        for pos, t in enumerate(desc["tensors"]):
+            if t.get("sparse"):
+                self.order.append(("s", len(self.sparse)))
+                self.sparse.append(SparseTensor(t["name"], pos, int(t["shape"][0]), int(t["shape"][1]),
+                                                int(t.get("origin", 0) or 0)))
+            else:
+                self.order.append(("d", len(self.order) - len(self.sparse)))
+        self.sparse_by_name = {st.name: st for st in self.sparse}
+        self.names = [t["name"] for t in dense]
+        self.counts = [int(t["count"]) for t in dense]
+        self.shapes = shapes or [list(t["shape"]) for t in dense]
+        self.origins = [int(t.get("origin", 0)) for t in dense]
         self.offsets = []
         o = 0
         for c in self.counts:
@@ -85,16 +113,34 @@ class Layout:
         self.workers = desc.get("workers")
         self.algorithm = desc.get("algorithm")
         self.ranges: Optional[List[Tuple[int, int]]] = None
+        hyper = desc.get("hyper") or {}
+        # whether a shard a push does not touch may be left out: only when no
+        # result depends on the step count (proto/sharding.md, sparse tensors)
+        self.step_free = not (self.mode == "sync" or desc.get("schedule") or self.algorithm == "sparse_adam"
+                              or (self.algorithm == "adagrad" and hyper.get("lr_decay")))
 
     def tensor_docs(self) -> List[dict]:
         """The logical instance's tensors as a description lists them."""
         docs = []
-        for nm, s, c, o, off in zip(self.names, self.shapes, self.counts, self.origins, self.offsets):
+        for kind, i in self.order:
+            if kind == "s":
+                st = self.sparse[i]
+                t = {"name": st.name, "shape": [st.V, st.D], "sparse": True,
+                     "offset": self._dense_before(st.pos), "count": 0}
+                if st.origin:
+                    t["origin"] = st.origin
+                docs.append(t)
+                continue
+            nm, s, c, o, off = self.names[i], self.shapes[i], self.counts[i], self.origins[i], self.offsets[i]
             t = {"name": nm, "shape": s, "offset": off, "count": c}
             if o:
                 t["origin"] = o
             docs.append(t)
         return docs
+
+    def _dense_before(self, pos: int) -> int:
+        """The flat offset where a tensor at creation position pos would start."""
+        return sum(self.counts[i] for kind, i in self.order[:pos] if kind == "d")
 
     def where(self, i: int) -> str:
         """A flat index as "grads.W[3]"."""

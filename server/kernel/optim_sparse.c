@@ -1,0 +1,264 @@
+/* optim_sparse: torch.optim 1.13's rules for sparse (row) gradients: the
+ * refusals (optim_sparse_check), the coalesce (a stable radix sort on row ids,
+ * repeats summed in the order given) and the row kernels of sgd, adagrad and
+ * sparse_adam, each loop over a row's D floats vectorised (GCC target_clones,
+ * like optim_kernels.c; -ffp-contract=off, fmaf() only where torch fuses).
+ * Never does I/O, JSON or allocation; writes only the arrays it is given.
+ * Any thread; the caller serializes steps on the same rows.
+ */
+#include "optim_sparse.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "optim_internal.h"
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(DESCENT_NO_CLONES)
+#define KCLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define KCLONES
+#endif
+#define KBODY static inline __attribute__((always_inline))
+
+/* The radix sort's second buffer lives in urows (k u64 = 2k u32). */
+typedef uint32_t __attribute__((may_alias)) u32a;
+
+size_t optim_sparse_row_floats(optim_alg alg, const optim_hyper *h, size_t D) {
+  return (1 + (size_t)__builtin_popcount(optim_buffers(alg, h))) * D;
+}
+
+long optim_sparse_buf_offset(optim_alg alg, const optim_hyper *h, size_t D, int buf) {
+  unsigned mask = optim_buffers(alg, h);
+  if (buf < 0 || buf >= OPTIM_NBUF || !(mask & (1u << buf))) return -1;
+  return (long)((1 + (size_t)__builtin_popcount(mask & ((1u << buf) - 1))) * D);
+}
+
+int optim_sparse_check(optim_alg alg, const optim_hyper *h, derr *e) {
+  switch (alg) {
+  case OPTIM_SGD:
+    if (h->weight_decay != 0)
+      return derr_set(e, E_BAD_VALUE, "hyper.weight_decay: sgd cannot decay a sparse tensor (torch: add(sparse, "
+                      "dense) is not supported. Use add(dense, sparse) instead.)");
+    if (h->momentum != 0)
+      return derr_set(e, E_BAD_VALUE, "hyper.momentum: sgd momentum is refused for a sparse tensor: torch keeps "
+                      "the buffer as an ever-growing uncoalesced sparse tensor and re-applies every row ever "
+                      "pushed at every step, which is not a per-row update (see docs/optimizers.md)");
+    return 0;
+  case OPTIM_ADAGRAD:
+    if (h->weight_decay != 0)
+      return derr_set(e, E_BAD_VALUE, "hyper.weight_decay: adagrad with a sparse tensor (torch: weight_decay "
+                      "option is not compatible with sparse gradients)");
+    return 0;
+  case OPTIM_SPARSE_ADAM: return 0;
+  case OPTIM_ADAM:
+    return derr_set(e, E_BAD_VALUE, "algorithm: adam with a sparse tensor (torch: Adam does not support sparse "
+                    "gradients, please consider SparseAdam instead)");
+  case OPTIM_ADAMW:
+    return derr_set(e, E_BAD_VALUE, "algorithm: adamw with a sparse tensor (torch: AdamW does not support sparse "
+                    "gradients; use sparse_adam)");
+  case OPTIM_RMSPROP:
+    return derr_set(e, E_BAD_VALUE, "algorithm: rmsprop with a sparse tensor (torch: RMSprop does not support "
+                    "sparse gradients)");
+  case OPTIM_RANDOM_SEARCH:
+    return derr_set(e, E_BAD_VALUE, "algorithm: random_search takes no gradients, so no sparse tensors");
+  default: return derr_set(e, E_UNKNOWN_ALGORITHM, NULL);
+  }
+}
+
+int optim_sparse_check_dense(optim_alg alg, derr *e) {
+  if (alg == OPTIM_SPARSE_ADAM)
+    return derr_set(e, E_BAD_VALUE, "algorithm: sparse_adam needs every tensor sparse (torch: SparseAdam does "
+                    "not support dense gradients, please consider Adam instead)");
+  return 0;
+}
+
+bool optim_sparse_coalesces(optim_alg alg) { return alg == OPTIM_ADAGRAD || alg == OPTIM_SPARSE_ADAM; }
+
+/* ---- coalesce ------------------------------------------------------------ */
+
+/* Stable insertion sort of the indices 0..k-1 by rows[] (small k). */
+static void sort_small(const uint64_t *rows, size_t k, uint32_t *order) {
+  for (size_t i = 0; i < k; i++) {
+    uint32_t v = (uint32_t)i;
+    size_t j = i;
+    while (j > 0 && rows[order[j - 1]] > rows[v]) {
+      order[j] = order[j - 1];
+      j--;
+    }
+    order[j] = v;
+  }
+}
+
+enum { RADIX_BITS = 11, RADIX = 1 << RADIX_BITS };
+
+/* Stable LSD radix sort of 0..k-1 by rows[], over the bits in which the ids
+ * differ; ping-pongs between order and tmp, leaves the result in order. */
+static void sort_radix(const uint64_t *rows, size_t k, uint32_t *order, u32a *tmp) {
+  uint64_t vary = 0;
+  for (size_t i = 1; i < k; i++) vary |= rows[i] ^ rows[0];
+  int bits = vary ? 64 - __builtin_clzll(vary) : 0;
+  uint32_t cnt[RADIX];
+  u32a *src = NULL, *dst = order;
+  for (int shift = 0; shift < bits; shift += RADIX_BITS) {
+    memset(cnt, 0, sizeof cnt);
+    for (size_t i = 0; i < k; i++) cnt[(rows[src ? src[i] : i] >> shift) & (RADIX - 1)]++;
+    uint32_t sum = 0;
+    for (int b = 0; b < RADIX; b++) {
+      uint32_t c = cnt[b];
+      cnt[b] = sum;
+      sum += c;
+    }
+    for (size_t i = 0; i < k; i++) {
+      uint32_t v = src ? src[i] : (uint32_t)i;
+      dst[cnt[(rows[v] >> shift) & (RADIX - 1)]++] = v;
+    }
+    src = dst;
+    dst = dst == order ? tmp : order;
+  }
+  if (!src)
+    for (size_t i = 0; i < k; i++) order[i] = (uint32_t)i;
+  else if (src != order)
+    memcpy(order, (const void *)src, k * sizeof *order);
+}
+
+KCLONES static void rows_gather(const float *g, const uint64_t *rows, const uint32_t *order, size_t k,
+                                size_t D, uint64_t *urows, float *ug, size_t *m_out) {
+  size_t m = 0;
+  for (size_t i = 0; i < k; i++) {
+    uint32_t v = order[i];
+    const float *src = g + (size_t)v * D;
+    if (m > 0 && urows[m - 1] == rows[v]) {
+      float *restrict dst = ug + (m - 1) * D;
+      for (size_t j = 0; j < D; j++) dst[j] += src[j];
+    } else {
+      urows[m] = rows[v];
+      memcpy(ug + m * D, src, D * sizeof(float));
+      m++;
+    }
+  }
+  *m_out = m;
+}
+
+size_t optim_sparse_coalesce(const uint64_t *rows, const float *g, size_t k, size_t D, uint64_t *urows,
+                             float *ug, uint32_t *order) {
+  size_t i = 1;
+  while (i < k && rows[i] > rows[i - 1]) i++;
+  if (i >= k) { /* already distinct and ascending: a copy */
+    if (k) memmove(urows, rows, k * sizeof *urows);
+    if (k && ug != g) memmove(ug, g, k * D * sizeof *ug);
+    return k;
+  }
+  if (k <= 32) sort_small(rows, k, order);
+  else sort_radix(rows, k, order, (u32a *)urows);
+  size_t m;
+  rows_gather(g, rows, order, k, D, urows, ug, &m);
+  return m;
+}
+
+/* ---- the row kernels ------------------------------------------------------ */
+
+/* torch: param.add_(grad, alpha=-lr) on an uncoalesced gradient: one
+ * fma(g, -lr, p) per entry, in order. */
+KBODY void sgd_row(float *restrict p, const float *g, size_t D, float gs, float nlr, const bool SCALE) {
+  for (size_t j = 0; j < D; j++) {
+    float d = g[j];
+    if (SCALE) d *= gs;
+    p[j] = fmaf(d, nlr, p[j]);
+  }
+}
+
+/* torch: state_sum.add_(g^2) (no fusion), std = sqrt(sum) + eps,
+ * param.add_(g / std, alpha=-clr) (fused). */
+KBODY void adagrad_row(float *restrict p, float *restrict sum, const float *g, float *out, size_t D,
+                       float gs, float nclr, float eps, const bool SCALE, const bool EMIT) {
+  for (size_t j = 0; j < D; j++) {
+    float d = g[j];
+    if (SCALE) d *= gs;
+    float sq = d * d;
+    float s = sum[j] + sq;
+    sum[j] = s;
+    float std = sqrtf(s) + eps;
+    float np = fmaf(d / std, nclr, p[j]);
+    p[j] = np;
+    if (EMIT) out[j] = np;
+  }
+}
+
+/* F.sparse_adam: m += (g - m) * (1 - b1); v += (g^2 - v) * (1 - b2);
+ * p += -step_size * (m / (sqrt(v) + eps)); nothing fused. */
+KBODY void sadam_row(float *restrict p, float *restrict m, float *restrict v, const float *g, float *out,
+                     size_t D, const float *s, float gs, const bool SCALE, const bool EMIT) {
+  const float b1c = s[SPADAM_B1C], b2c = s[SPADAM_B2C], eps = s[SPADAM_EPS], nstep = s[SPADAM_NSTEP];
+  for (size_t j = 0; j < D; j++) {
+    float d = g[j];
+    if (SCALE) d *= gs;
+    float om = m[j], ov = v[j];
+    float um = (d - om) * b1c;
+    float sq = d * d;
+    float uv = (sq - ov) * b2c;
+    float nm = um + om, nv = uv + ov;
+    m[j] = nm;
+    v[j] = nv;
+    float denom = sqrtf(nv) + eps;
+    float np = p[j] + nstep * (nm / denom);
+    p[j] = np;
+    if (EMIT) out[j] = np;
+  }
+}
+
+KCLONES static void k_sgd_rows(const optim_plan *pl, float *const *blk, const float *g, size_t k, size_t D,
+                               bool scale) {
+  const float gs = pl->gscale, nlr = pl->s[SGD_NLR];
+  if (scale)
+    for (size_t i = 0; i < k; i++) sgd_row(blk[i], g + i * D, D, gs, nlr, true);
+  else
+    for (size_t i = 0; i < k; i++) sgd_row(blk[i], g + i * D, D, gs, nlr, false);
+}
+
+KCLONES static void k_adagrad_rows(const optim_plan *pl, float *const *blk, const float *g, size_t k, size_t D,
+                                   float *out, bool scale) {
+  const float gs = pl->gscale, nclr = pl->s[ADAGRAD_NCLR], eps = pl->s[ADAGRAD_EPS];
+  for (size_t i = 0; i < k; i++) {
+    float *b = blk[i];
+    const float *gi = g + i * D;
+    float *oi = out ? out + i * D : NULL;
+    switch ((scale ? 2 : 0) | (out ? 1 : 0)) {
+    case 0: adagrad_row(b, b + D, gi, oi, D, gs, nclr, eps, false, false); break;
+    case 1: adagrad_row(b, b + D, gi, oi, D, gs, nclr, eps, false, true); break;
+    case 2: adagrad_row(b, b + D, gi, oi, D, gs, nclr, eps, true, false); break;
+    default: adagrad_row(b, b + D, gi, oi, D, gs, nclr, eps, true, true); break;
+    }
+  }
+}
+
+KCLONES static void k_sadam_rows(const optim_plan *pl, float *const *blk, const float *g, size_t k, size_t D,
+                                 float *out, bool scale) {
+  const float gs = pl->gscale;
+  for (size_t i = 0; i < k; i++) {
+    float *b = blk[i];
+    const float *gi = g + i * D;
+    float *oi = out ? out + i * D : NULL;
+    switch ((scale ? 2 : 0) | (out ? 1 : 0)) {
+    case 0: sadam_row(b, b + D, b + 2 * D, gi, oi, D, pl->s, gs, false, false); break;
+    case 1: sadam_row(b, b + D, b + 2 * D, gi, oi, D, pl->s, gs, false, true); break;
+    case 2: sadam_row(b, b + D, b + 2 * D, gi, oi, D, pl->s, gs, true, false); break;
+    default: sadam_row(b, b + D, b + 2 * D, gi, oi, D, pl->s, gs, true, true); break;
+    }
+  }
+}
+
+void optim_sparse_apply(const optim_plan *pl, float *const *blk, const float *g, size_t k, size_t D,
+                        float *out) {
+  const bool scale = pl->flags & OPTIM_F_SCALE;
+  switch (pl->alg) {
+  case OPTIM_SGD:
+    k_sgd_rows(pl, blk, g, k, D, scale);
+    /* a repeated row's entries all report its value after the whole step */
+    if (out)
+      for (size_t i = 0; i < k; i++) memcpy(out + i * D, blk[i], D * sizeof(float));
+    break;
+  case OPTIM_ADAGRAD: k_adagrad_rows(pl, blk, g, k, D, out, scale); break;
+  case OPTIM_SPARSE_ADAM: k_sadam_rows(pl, blk, g, k, D, out, scale); break;
+  default: break; /* refused by optim_sparse_check */
+  }
+}

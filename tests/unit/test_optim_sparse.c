@@ -1,0 +1,301 @@
+/* test_optim_sparse: the sparse kernels (optim_sparse.h): torch's refusals,
+ * the row-block layout, the coalesce against a brute-force one, the row
+ * kernels against the formulas written out, and every step of the real
+ * torch.optim vectors in data/optim_sparse/ (see its README.md). */
+#include <check.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "optim.h"
+#include "optim_sparse.h"
+#include "suites.h"
+#include "testutil.h"
+
+static void parse(const char *name, optim_alg *alg, optim_hyper *h) {
+  ck_assert_int_eq(optim_alg_parse(name, alg, h, NULL), 0);
+}
+
+/* What torch refuses for a sparse gradient is refused, with torch's words. */
+START_TEST(check_refusals) {
+  static const struct {
+    const char *alg;
+    double wd, mom;
+    int ok;
+    const char *words;
+  } cases[] = {
+      {"sgd", 0, 0, 1, NULL},
+      {"sgd", 0.01, 0, 0, "add(sparse, dense) is not supported"},
+      {"sgd", 0, 0.9, 0, "ever-growing uncoalesced"},
+      {"nesterov", 0, 0.9, 0, "hyper.momentum"},
+      {"adagrad", 0, 0, 1, NULL},
+      {"adagrad", 0.001, 0, 0, "weight_decay option is not compatible with sparse gradients"},
+      {"sparse_adam", 0, 0, 1, NULL},
+      {"adam", 0, 0, 0, "Adam does not support sparse gradients, please consider SparseAdam instead"},
+      {"adamw", 0, 0, 0, "AdamW does not support sparse gradients"},
+      {"rmsprop", 0, 0, 0, "RMSprop does not support sparse gradients"},
+      {"random_search", 0, 0, 0, "random_search"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    optim_alg alg;
+    optim_hyper h;
+    parse(cases[i].alg, &alg, &h);
+    if (cases[i].wd) h.weight_decay = cases[i].wd;
+    if (cases[i].mom) h.momentum = cases[i].mom;
+    derr e = {0};
+    int rc = optim_sparse_check(alg, &h, &e);
+    if (cases[i].ok) {
+      ck_assert_msg(rc == 0, "%s: %s", cases[i].alg, e.msg);
+      continue;
+    }
+    ck_assert_int_eq(rc, -E_BAD_VALUE);
+    ck_assert_int_eq(derr_status(rc), 422);
+    ck_assert_msg(strstr(e.msg, cases[i].words), "%s: %s", cases[i].alg, e.msg);
+  }
+  /* the options torch allows for a sparse gradient */
+  optim_alg alg;
+  optim_hyper h;
+  parse("sgd", &alg, &h);
+  h.maximize = true;
+  h.dampening = 0.5; /* unused without momentum, as in torch */
+  ck_assert_int_eq(optim_sparse_check(alg, &h, NULL), 0);
+  parse("adagrad", &alg, &h);
+  h.lr_decay = 0.1, h.initial_accumulator_value = 0.5, h.eps = 1e-5, h.maximize = true;
+  ck_assert_int_eq(optim_sparse_check(alg, &h, NULL), 0);
+  /* sparse_adam refuses dense tensors; the others take them */
+  derr e = {0};
+  ck_assert_int_eq(optim_sparse_check_dense(OPTIM_SPARSE_ADAM, &e), -E_BAD_VALUE);
+  ck_assert(strstr(e.msg, "SparseAdam does not support dense gradients"));
+  ck_assert_int_eq(optim_sparse_check_dense(OPTIM_ADAGRAD, NULL), 0);
+  ck_assert_int_eq(optim_sparse_check_dense(OPTIM_ADAM, NULL), 0);
+}
+END_TEST
+
+/* sparse_adam: torch.optim.SparseAdam's defaults, names and ValueErrors. */
+START_TEST(sparse_adam_hyper) {
+  optim_alg alg;
+  optim_hyper h;
+  parse("Sparse_Adam", &alg, &h);
+  ck_assert_int_eq(alg, OPTIM_SPARSE_ADAM);
+  parse("sparse_adam", &alg, &h);
+  ck_assert_int_eq(alg, OPTIM_SPARSE_ADAM);
+  ck_assert_str_eq(optim_alg_name(alg), "sparse_adam");
+  ck_assert(h.lr == 1e-3 && h.eps == 1e-8 && h.betas[0] == 0.9 && h.betas[1] == 0.999 && !h.maximize);
+  ck_assert(h.weight_decay == 0);
+  ck_assert_int_eq(optim_hyper_check(alg, &h, NULL), 0);
+  ck_assert(optim_has_step(alg));
+  ck_assert_uint_eq(optim_buffers(alg, &h), 1u << OPTIM_BUF_EXP_AVG | 1u << OPTIM_BUF_EXP_AVG_SQ);
+  /* which hyperparameters it takes: lr, betas, eps, maximize */
+  int takes = 0;
+  for (const optim_hyper_field *f = optim_hyper_fields; f->name; f++)
+    if (f->algs & OPTIM_A(OPTIM_SPARSE_ADAM)) {
+      takes++;
+      ck_assert_msg(strcmp(f->name, "lr") == 0 || strcmp(f->name, "betas") == 0 || strcmp(f->name, "eps") == 0 ||
+                        strcmp(f->name, "maximize") == 0,
+                    "%s", f->name);
+    }
+  ck_assert_int_eq(takes, 4);
+  static const struct {
+    double lr, eps, b0, b1;
+    const char *words;
+  } bad[] = {
+      {0.0, 1e-8, 0.9, 0.999, "hyper.lr: invalid learning rate 0"},
+      {-1, 1e-8, 0.9, 0.999, "hyper.lr: invalid learning rate -1"},
+      {1e-3, 0.0, 0.9, 0.999, "hyper.eps: invalid epsilon value 0"},
+      {1e-3, 1e-8, 1.0, 0.999, "invalid beta parameter at index 0: 1"},
+      {1e-3, 1e-8, 0.9, -0.1, "invalid beta parameter at index 1: -0.1"},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+    h.lr = bad[i].lr, h.eps = bad[i].eps, h.betas[0] = bad[i].b0, h.betas[1] = bad[i].b1;
+    derr e = {0};
+    ck_assert_int_eq(optim_hyper_check(alg, &h, &e), -E_BAD_VALUE);
+    ck_assert_msg(strstr(e.msg, bad[i].words), "%s", e.msg);
+  }
+  /* dense optim_apply is never asked to run it, and changes nothing if it is */
+  parse("sparse_adam", &alg, &h);
+  float p[3] = {1, 2, 3}, g[3] = {1, 1, 1}, m[3] = {0}, v[3] = {0};
+  float *buf[OPTIM_NBUF] = {0};
+  buf[OPTIM_BUF_EXP_AVG] = m, buf[OPTIM_BUF_EXP_AVG_SQ] = v;
+  optim_plan pl;
+  optim_plan_init(&pl, alg, &h, h.lr, 1, 0, 1.0f);
+  optim_apply(&pl, p, g, buf, 3, false);
+  ck_assert(p[0] == 1 && p[1] == 2 && p[2] == 3 && m[0] == 0 && v[0] == 0);
+}
+END_TEST
+
+/* A row block: D params, then D floats per buffer in enum optim_buf order. */
+START_TEST(row_layout) {
+  optim_alg alg;
+  optim_hyper h;
+  parse("sgd", &alg, &h);
+  ck_assert_uint_eq(optim_sparse_row_floats(alg, &h, 8), 8);
+  ck_assert_int_eq(optim_sparse_buf_offset(alg, &h, 8, OPTIM_BUF_MOMENTUM), -1);
+  parse("adagrad", &alg, &h);
+  ck_assert_uint_eq(optim_sparse_row_floats(alg, &h, 8), 16);
+  ck_assert_int_eq(optim_sparse_buf_offset(alg, &h, 8, OPTIM_BUF_SUM), 8);
+  ck_assert_int_eq(optim_sparse_buf_offset(alg, &h, 8, OPTIM_BUF_EXP_AVG), -1);
+  parse("sparse_adam", &alg, &h);
+  ck_assert_uint_eq(optim_sparse_row_floats(alg, &h, 5), 15);
+  ck_assert_int_eq(optim_sparse_buf_offset(alg, &h, 5, OPTIM_BUF_EXP_AVG), 5);
+  ck_assert_int_eq(optim_sparse_buf_offset(alg, &h, 5, OPTIM_BUF_EXP_AVG_SQ), 10);
+  ck_assert_int_eq(optim_sparse_buf_offset(alg, &h, 5, OPTIM_NBUF), -1);
+  ck_assert(optim_sparse_coalesces(OPTIM_ADAGRAD) && optim_sparse_coalesces(OPTIM_SPARSE_ADAM));
+  ck_assert(!optim_sparse_coalesces(OPTIM_SGD));
+}
+END_TEST
+
+static uint64_t mix(uint64_t x) {
+  x ^= x >> 33;
+  x *= 0xff51afd7ed558ccdULL;
+  x ^= x >> 33;
+  return x;
+}
+
+struct pair {
+  uint64_t row;
+  size_t idx;
+};
+
+static int pair_cmp(const void *a, const void *b) {
+  const struct pair *x = a, *y = b;
+  if (x->row != y->row) return x->row < y->row ? -1 : 1;
+  return x->idx < y->idx ? -1 : x->idx > y->idx;
+}
+
+/* The coalesce against a brute-force one (qsort): every k from 0 to 300 and a few large ones, ids from small,
+ * wide (2^62) and clustered ranges, with and without repeats. */
+static const size_t coalesce_k[] = {0, 1, 2, 3, 31, 32, 33, 100, 300, 4096, 100000};
+
+START_TEST(coalesce_matches_brute_force) {
+  size_t k = coalesce_k[_i % 11];
+  int range = _i / 11; /* 0: ids < 50 (many repeats), 1: < 2^62, 2: 2^40 + i, 3: sorted distinct */
+  const size_t D = 3;
+  uint64_t *rows = malloc((k + 1) * 8), *ur = malloc((k + 1) * 8), *br = malloc((k + 1) * 8);
+  float *g = malloc((k * D + 1) * 4), *ug = malloc((k * D + 1) * 4), *bg = malloc((k * D + 1) * 4);
+  uint32_t *order = malloc((k + 1) * 4);
+  for (size_t i = 0; i < k; i++) {
+    uint64_t r = mix(i + 77 * (uint64_t)_i);
+    rows[i] = range == 0 ? r % 50 : range == 1 ? r >> 2 : range == 2 ? (1ULL << 40) + r % (k + 1) : 3 * i + 1;
+    for (size_t j = 0; j < D; j++) g[i * D + j] = (float)((mix(i * D + j) % 2001)) / 64.0f - 15.0f;
+  }
+  /* brute force: qsort (row, index) pairs, then sum each run in index order */
+  struct pair *pr = malloc((k + 1) * sizeof *pr);
+  for (size_t i = 0; i < k; i++) pr[i].row = rows[i], pr[i].idx = i;
+  qsort(pr, k, sizeof *pr, pair_cmp);
+  size_t bm = 0;
+  for (size_t i = 0; i < k; i++) {
+    const float *src = g + pr[i].idx * D;
+    if (bm > 0 && br[bm - 1] == pr[i].row) {
+      for (size_t j = 0; j < D; j++) bg[(bm - 1) * D + j] += src[j];
+      continue;
+    }
+    br[bm] = pr[i].row;
+    memcpy(bg + bm * D, src, D * 4);
+    bm++;
+  }
+  free(pr);
+  size_t m = optim_sparse_coalesce(rows, g, k, D, ur, ug, order);
+  ck_assert_uint_eq(m, bm);
+  ck_assert(m == 0 || memcmp(ur, br, m * 8) == 0);
+  ck_assert(m == 0 || memcmp(ug, bg, m * D * 4) == 0);
+  free(rows), free(ur), free(br), free(g), free(ug), free(bg), free(order);
+}
+END_TEST
+
+/* Two copies are summed g1 + g2 whatever the order sent; three in order. */
+START_TEST(coalesce_order) {
+  uint64_t rows[5] = {9, 4, 9, 4, 4}, ur[5];
+  float g[5] = {1e8f, 1.0f, 1.0f, -1e8f, 1e8f}, ug[5];
+  uint32_t order[5];
+  ck_assert_uint_eq(optim_sparse_coalesce(rows, g, 5, 1, ur, ug, order), 2);
+  ck_assert(ur[0] == 4 && ur[1] == 9);
+  ck_assert(ug[0] == (1.0f + -1e8f) + 1e8f); /* 0: in order, not 1 */
+  ck_assert(ug[1] == 1e8f + 1.0f);
+}
+END_TEST
+
+/* Each row kernel is the formula torch runs, written out per element; rows
+ * repeated in sgd are applied one entry at a time; out gets the rows'
+ * values after the whole step; rows not pushed do not change. */
+START_TEST(kernels_match_formulas) {
+  static const size_t Ds[] = {1, 3, 8, 17, 64};
+  size_t D = Ds[_i % 5];
+  int variant = _i / 5; /* bit 0: maximize, bit 1: clip scale */
+  const size_t V = 6, k = 5;
+  uint64_t rows[5] = {4, 1, 4, 5, 2};
+  static const char *algs[] = {"sgd", "adagrad", "sparse_adam"};
+  for (int a = 0; a < 3; a++) {
+    optim_alg alg;
+    optim_hyper h;
+    parse(algs[a], &alg, &h);
+    h.maximize = variant & 1;
+    if (alg == OPTIM_ADAGRAD) h.lr_decay = 0.1, h.initial_accumulator_value = 0.25;
+    float gs = variant & 2 ? 0.75f : 1.0f;
+    size_t rf = optim_sparse_row_floats(alg, &h, D);
+    float *tab = malloc(V * rf * 4), *want = malloc(V * rf * 4), *g = malloc(k * D * 4), *out = malloc(k * D * 4);
+    for (size_t i = 0; i < V * rf; i++) tab[i] = (float)(mix(i) % 1000) / 250.0f - 2.0f;
+    for (size_t r = 0; r < V; r++)
+      for (size_t j = D; j < rf; j++) tab[r * rf + j] = fabsf(tab[r * rf + j]); /* sum, v >= 0 */
+    memcpy(want, tab, V * rf * 4);
+    for (uint64_t step = 1; step <= 3; step++) {
+      for (size_t i = 0; i < k * D; i++) g[i] = (float)(mix(i + 1000 * step) % 1000) / 100.0f - 5.0f;
+      uint64_t ur[5];
+      float ug[5 * 64];
+      uint32_t order[5];
+      size_t n = k;
+      const uint64_t *ids = rows;
+      const float *gg = g;
+      if (optim_sparse_coalesces(alg)) {
+        n = optim_sparse_coalesce(rows, g, k, D, ur, ug, order);
+        ids = ur, gg = ug;
+      }
+      float *blk[5];
+      for (size_t i = 0; i < n; i++) blk[i] = tab + ids[i] * rf;
+      optim_plan pl;
+      optim_plan_init(&pl, alg, &h, h.lr * (double)step, step, 0, gs);
+      optim_sparse_apply(&pl, blk, gg, n, D, out);
+      double lr = h.lr * (double)step;
+      for (size_t i = 0; i < n; i++) {
+        float *w = want + ids[i] * rf;
+        for (size_t j = 0; j < D; j++) {
+          float d = gg[i * D + j] * (h.maximize ? -gs : gs);
+          if (alg == OPTIM_SGD) {
+            w[j] = fmaf(d, (float)-lr, w[j]);
+          } else if (alg == OPTIM_ADAGRAD) {
+            float sq = d * d;
+            w[D + j] = w[D + j] + sq;
+            float std = sqrtf(w[D + j]) + (float)h.eps;
+            w[j] = fmaf(d / std, (float)(-(lr / (1 + (double)(step - 1) * h.lr_decay))), w[j]);
+          } else {
+            double bc1 = 1 - pow(0.9, (double)step), bc2 = 1 - pow(0.999, (double)step);
+            float um = (d - w[D + j]) * (float)(1 - 0.9);
+            float sq = d * d;
+            float uv = (sq - w[2 * D + j]) * (float)(1 - 0.999);
+            w[D + j] = um + w[D + j];
+            w[2 * D + j] = uv + w[2 * D + j];
+            float q = w[D + j] / (sqrtf(w[2 * D + j]) + (float)1e-8);
+            w[j] = w[j] + (float)(-(lr * sqrt(bc2) / bc1)) * q;
+          }
+        }
+      }
+      ck_assert_msg(memcmp(tab, want, V * rf * 4) == 0, "%s D=%zu variant %d step %d", algs[a], D, variant,
+                    (int)step);
+      for (size_t i = 0; i < n; i++) ck_assert(memcmp(out + i * D, tab + ids[i] * rf, D * 4) == 0);
+    }
+    free(tab), free(want), free(g), free(out);
+  }
+}
+END_TEST
+
+Suite *suite_optim_sparse(void) {
+  Suite *s = suite_create("optim_sparse");
+  TCase *tc = tcase_create("core");
+  tcase_add_test(tc, check_refusals);
+  tcase_add_test(tc, sparse_adam_hyper);
+  tcase_add_test(tc, row_layout);
+  tcase_add_loop_test(tc, coalesce_matches_brute_force, 0, 44);
+  tcase_add_test(tc, coalesce_order);
+  tcase_add_loop_test(tc, kernels_match_formulas, 0, 20);
+  suite_add_tcase(s, tc);
+  return s;
+}
