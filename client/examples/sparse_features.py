@@ -149,12 +149,13 @@ def load(cache, lists_dir, bits):
 
 
 class Subset:
-    """Some examples of the data set (train or test, possibly cut to n), as CSR."""
+    """Some examples of the data set (train or test), as CSR; limit: a fixed sample of that
+    many (spread over the whole alphabet: packages are sorted by name, and neighbours are alike)."""
 
     def __init__(self, data, which, limit=0):
         idx = np.flatnonzero(data["test"] if which == "test" else ~data["test"])
-        if limit:
-            idx = idx[:limit]
+        if limit and limit < len(idx):
+            idx = idx[np.sort(np.random.default_rng(7).permutation(len(idx))[:limit])]
         ip, ids = data["indptr"], data["ids"]
         lens = ip[idx + 1] - ip[idx]
         self.indptr = np.zeros(len(idx) + 1, dtype=np.int64)
