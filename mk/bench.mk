@@ -80,3 +80,12 @@ bench-durability: $(DAEMON) $(BENCH_DIR)/bench_durability $(BENCH_DIR)/bench_rep
 	@rm -f $(BENCH_OUT)
 	$(BENCH_DURABILITY_RUN)
 	$(Q)$(BENCH_DIR)/bench_report $(BENCH_OUT)
+
+# The sparse row kernels alone (ns/row of coalesce and of each algorithm's
+# apply, against a memory stream): make bench-sparse-kernels [SPARSE_ARGS=...]
+.PHONY: bench-sparse-kernels
+SPARSE_ARGS ?= $(if $(BQ),--rounds 5,--rounds 30)
+$(BENCH_DIR)/bench_sparse_kernels: $(OBJ)/bench/bench_sparse_kernels.o $(CORE_LIB)
+	$(call link,$^,$(SERVER_LIBS))
+bench-sparse-kernels: $(BENCH_DIR)/bench_sparse_kernels
+	$(Q)$(BENCH_DIR)/bench_sparse_kernels --out $(BENCH_OUT) $(SPARSE_ARGS)

@@ -72,6 +72,12 @@ int optim_sparse_check_dense(optim_alg alg, derr *e) {
   return 0;
 }
 
+int optim_sparse_check_clip(double max_norm, derr *e) {
+  if (!(max_norm > 0)) return 0;
+  return derr_set(e, E_BAD_VALUE, "clip_grad_norm: not with sparse tensors (torch 1.13's clip_grad_norm_ counts "
+                  "a sparse gradient in the norm but leaves it unscaled; see docs/optimizers.md)");
+}
+
 bool optim_sparse_coalesces(optim_alg alg) { return alg == OPTIM_ADAGRAD || alg == OPTIM_SPARSE_ADAM; }
 
 /* ---- coalesce ------------------------------------------------------------ */
@@ -206,13 +212,23 @@ KBODY void sadam_row(float *restrict p, float *restrict m, float *restrict v, co
   }
 }
 
+/* Rows are scattered over the table: each is a cache miss the hardware
+ * cannot foresee, so the blocks of the rows PF entries ahead are asked for
+ * while this one is computed (for small D the step is miss-bound). */
+enum { PF = 4 };
+
+static inline void prefetch_block(const float *b, size_t floats) {
+  for (size_t o = 0; o < floats; o += 16) __builtin_prefetch(b + o, 1, 3);
+}
+
 KCLONES static void k_sgd_rows(const optim_plan *pl, float *const *blk, const float *g, size_t k, size_t D,
                                bool scale) {
   const float gs = pl->gscale, nlr = pl->s[SGD_NLR];
-  if (scale)
-    for (size_t i = 0; i < k; i++) sgd_row(blk[i], g + i * D, D, gs, nlr, true);
-  else
-    for (size_t i = 0; i < k; i++) sgd_row(blk[i], g + i * D, D, gs, nlr, false);
+  for (size_t i = 0; i < k; i++) {
+    if (i + PF < k) prefetch_block(blk[i + PF], D);
+    if (scale) sgd_row(blk[i], g + i * D, D, gs, nlr, true);
+    else sgd_row(blk[i], g + i * D, D, gs, nlr, false);
+  }
 }
 
 KCLONES static void k_adagrad_rows(const optim_plan *pl, float *const *blk, const float *g, size_t k, size_t D,
@@ -222,6 +238,7 @@ KCLONES static void k_adagrad_rows(const optim_plan *pl, float *const *blk, cons
     float *b = blk[i];
     const float *gi = g + i * D;
     float *oi = out ? out + i * D : NULL;
+    if (i + PF < k) prefetch_block(blk[i + PF], 2 * D);
     switch ((scale ? 2 : 0) | (out ? 1 : 0)) {
     case 0: adagrad_row(b, b + D, gi, oi, D, gs, nclr, eps, false, false); break;
     case 1: adagrad_row(b, b + D, gi, oi, D, gs, nclr, eps, false, true); break;
@@ -238,6 +255,7 @@ KCLONES static void k_sadam_rows(const optim_plan *pl, float *const *blk, const 
     float *b = blk[i];
     const float *gi = g + i * D;
     float *oi = out ? out + i * D : NULL;
+    if (i + PF < k) prefetch_block(blk[i + PF], 3 * D);
     switch ((scale ? 2 : 0) | (out ? 1 : 0)) {
     case 0: sadam_row(b, b + D, b + 2 * D, gi, oi, D, pl->s, gs, false, false); break;
     case 1: sadam_row(b, b + D, b + 2 * D, gi, oi, D, pl->s, gs, false, true); break;

@@ -42,6 +42,14 @@ long optim_sparse_buf_offset(optim_alg alg, const optim_hyper *h, size_t D, int 
  * the tensor's name (derr_prefix). */
 int optim_sparse_check(optim_alg alg, const optim_hyper *h, derr *e);
 
+/* Whether server-side clipping (clip_grad_norm = max_norm, <= 0 is off)
+ * may be used with sparse tensors: 0 when off, else -E_BAD_VALUE.  torch
+ * 1.13's clip_grad_norm_ counts a sparse gradient in the norm (of its
+ * coalesced values) but does not scale it (detach().mul_() on a sparse
+ * tensor does not write through), so neither clipping as torch does nor
+ * as one would expect would match torch; descent refuses it. */
+int optim_sparse_check_clip(double max_norm, derr *e);
+
 /* Whether alg accepts a dense tensor: 0, or -E_BAD_VALUE for sparse_adam
  * (torch: "SparseAdam does not support dense gradients"). */
 int optim_sparse_check_dense(optim_alg alg, derr *e);
@@ -59,10 +67,7 @@ bool optim_sparse_coalesces(optim_alg alg);
  * (urows is scratch too until the result is written).  A stable radix sort
  * on the bits in which the ids differ (insertion sort for k <= 32; a copy
  * when the rows are already distinct and ascending).  Returns m.  No
- * allocation.  The gradient scale (clipping) is applied later by
- * optim_sparse_apply, to the sums: torch scales each entry before it
- * coalesces, so with clipping a repeated row is within the reference
- * tolerance rather than bit-identical. */
+ * allocation.  maximize's sign is applied later, to the sums (exact). */
 size_t optim_sparse_coalesce(const uint64_t *rows, const float *g, size_t k, size_t D, uint64_t *urows,
                              float *ug, uint32_t *order);
 

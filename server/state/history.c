@@ -80,6 +80,7 @@ void history__add(instance *in, double loss, double norm, double lr) {
   h->loss = loss;
   h->grad_norm = norm;
   h->lr = lr;
+  h->rows_touched = in->stats.rows_touched; /* the step's (sparse.c sets it first) */
   in->hist_next = (in->hist_next + 1) % HISTORY_LEN;
   if (in->hist_count < HISTORY_LEN) in->hist_count++;
   history_whole_add(&in->whole, h->step, h->time, loss, norm, lr);

@@ -86,6 +86,8 @@ uint64_t instance_cfg_footprint(const instance_cfg *c) {
   return k * (uint64_t)c->n;
 }
 
+unsigned instance_cfg_row_buffers(const instance_cfg *c) { return optim_buffers(c->alg, &c->hyper); }
+
 instance_layout instance_cfg_layout(const instance_cfg *c) {
   return (instance_layout){
       .name = c->name, .alg = c->alg, .mode = c->mode, .n = c->n, .ntensors = c->ntensors, .tensors = c->tensors};
@@ -143,6 +145,7 @@ instance *instance__alloc(const instance_cfg *cfg, const instance_env *env) {
   in->stats.last_loss = NAN;
   in->stats.last_grad_norm = NAN;
   round__init(in);
+  sparse__init(in);
   if (!in->params) goto fail;
   if (cfg->alg == OPTIM_RANDOM_SEARCH) {
     in->rs = mem_xcalloc(1, sizeof *in->rs);
@@ -191,7 +194,9 @@ void instance_unref(instance *in) {
   free(in->hist);
   for (size_t i = 0; i < in->nworkers; i++) free(in->workers[i]);
   free(in->workers);
+  for (size_t j = 0; j < in->round.count; j++) psnap_unref(in->round.part[j].rows);
   free(in->round.part);
+  sparse__free(in);
   instance_cfg_free(&in->cfg);
   pthread_mutex_destroy(&in->lock);
   pthread_mutex_destroy(&in->change_lock);
@@ -281,6 +286,31 @@ void instance_note_codec(instance *in, double decode_ms, double encode_ms) {
   in->stats.decode_ns_total += (uint64_t)(decode_ms * 1e6);
   in->stats.encode_ns_total += (uint64_t)(encode_ms * 1e6);
   instance__unlock(in);
+}
+
+/* ---- sparse rows ------------------------------------------------------------ */
+
+uint64_t instance_read_rows(instance *in, int t, const uint64_t *ids, size_t k, float *out) {
+  int i = sparse__ordinal(in, t);
+  assert(i >= 0);
+  instance__lock(in);
+  const rows *rt = &in->rows[i];
+  for (size_t j = 0; j < k; j++) rows_read(rt, ids[j], out + j * rt->D);
+  uint64_t s = in->step;
+  instance__unlock(in);
+  return s;
+}
+
+int instance_init_rows(instance *in, int t, const uint64_t *ids, size_t k, const float *vals) {
+  assert(atomic_load(&in->refs) == 1); /* not published yet */
+  int i = sparse__ordinal(in, t);
+  assert(i >= 0);
+  rows *rt = &in->rows[i];
+  if (rows_reserve(rt, k) < 0) return -E_QUOTA; /* at most k new: room is invisible */
+  for (size_t j = 0; j < k; j++) memcpy(rows_get(rt, ids[j], NULL), vals + j * rt->D, rt->D * sizeof(float));
+  in->stats.rows_held = 0;
+  for (size_t r = 0; r < in->nsparse; r++) in->stats.rows_held += in->rows[r].count;
+  return 0;
 }
 
 void instance_stats_copy(instance *in, struct instance_stats *out, uint64_t *step) {

@@ -11,6 +11,8 @@
  *   history.c    the per-step history ring
  *   idem.c       the idempotency-key window
  *   apply.c      one optimizer step, its scan and its latency histogram
+ *   rows.c       one sparse tensor's held rows (hash, chunked blocks, init)
+ *   sparse.c     the sparse half of a step (coalesce, quota, row kernels)
  *   round.c      sync rounds and worker leases (timers)
  *   push.c       the push path: replay, staleness, async apply, round entry
  *   transfer.c   export, import, reconfigure
@@ -173,6 +175,10 @@ struct waiter {
   derr err;
   uint64_t step;
   psnap *snap;          /* sync: the round's parameters (a reference) */
+  psnap *rows;          /* sync, sparse tensors: the pushed rows' values after the round's step, in
+                           the order sent (v[0..n): each sparse tensor's k*D floats, creation order;
+                           a reference the request drops with psnap_unref).  NULL otherwise: async
+                           pushes get them in push_rows.vals; a replay reads them (instance_read_rows) */
   double apply_ms;
   bool replayed;        /* the outcome of an earlier push with the same key */
   void (*wake)(waiter *w); /* after the lock is released, any thread */
@@ -193,6 +199,7 @@ typedef struct worker_info {
 typedef struct history_entry {
   uint64_t step;
   double time, loss, grad_norm, lr;
+  uint64_t rows_touched; /* sparse: distinct rows the step updated (0 without sparse tensors) */
 } history_entry;
 
 /* The outcome of a keyed push, as a snapshot keeps it (so a retry after a
@@ -205,7 +212,14 @@ typedef struct idem_record {
 } idem_record;
 
 /* The gradient of one sparse tensor in a push: k entries, as sent
- * (repeats allowed; the state layer coalesces where torch does). */
+ * (repeats allowed; the state layer coalesces where torch does).  The state
+ * layer refuses ids >= V and non-finite values itself (invalid_value,
+ * not_finite), and a push whose new rows would exceed --max-params
+ * (quota_exceeded), each before anything changes.  The gradient's norm
+ * (history, clip_grad_norm) is over the dense floats and each sparse
+ * tensor's coalesced values (torch's norm of a sparse gradient coalesces),
+ * unless push.grad_norm gives it.  A sync round copies the rows, so they
+ * need not outlive instance_push (the dense grad must). */
 typedef struct push_rows {
   uint64_t k;
   const uint64_t *rows; /* k row ids in [0, V), owned by the caller */
@@ -277,8 +291,9 @@ const instance_layout *instance_layout_of(const instance *in);
 const char *instance_name(const instance *in);
 uint64_t instance_incarnation(const instance *in);
 
-/* Floats the instance holds now (parameters, buffers, sync scratch): what
- * the registry's quota counts.  Takes the lock. */
+/* Floats the instance holds now (parameters, buffers, sync scratch, and
+ * the held rows of sparse tensors, blocks of params and buffers): what the
+ * registry's quota counts.  Takes the lock. */
 uint64_t instance_floats(instance *in);
 
 /* The change lock serializes configuration changes (PATCH, import of this
@@ -378,8 +393,19 @@ typedef struct instance_state {
   uint64_t log_id, log_seq;
 } instance_state;
 
-/* Copies everything under the lock (one memcpy per array).  Returns 0 or
- * -E_QUOTA if memory for the copy cannot be had. */
+/* Allocates r for m rows of a D-column tensor with the buffers in `bufs`
+ * (ids: malloc; params and buffers: mem_alloc_floats(m*D)), as every
+ * producer of a state must, so instance_state_free can free it.  0 or
+ * -E_QUOTA (nothing held). */
+int state_rows_alloc(state_rows *r, uint64_t m, size_t D, unsigned bufs);
+void state_rows_free_one(state_rows *r, size_t D);
+/* The buffers a sparse tensor's rows hold for this configuration (mask of
+ * 1u << enum optim_buf): what state_rows.buf must give on import. */
+unsigned instance_cfg_row_buffers(const instance_cfg *c);
+
+/* Copies everything under the lock (one memcpy per array; sparse rows in
+ * ascending id order).  Returns 0 or -E_QUOTA if memory for the copy cannot
+ * be had. */
 int instance_export(instance *in, instance_state *out);
 void instance_state_free(instance_state *s);
 
@@ -394,7 +420,9 @@ uint64_t instance_read_rows(instance *in, int t, const uint64_t *rows, size_t k,
  * values (k*D floats; create's explicit rows).  0 or -E_QUOTA. */
 int instance_init_rows(instance *in, int t, const uint64_t *rows, size_t k, const float *vals);
 
-/* A new instance holding exactly s (arrays copied).  NULL on out of memory. */
+/* A new instance holding exactly s (arrays copied; s->rows, if given,
+ * with ids ascending and < V, and a buffer missing from a state_rows starts
+ * at its initial value).  NULL on out of memory. */
 instance *instance_from_state(const instance_state *s, const instance_env *env);
 
 /* Replaces the configuration with c (already validated against the current

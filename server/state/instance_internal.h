@@ -20,6 +20,7 @@
 
 #include "history.h"
 #include "instance.h"
+#include "rows.h"
 
 #define IDEM_SNAP_BUDGET (64u << 20) /* bytes of kept parameters per instance */
 
@@ -32,6 +33,7 @@ typedef struct idem_entry {
 struct participant {
   worker_info *w;
   float *grad;
+  psnap *rows; /* sparse: a pooled copy of its rows (sparse__copy), NULL if none */
   double loss;
   waiter *waiters; /* the push and any retries with its key */
   int idem;        /* idempotency slot or -1 */
@@ -46,6 +48,24 @@ struct round {
   bool deadline_armed;  /* for this round: deadline_at is its time */
   uint64_t deadline_at; /* ms; a callback that fires before it is a stale one */
 };
+
+/* The per-instance scratch of sparse steps (sparse.c): grown to the largest
+ * step seen, never shrunk, freed with the instance.  Under the lock. */
+typedef struct sparse_scratch {
+  unsigned char *mem;
+  size_t bytes;
+  uint64_t *urows, *crows; /* coalesced ids; a round's concatenated ids */
+  uint32_t *order;
+  float **blk, **eblk;     /* blocks of the applied entries; of the entries as sent */
+  float *ug, *cg;          /* coalesced values; a round's concatenated values */
+} sparse_scratch;
+
+/* One sparse tensor of a step being prepared (sparse.c), per sparse tensor. */
+typedef struct sparse_work {
+  size_t koff, foff; /* where its entries and floats start in the scratch */
+  size_t m;          /* distinct rows */
+  size_t fresh;      /* of them not held yet */
+} sparse_work;
 
 struct instance {
   pthread_mutex_t lock;
@@ -86,6 +106,12 @@ struct instance {
   history_entry *hist;
   size_t hist_next, hist_count;
   history_whole whole; /* the whole run, downsampled (history.c) */
+  /* sparse tensors, creation order: their rows (rows.c) and tensor index */
+  size_t nsparse;
+  rows *rows;
+  int *sparse_t;
+  sparse_work *work;
+  sparse_scratch sscr;
   struct instance_stats stats;
 };
 
@@ -148,6 +174,37 @@ void idem__export(instance *in, instance_state *s);
 /* Restores keys from s into a fresh ring (import, load). */
 void idem__import(instance *in, const instance_state *s);
 
+/* ---- sparse.c ---- (under the lock, or before publication) */
+/* The ordinal among the sparse tensors of tensor index t, or -1. */
+int sparse__ordinal(const instance *in, int t);
+/* Sets up the row tables (at allocation). */
+void sparse__init(instance *in);
+void sparse__free(instance *in);
+uint64_t sparse__held_floats(const instance *in);
+/* Checks that need no lock: row ids < V, finite values.  0 or the error. */
+int sparse__check(const instance *in, const push_rows *pr, derr *e);
+/* Prepares a step's sparse part (pr: one per sparse tensor): coalesces each
+ * tensor into the scratch (a round's sum divided by `divide` when > 1),
+ * counts its new rows, adds the squared norm of the coalesced values to
+ * *sumsq, then charges the new rows to the quota and makes room for them.
+ * 0, or a negative code (E_QUOTA, E_NOT_FINITE) with nothing changed. */
+int sparse__prepare(instance *in, const push_rows *pr, float divide, double *sumsq, derr *e);
+/* The sparse half of a step prepared by sparse__prepare, with the dense
+ * step's plan; `sent` applies pr's entries in the order sent where the
+ * algorithm does not coalesce (async sgd), else the coalesced sums.  With
+ * emit, each pr[i].vals receives the rows' new values in the order sent.
+ * Sets stats.rows_touched and rows_held. */
+void sparse__apply(instance *in, const optim_plan *pl, push_rows *pr, bool sent, bool emit);
+/* A round's copy of a push's rows, or NULL if the pool refuses: one pooled
+ * buffer holding the values (v[0..n), every sparse tensor's k*D in creation
+ * order), then each tensor's k and the row ids (sparse.c). */
+psnap *sparse__copy(instance *in, const push_rows *pr);
+/* The concatenation of the round's copies (worker-name order) as one
+ * push_rows per sparse tensor in the scratch (out: nsparse).  0 or -E_QUOTA. */
+int sparse__concat(instance *in, push_rows *out, derr *e);
+/* Writes the new values of the rows a copy holds into it, in sent order. */
+void sparse__fill_copy(instance *in, psnap *copy);
+
 /* ---- apply.c ---- */
 /* Refuses w with rc (negative or positive code), counting it (under the lock). */
 void apply__reject(instance *in, waiter *w, int rc, const derr *e);
@@ -155,8 +212,13 @@ void apply__reject(instance *in, waiter *w, int rc, const derr *e);
  * (clipping, history); writes the new parameters into g if emit.  Under the
  * lock. */
 void apply__step(instance *in, float *g, double norm, double loss, bool emit);
+/* The same with the sparse part (pr: one per sparse tensor, prepared by
+ * sparse__prepare; NULL if none): `sent` as in sparse__apply. */
+void apply__step_rows(instance *in, float *g, push_rows *pr, bool sent, double norm, double loss, bool emit);
 /* Finite check and norm of g; no lock (reads g and the immutable layout). */
 int apply__scan(const instance *in, const float *g, double *norm, derr *e);
+/* The same, giving the sum of squares (norm = its square root). */
+int apply__scan_sumsq(const instance *in, const float *g, double *sumsq, derr *e);
 
 /* ---- round.c ---- (under the lock) */
 size_t round__expected(instance *in);

@@ -15,14 +15,15 @@
 
 #include "instance_internal.h"
 
-/* Step 1: the checks that read only the push and the layout. */
-static int check_unlocked(instance *in, push *p, double *norm, derr *e) {
+/* Step 1: the checks that read only the push and the layout; *sumsq gets
+ * the dense gradient's squared norm. */
+static int check_unlocked(instance *in, push *p, double *sumsq, derr *e) {
   if (in->layout.alg == OPTIM_RANDOM_SEARCH)
     return derr_set(e, E_WRONG_ALGORITHM, "random_search instances take ask and tell, not gradients");
   if (in->layout.mode == MODE_SYNC && !(p->worker && *p->worker))
     return derr_set(e, E_MISSING_WORKER, "sync mode needs \"worker\" (or ?worker=) on every push");
-  int rc = apply__scan(in, p->grad, norm, e);
-  if (rc == 0 && !isnan(p->grad_norm)) *norm = p->grad_norm;
+  int rc = apply__scan_sumsq(in, p->grad, sumsq, e);
+  if (rc == 0 && in->nsparse) rc = sparse__check(in, p->rows, e);
   return rc;
 }
 
@@ -61,11 +62,20 @@ static int refuse_step(instance *in, push *p, waiter *w, worker_info *wk) {
   return -e.code;
 }
 
-/* Step 4, async: one optimizer step now. */
-static int apply_async(instance *in, push *p, waiter *w, worker_info *wk, double norm, wake_list *wl) {
+/* Step 4, async: one optimizer step now.  The sparse rows are coalesced,
+ * counted and charged first (all or nothing); the norm is over the dense
+ * gradient and the coalesced rows, unless the push gave one. */
+static int apply_async(instance *in, push *p, waiter *w, worker_info *wk, double sumsq, wake_list *wl) {
+  derr e = {0};
+  if (in->nsparse && sparse__prepare(in, p->rows, 1, &sumsq, &e) < 0) {
+    apply__reject(in, w, e.code, &e);
+    if (wk) wk->rejected++;
+    return PUSH_FAILED;
+  }
+  double norm = isnan(p->grad_norm) ? sqrt(sumsq) : p->grad_norm;
   int slot = p->key ? idem__claim(in, p->key) : -1;
   uint64_t t0 = instance__mono_ns();
-  apply__step(in, p->grad, norm, p->loss, p->emit);
+  apply__step_rows(in, p->grad, p->rows, true, norm, p->loss, p->emit);
   w->apply_ms = (double)(instance__mono_ns() - t0) / 1e6;
   waiters__complete(w, 0, NULL, in->step);
   if (wk) {
@@ -80,7 +90,7 @@ static int apply_async(instance *in, push *p, waiter *w, worker_info *wk, double
 }
 
 /* Steps 2-4, under the lock. */
-static int push_locked(instance *in, push *p, waiter *w, double norm, void (*suspend)(void *), void *arg,
+static int push_locked(instance *in, push *p, waiter *w, double sumsq, void (*suspend)(void *), void *arg,
                        wake_list *wl) {
   INSTANCE_ASSERT_LOCKED(in);
   worker_info *wk = p->worker && *p->worker ? workers__get(in, p->worker, true) : NULL;
@@ -94,18 +104,19 @@ static int push_locked(instance *in, push *p, waiter *w, double norm, void (*sus
     if (status >= 0) return status;
   }
   if (refuse_step(in, p, w, wk) < 0) return PUSH_FAILED;
-  if (in->cfg.mode == MODE_ASYNC) return apply_async(in, p, w, wk, norm, wl);
+  if (in->cfg.mode == MODE_ASYNC) return apply_async(in, p, w, wk, sumsq, wl);
   return round__join(in, p, w, wk, suspend, arg, wl);
 }
 
 int instance_push(instance *in, push *p, waiter *w, void (*suspend)(void *), void *suspend_arg) {
   derr e = {0};
-  double norm = NAN;
+  double sumsq = 0;
   w->code = 0;
   w->snap = NULL;
+  w->rows = NULL;
   w->linked = 0;
   w->replayed = false;
-  int rc = check_unlocked(in, p, &norm, &e);
+  int rc = check_unlocked(in, p, &sumsq, &e);
   if (rc < 0 && e.code != E_NOT_FINITE) { /* not counted: it never reached the instance */
     waiters__complete(w, e.code, &e, 0);
     return PUSH_FAILED;
@@ -118,7 +129,7 @@ int instance_push(instance *in, push *p, waiter *w, void (*suspend)(void *), voi
     apply__reject(in, w, rc, &e);
     status = PUSH_FAILED;
   } else {
-    status = push_locked(in, p, w, norm, suspend, suspend_arg, &wl);
+    status = push_locked(in, p, w, sumsq, suspend, suspend_arg, &wl);
   }
   instance__unlock(in);
   waiters__run(&wl);

@@ -6,7 +6,9 @@
  * silent past its lease is dropped, which lowers `expected`.  The state
  * diagram is in instance.h.  Owns the round's participant table and its two
  * timers (each armed timer holds an instance reference).  Never keeps a
- * participant's gradient past the round: it is the pushing request's.
+ * participant's gradient past the round: it is the pushing request's (its
+ * sparse rows are copied into pooled memory at join, and dropped with the
+ * round).
  * Everything here runs under the instance lock, on HTTP threads (pushes) and
  * the loop thread (deadline and lease timers). */
 #include <math.h>
@@ -64,6 +66,10 @@ static void drop_timer_ref(instance *in) {
  * while this round's state says no timer, so the next round arms its own. */
 void round__reset(instance *in) {
   INSTANCE_ASSERT_LOCKED(in);
+  for (size_t j = 0; j < in->round.count; j++) {
+    psnap_unref(in->round.part[j].rows);
+    in->round.part[j].rows = NULL;
+  }
   in->round.count = 0;
   if (in->round.deadline_armed && timers_cancel(in->tm, &in->round.deadline)) drop_timer_ref(in);
   in->round.deadline_armed = false;
@@ -83,6 +89,7 @@ static void complete_part(struct participant *p, int code, const derr *e, uint64
     } else {
       waiters__complete(w, 0, NULL, step);
       w->snap = psnap_ref(snap);
+      w->rows = psnap_ref(p->rows);
       w->apply_ms = apply_ms;
     }
     if (w != self) waiters__add(wl, w);
@@ -130,17 +137,36 @@ static double combine(instance *in) {
   return nloss ? loss / nloss : NAN;
 }
 
+/* The round's sparse rows, concatenated in worker-name order and prepared
+ * as one coalesced gradient per tensor (mean: divided by the pushes), into
+ * pr; adds their squared norm to *sumsq.  0, or the round fails (E_QUOTA,
+ * E_NOT_FINITE) with nothing changed. */
+static int combine_rows(instance *in, push_rows *pr, double *sumsq, derr *e) {
+  size_t k = in->round.count;
+  float divide = in->cfg.aggregate == AGG_MEAN && k > 1 ? (float)k : 1;
+  int rc = sparse__concat(in, pr, e);
+  if (rc == 0) rc = sparse__prepare(in, pr, divide, sumsq, e);
+  return rc;
+}
+
 void round__close(instance *in, wake_list *wl, waiter *self) {
   INSTANCE_ASSERT_LOCKED(in);
   assert(in->round.count > 0 && in->scratch);
-  double loss = combine(in), norm;
+  double loss = combine(in), sumsq;
   derr e = {0};
-  if (apply__scan(in, in->scratch, &norm, &e) < 0) {
+  if (apply__scan_sumsq(in, in->scratch, &sumsq, &e) < 0) {
     round__fail(in, E_NOT_FINITE, "the combined gradient overflowed to infinity", wl, self);
     return;
   }
+  push_rows pr[in->nsparse ? in->nsparse : 1];
+  if (in->nsparse && combine_rows(in, pr, &sumsq, &e) < 0) {
+    round__fail(in, e.code, e.msg, wl, self);
+    return;
+  }
   uint64_t t0 = instance__mono_ns();
-  apply__step(in, in->scratch, norm, loss, false);
+  apply__step_rows(in, in->scratch, in->nsparse ? pr : NULL, false, sqrt(sumsq), loss, false);
+  for (size_t j = 0; j < in->round.count; j++)
+    if (in->round.part[j].rows) sparse__fill_copy(in, in->round.part[j].rows);
   double apply_ms = (double)(instance__mono_ns() - t0) / 1e6;
   psnap *snap = psnap__new(in->pool, in->params, in->cfg.n, in->step);
   uint64_t now = timers_now_ms();
@@ -271,6 +297,11 @@ int round__join(instance *in, push *p, waiter *w, worker_info *wk, void (*suspen
     return PUSH_FAILED;
   }
   if (refuse_member(in, p, w, wk) < 0) return PUSH_FAILED;
+  psnap *copy = in->nsparse ? sparse__copy(in, p->rows) : NULL; /* the rows need not outlive the call */
+  if (in->nsparse && !copy) {
+    apply__reject(in, w, E_QUOTA, NULL);
+    return PUSH_FAILED;
+  }
   wk->dropped = false;
   wk->last_push_time = instance__wall_now();
   wk->last_push_step = (int64_t)in->step;
@@ -283,7 +314,8 @@ int round__join(instance *in, push *p, waiter *w, worker_info *wk, void (*suspen
   }
   int slot = p->key ? idem__claim(in, p->key) : -1;
   struct participant *pt = &r->part[r->count++];
-  *pt = (struct participant){.w = wk, .grad = p->grad, .loss = p->loss, .waiters = w, .idem = slot};
+  *pt = (struct participant){
+      .w = wk, .grad = p->grad, .rows = copy, .loss = p->loss, .waiters = w, .idem = slot};
   w->next = NULL;
   w->linked = 1;
   if (slot >= 0) in->idem[slot].pending = w;

@@ -15,7 +15,72 @@
 uint64_t instance__held_floats(const instance *in) {
   uint64_t k = 1 + (uint64_t)__builtin_popcount(in->have) + (in->scratch ? 1 : 0);
   if (in->rs) k += rsearch_slots_held(in->rs); /* candidates asked for */
-  return k * (uint64_t)in->cfg.n;
+  return k * (uint64_t)in->cfg.n + sparse__held_floats(in);
+}
+
+/* ---- sparse rows in a state ----------------------------------------------------- */
+
+int state_rows_alloc(state_rows *r, uint64_t m, size_t D, unsigned bufs) {
+  memset(r, 0, sizeof *r);
+  r->m = m;
+  size_t n = (size_t)m * D;
+  if (m > SIZE_MAX / 8 / (D ? D : 1)) goto oom;
+  if (!(r->ids = malloc((m ? m : 1) * sizeof *r->ids)) || !(r->params = mem_alloc_floats(n))) goto oom;
+  for (int b = 0; b < OPTIM_NBUF; b++)
+    if ((bufs & (1u << b)) && !(r->buf[b] = mem_alloc_floats(n))) goto oom;
+  return 0;
+oom:
+  state_rows_free_one(r, D);
+  return -E_QUOTA;
+}
+
+void state_rows_free_one(state_rows *r, size_t D) {
+  size_t n = (size_t)r->m * D;
+  free(r->ids);
+  mem_free_floats(r->params, n);
+  for (int b = 0; b < OPTIM_NBUF; b++) mem_free_floats(r->buf[b], n);
+  memset(r, 0, sizeof *r);
+}
+
+/* Sparse tensor i's held rows into r, ids ascending (under the lock). */
+static int export_rows(instance *in, size_t i, state_rows *r) {
+  const rows *rt = &in->rows[i];
+  size_t m = rt->count, D = rt->D;
+  if (state_rows_alloc(r, m, D, rt->bufs) < 0) return -E_QUOTA;
+  float **blks = malloc((m ? m : 1) * sizeof *blks);
+  rows_slot *tmp = malloc((m ? 2 * m : 1) * sizeof *tmp);
+  int rc = blks && tmp ? 0 : -E_QUOTA;
+  if (rc == 0) {
+    rows_sorted(rt, r->ids, blks, tmp);
+    for (size_t j = 0; j < m; j++) {
+      memcpy(r->params + j * D, blks[j], D * sizeof(float));
+      for (int b = 0; b < OPTIM_NBUF; b++)
+        if (r->buf[b]) memcpy(r->buf[b] + j * D, blks[j] + rt->off[b], D * sizeof(float));
+    }
+  }
+  free(blks);
+  free(tmp);
+  return rc;
+}
+
+/* s's rows into the new instance's tables (before publication). */
+static int import_rows(instance *in, const instance_state *s) {
+  if (!s->rows) return 0;
+  for (size_t i = 0; i < in->nsparse; i++) {
+    const state_rows *r = &s->rows[i];
+    rows *rt = &in->rows[i];
+    size_t D = rt->D;
+    if (!r->m) continue;
+    if (rows_reserve(rt, r->m) < 0) return -E_QUOTA;
+    for (size_t j = 0; j < r->m; j++) {
+      float *blk = rows_get(rt, r->ids[j], NULL);
+      if (r->params) memcpy(blk, r->params + j * D, D * sizeof(float));
+      for (int b = 0; b < OPTIM_NBUF; b++)
+        if (rt->off[b] >= 0 && r->buf[b]) memcpy(blk + rt->off[b], r->buf[b] + j * D, D * sizeof(float));
+    }
+    in->stats.rows_held += rt->count;
+  }
+  return 0;
 }
 
 int instance_export(instance *in, instance_state *out) {
@@ -43,6 +108,12 @@ int instance_export(instance *in, instance_state *out) {
     out->best_id = in->rs->best_id;
   }
   idem__export(in, out);
+  if (in->nsparse) {
+    out->rows = calloc(in->nsparse, sizeof *out->rows);
+    if (!out->rows) goto oom;
+    for (size_t i = 0; i < in->nsparse; i++)
+      if (export_rows(in, i, &out->rows[i]) < 0) goto oom;
+  }
   instance__unlock(in);
   return 0;
 oom:
@@ -56,6 +127,10 @@ void instance_state_free(instance_state *s) {
   size_t n = s->cfg.n;
   mem_free_floats(s->params, n);
   for (int b = 0; b < OPTIM_NBUF; b++) mem_free_floats(s->buf[b], n);
+  if (s->rows)
+    for (size_t t = 0, i = 0; t < s->cfg.ntensors; t++)
+      if (s->cfg.tensors[t].sparse) state_rows_free_one(&s->rows[i++], s->cfg.tensors[t].dim);
+  free(s->rows);
   instance_cfg_free(&s->cfg);
   free(s->idem);
   memset(s, 0, sizeof *s);
@@ -86,6 +161,10 @@ instance *instance_from_state(const instance_state *s, const instance_env *env) 
     return NULL;
   }
   copy_buffers(in, s, need);
+  if (import_rows(in, s) < 0) {
+    instance_unref(in);
+    return NULL;
+  }
   in->step = s->step;
   in->version = s->version;
   if (s->created > 0) in->created = s->created;
@@ -110,8 +189,21 @@ uint64_t instance_reconfigure_cost(instance *in, const instance_cfg *c) {
   return cost;
 }
 
+/* A sparse tensor's row blocks hold the buffers chosen at creation: a
+ * configuration needing others is refused (under the lock). */
+static int rows_fixed(instance *in, const instance_cfg *c, derr *e) {
+  if (!in->nsparse || optim_buffers(c->alg, &c->hyper) == in->rows[0].bufs) return 0;
+  return derr_set(e, E_BAD_VALUE,
+                  "hyper: this change needs other optimizer state than the rows of the sparse tensors hold");
+}
+
 int instance_reconfigure_prepare(instance *in, const instance_cfg *c, unsigned *added, derr *e) {
   instance__lock(in);
+  *added = 0;
+  if (rows_fixed(in, c, e) < 0) {
+    instance__unlock(in);
+    return -E_BAD_VALUE;
+  }
   unsigned before = in->have;
   int rc = instance__alloc_buffers(in, optim_buffers(c->alg, &c->hyper));
   *added = in->have & ~before;
@@ -143,6 +235,10 @@ static void set_mutable(instance_cfg *dst, const instance_cfg *c) {
 int instance_reconfigure(instance *in, const instance_cfg *c, derr *e) {
   assert(c->alg == in->layout.alg && c->mode == in->layout.mode && c->n == in->layout.n);
   instance__lock(in);
+  if (rows_fixed(in, c, e) < 0) {
+    instance__unlock(in);
+    return -E_BAD_VALUE;
+  }
   if (instance__alloc_buffers(in, optim_buffers(c->alg, &c->hyper)) < 0) { /* none if prepared */
     instance__unlock(in);
     return derr_set(e, E_QUOTA, "not enough memory for the new optimizer state");

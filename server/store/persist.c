@@ -5,6 +5,9 @@
  *   u32 version (1), u32 header length H
  *   H bytes of JSON: the configuration plus step, buffers, random search
  *   params: n float32; then each buffer listed in the header, n float32
+ *   version 2 only (an instance with sparse tensors): per sparse tensor, its
+ *   m held rows: m u64 ids ascending, m*D float32 params, then m*D float32
+ *   per row buffer listed in the header's "rows"
  *   u32 CRC-32 (zlib's) of every byte before it
  *
  * Saves go through one mutex (so they are serialized) and a table of the
@@ -39,6 +42,7 @@
 
 #define MAGIC "DESCENTS"
 #define FORMAT_VERSION 1u
+#define FORMAT_VERSION_ROWS 2u /* with sparse tensors: files without them stay version 1 */
 #define MAX_HEADER (64u << 20)
 
 typedef struct written {
@@ -78,6 +82,21 @@ static written *written_get(persist *p, const char *name) {
 
 /* ---- encoding ------------------------------------------------------------------- */
 
+/* The "rows" header field: per sparse tensor {"tensor", "count", "buffers"}. */
+static json_t *rows_json(const instance_state *s) {
+  json_t *a = json_array();
+  for (size_t t = 0, i = 0; t < s->cfg.ntensors; t++) {
+    if (!s->cfg.tensors[t].sparse) continue;
+    const state_rows *r = &s->rows[i++];
+    json_t *bufs = json_array();
+    for (int b = 0; b < OPTIM_NBUF; b++)
+      if (r->buf[b]) json_array_append_new(bufs, json_string(optim_buf_name(b)));
+    json_array_append_new(a, json_pack("{s:s,s:I,s:o}", "tensor", s->cfg.tensors[t].name, "count",
+                                       (json_int_t)r->m, "buffers", bufs));
+  }
+  return a;
+}
+
 static json_t *header_json(const instance_state *s) {
   json_t *h = spec_cfg_json(&s->cfg);
   json_object_set_new(h, "step", json_integer((json_int_t)s->step));
@@ -88,6 +107,7 @@ static json_t *header_json(const instance_state *s) {
     if ((s->have & (1u << b)) && !(s->fresh & (1u << b))) json_array_append_new(bufs, json_string(optim_buf_name(b)));
   json_object_set_new(h, "buffers", bufs);
   if (s->nidem) json_object_set_new(h, "idempotency", spec_idem_json(s));
+  if (s->rows) json_object_set_new(h, "rows", rows_json(s));
   if (s->cfg.alg == OPTIM_RANDOM_SEARCH)
     json_object_set_new(h, "random_search",
                         json_pack("{s:o,s:I,s:I,s:I}", "best_loss",
@@ -152,6 +172,30 @@ static void put_floats(sink *k, const float *v, size_t n) {
 #endif
 }
 
+static void put_u64s(sink *k, const uint64_t *v, size_t n) {
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  put(k, v, n * sizeof(uint64_t));
+#else
+  for (size_t i = 0; i < n; i++) {
+    put_u32(k, (uint32_t)v[i]);
+    put_u32(k, (uint32_t)(v[i] >> 32));
+  }
+#endif
+}
+
+/* The sparse sections: per sparse tensor, ids, params, each held buffer. */
+static void put_rows(sink *k, const instance_state *s) {
+  for (size_t t = 0, i = 0; t < s->cfg.ntensors; t++) {
+    if (!s->cfg.tensors[t].sparse) continue;
+    const state_rows *r = &s->rows[i++];
+    size_t n = (size_t)r->m * s->cfg.tensors[t].dim;
+    put_u64s(k, r->ids, r->m);
+    put_floats(k, r->params, n);
+    for (int b = 0; b < OPTIM_NBUF; b++)
+      if (r->buf[b]) put_floats(k, r->buf[b], n);
+  }
+}
+
 static void encode(sink *k, const instance_state *s) {
   json_t *h = header_json(s);
   jbuf hb;
@@ -161,13 +205,14 @@ static void encode(sink *k, const instance_state *s) {
   char *text = hb.p;
   size_t hl = hb.len;
   put(k, MAGIC, 8);
-  put_u32(k, FORMAT_VERSION);
+  put_u32(k, s->rows ? FORMAT_VERSION_ROWS : FORMAT_VERSION);
   put_u32(k, (uint32_t)hl);
   put(k, text, hl);
   jbuf_release(&hb);
   put_floats(k, s->params, s->cfg.n);
   for (int b = 0; b < OPTIM_NBUF; b++)
     if ((s->have & (1u << b)) && !(s->fresh & (1u << b))) put_floats(k, s->buf[b], s->cfg.n);
+  if (s->rows) put_rows(k, s);
   uint32_t crc = (uint32_t)k->crc;
   put_u32(k, crc);
 }
@@ -195,11 +240,115 @@ static void get_floats(float *out, const unsigned char *b, size_t n) {
 #endif
 }
 
+static uint64_t get_u64(const unsigned char *b) { return (uint64_t)get_u32(b) | (uint64_t)get_u32(b + 4) << 32; }
+
+/* What the header says of one sparse tensor's section. */
+typedef struct rows_plan {
+  uint64_t m;
+  unsigned have; /* its buffers */
+} rows_plan;
+
+/* Entry i of the header's "rows", for sparse tensor t, into *rp; *bytes
+ * grows by its section's size. */
+static int rows_entry(json_t *r, const instance_cfg *c, const tensor *t, size_t i, rows_plan *rp, size_t *bytes,
+                      derr *e) {
+  json_t *name = json_object_get(r, "tensor"), *count = json_object_get(r, "count"),
+         *bufs = json_object_get(r, "buffers");
+  if (!json_is_string(name) || strcmp(json_string_value(name), t->name) != 0 || !json_is_integer(count) ||
+      json_integer_value(count) < 0 || !json_is_array(bufs))
+    return derr_set(e, E_BAD_REQUEST, "header: rows[%zu] is not {\"tensor\": \"%s\", \"count\", \"buffers\"}", i,
+                    t->name);
+  unsigned have = 0, allowed = instance_cfg_row_buffers(c);
+  for (size_t j = 0; j < json_array_size(bufs); j++) {
+    const char *bn = json_string_value(json_array_get(bufs, j));
+    int b = optim_buf_from_name(bn ? bn : "");
+    if (b < 0 || (have & (1u << b)) || !(allowed & (1u << b)))
+      return derr_set(e, E_BAD_REQUEST, "header: rows[%zu].buffers: bad buffer list", i);
+    have |= 1u << b;
+  }
+  uint64_t m = (uint64_t)json_integer_value(count), per;
+  uint64_t row = (uint64_t)(1 + __builtin_popcount(have)) * sizeof(float);
+  if (__builtin_mul_overflow(row, (uint64_t)t->dim, &row) || __builtin_mul_overflow(row + 8, m, &per) ||
+      per > SIZE_MAX / 4 - *bytes)
+    return derr_set(e, E_BAD_REQUEST, "size mismatch: the arrays do not match the header");
+  *bytes += (size_t)per;
+  *rp = (rows_plan){m, have};
+  return 0;
+}
+
+/* The header's "rows": one entry per sparse tensor (version 2), absent in
+ * version 1 (no sparse tensor).  *plan (caller frees) and *bytes, the size
+ * of the sections; s->rows is allocated empty. */
+static int rows_header(json_t *rows, uint32_t version, instance_state *s, rows_plan **plan, size_t *bytes, derr *e) {
+  size_t ns = 0;
+  for (size_t t = 0; t < s->cfg.ntensors; t++) ns += s->cfg.tensors[t].sparse;
+  if (version == FORMAT_VERSION && !ns && !rows) return 0;
+  if (version != FORMAT_VERSION_ROWS || !ns)
+    return derr_set(e, E_BAD_REQUEST, "header: sparse tensors (and only they) need a version 2 file with \"rows\"");
+  if (!json_is_array(rows) || json_array_size(rows) != ns)
+    return derr_set(e, E_BAD_REQUEST, "header: rows: expected one entry per sparse tensor (%zu)", ns);
+  s->rows = mem_xcalloc(ns, sizeof *s->rows);
+  *plan = mem_xcalloc(ns, sizeof **plan);
+  for (size_t t = 0, i = 0; t < s->cfg.ntensors; t++) {
+    if (!s->cfg.tensors[t].sparse) continue;
+    int rc = rows_entry(json_array_get(rows, i), &s->cfg, &s->cfg.tensors[t], i, &(*plan)[i], bytes, e);
+    if (rc < 0) return rc;
+    i++;
+  }
+  return 0;
+}
+
+/* Reads the sparse sections at *p (sizes checked against the file before):
+ * ids strictly ascending and < V. */
+static int get_rows(const unsigned char **p, instance_state *s, const rows_plan *plan, derr *e) {
+  if (!s->rows) return 0;
+  for (size_t t = 0, i = 0; t < s->cfg.ntensors; t++) {
+    const tensor *tn = &s->cfg.tensors[t];
+    if (!tn->sparse) continue;
+    state_rows *r = &s->rows[i];
+    uint64_t m = plan[i].m;
+    if (state_rows_alloc(r, m, tn->dim, plan[i++].have) < 0) return derr_set(e, E_QUOTA, "out of memory");
+    for (uint64_t j = 0; j < m; j++) {
+      r->ids[j] = get_u64(*p + 8 * j);
+      if (r->ids[j] >= tn->vrows || (j && r->ids[j] <= r->ids[j - 1]))
+        return derr_set(e, E_BAD_REQUEST, "rows of %s: id %llu (entry %llu) out of range or out of order",
+                        tn->name, (unsigned long long)r->ids[j], (unsigned long long)j);
+    }
+    *p += 8 * m;
+    size_t n = (size_t)m * tn->dim;
+    get_floats(r->params, *p, n);
+    *p += n * sizeof(float);
+    for (int b = 0; b < OPTIM_NBUF; b++)
+      if (r->buf[b]) {
+        get_floats(r->buf[b], *p, n);
+        *p += n * sizeof(float);
+      }
+  }
+  return 0;
+}
+
+/* The arrays after the header: params, the dense buffers in `have`, the
+ * sparse sections (sizes checked before). */
+static int get_arrays(const unsigned char *p, instance_state *s, unsigned have, const rows_plan *plan, derr *e) {
+  size_t n = s->cfg.n;
+  if (!(s->params = mem_alloc_floats(n))) return derr_set(e, E_QUOTA, "out of memory");
+  get_floats(s->params, p, n);
+  p += n * sizeof(float);
+  for (int b = 0; b < OPTIM_NBUF; b++) {
+    if (!(have & (1u << b))) continue;
+    if (!(s->buf[b] = mem_alloc_floats(n))) return derr_set(e, E_QUOTA, "out of memory");
+    get_floats(s->buf[b], p, n);
+    p += n * sizeof(float);
+  }
+  return get_rows(&p, s, plan, e);
+}
+
 int persist_decode(const unsigned char *buf, size_t len, instance_state *s, derr *e) {
   memset(s, 0, sizeof *s);
   if (len < 20 || memcmp(buf, MAGIC, 8) != 0) return derr_set(e, E_BAD_REQUEST, "not a descent snapshot (bad magic)");
   uint32_t version = get_u32(buf + 8), hl = get_u32(buf + 12);
-  if (version != FORMAT_VERSION) return derr_set(e, E_BAD_REQUEST, "unsupported snapshot version %u", version);
+  if (version != FORMAT_VERSION && version != FORMAT_VERSION_ROWS)
+    return derr_set(e, E_BAD_REQUEST, "unsupported snapshot version %u", version);
   uint32_t want = get_u32(buf + len - 4);
   uLong crc = crc32(0, NULL, 0);
   for (size_t off = 0; off < len - 4;) {
@@ -213,6 +362,7 @@ int persist_decode(const unsigned char *buf, size_t len, instance_state *s, derr
   json_t *h = json_loadb((const char *)buf + 16, hl, JSON_REJECT_DUPLICATES, &je);
   if (!h) return derr_set(e, E_BAD_REQUEST, "header: %s", je.text);
   int rc = 0;
+  rows_plan *plan = NULL;
   if ((rc = spec_parse_cfg_json(h, &s->cfg, e)) < 0) goto out;
   json_t *step = json_object_get(h, "step"), *ver = json_object_get(h, "version");
   if (!json_is_integer(step) || json_integer_value(step) < 0) {
@@ -235,26 +385,14 @@ int persist_decode(const unsigned char *buf, size_t len, instance_state *s, derr
     have |= 1u << b;
     nb++;
   }
-  if ((size_t)16 + hl + (nb + 1) * n * sizeof(float) + 4 != len) {
+  size_t rows_bytes = 0;
+  if ((rc = rows_header(json_object_get(h, "rows"), version, s, &plan, &rows_bytes, e)) < 0) goto out;
+  size_t dense_bytes = (nb + 1) * n * sizeof(float);
+  if (rows_bytes > len || dense_bytes > len || (size_t)16 + hl + dense_bytes + rows_bytes + 4 != len) {
     rc = derr_set(e, E_BAD_REQUEST, "size mismatch: the arrays do not match the header");
     goto out;
   }
-  const unsigned char *p = buf + 16 + hl;
-  if (!(s->params = mem_alloc_floats(n))) {
-    rc = derr_set(e, E_QUOTA, "out of memory");
-    goto out;
-  }
-  get_floats(s->params, p, n);
-  p += n * sizeof(float);
-  for (int b = 0; b < OPTIM_NBUF; b++) {
-    if (!(have & (1u << b))) continue;
-    if (!(s->buf[b] = mem_alloc_floats(n))) {
-      rc = derr_set(e, E_QUOTA, "out of memory");
-      goto out;
-    }
-    get_floats(s->buf[b], p, n);
-    p += n * sizeof(float);
-  }
+  if ((rc = get_arrays(buf + 16 + hl, s, have, plan, e)) < 0) goto out;
   s->have = have;
   s->fresh = optim_buffers(s->cfg.alg, &s->cfg.hyper) & ~have;
   s->best_loss = INFINITY;
@@ -270,6 +408,7 @@ int persist_decode(const unsigned char *buf, size_t len, instance_state *s, derr
     if (!s->next_id) s->next_id = 1;
   }
 out:
+  free(plan);
   json_decref(h);
   if (rc < 0) instance_state_free(s);
   return rc;

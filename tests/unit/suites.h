@@ -25,7 +25,8 @@
   X(timers)           \
   X(auth)             \
   X(routes)           \
-  X(history)
+  X(history)           \
+  X(rows)
 
 #define TEST_SUITE_DECL(name) Suite *suite_##name(void);
 TEST_SUITES(TEST_SUITE_DECL)

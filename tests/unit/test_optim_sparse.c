@@ -4,6 +4,7 @@
  * torch.optim vectors in data/optim_sparse/ (see its README.md). */
 #include <check.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -68,6 +69,11 @@ START_TEST(check_refusals) {
   ck_assert(strstr(e.msg, "SparseAdam does not support dense gradients"));
   ck_assert_int_eq(optim_sparse_check_dense(OPTIM_ADAGRAD, NULL), 0);
   ck_assert_int_eq(optim_sparse_check_dense(OPTIM_ADAM, NULL), 0);
+  /* clipping: off is fine; on is refused with why */
+  ck_assert_int_eq(optim_sparse_check_clip(0, NULL), 0);
+  ck_assert_int_eq(optim_sparse_check_clip(-1, NULL), 0);
+  ck_assert_int_eq(optim_sparse_check_clip(1.0, &e), -E_BAD_VALUE);
+  ck_assert(strstr(e.msg, "clip_grad_norm: not with sparse tensors"));
 }
 END_TEST
 
@@ -287,6 +293,222 @@ START_TEST(kernels_match_formulas) {
 }
 END_TEST
 
+
+/* ---- the torch vectors (data/optim_sparse/, format in its README.md) ------ */
+
+static const char *const vector_names[] = {
+    "sgd_plain",           "sgd_maximize_cosine",      "adagrad_default",        "adagrad_decay",
+    "adagrad_maximize_step", "sparse_adam_default",    "sparse_adam_betas_eps",  "sparse_adam_maximize_exp",
+    "sparse_adam_two_tables", "mixed_adagrad",         "mixed_sgd",
+};
+#define NVECTORS (sizeof vector_names / sizeof *vector_names)
+
+/* One tensor of a case: a sparse table (V row blocks of rf floats) or a
+ * dense vector (n params + a buffer array each). */
+typedef struct vtensor {
+  const char *name;
+  bool sparse;
+  size_t V, D, rf, n;
+  float *tab;              /* sparse: V * rf */
+  float *p, *buf[OPTIM_NBUF]; /* dense */
+  float *S, *Sst;          /* tolerance scales: params, state (per element) */
+} vtensor;
+
+static void rows2d(json_t *a, float *out, size_t V, size_t D, size_t stride) {
+  ck_assert_msg(json_is_array(a) && json_array_size(a) == V, "%zu rows expected", V);
+  for (size_t r = 0; r < V; r++) json_floats(json_array_get(a, r), out + r * stride, D);
+}
+
+static void load_hyper(json_t *j, optim_alg *alg, optim_hyper *h) {
+  parse(json_string_value(json_object_get(j, "algorithm")), alg, h);
+  const char *k;
+  json_t *v;
+  json_object_foreach(json_object_get(j, "hyper"), k, v) {
+    const optim_hyper_field *f = optim_hyper_fields;
+    while (f->name && strcmp(f->name, k) != 0) f++;
+    ck_assert_msg(f->name && (f->algs & OPTIM_A(*alg)), "hyper %s", k);
+    char *base = (char *)h + f->offset;
+    if (f->kind == OPTIM_HK_NUM) *(double *)base = json_number_value(v);
+    else if (f->kind == OPTIM_HK_BOOL) *(bool *)base = json_is_true(v);
+    else if (f->kind == OPTIM_HK_PAIR)
+      for (int i = 0; i < 2; i++) ((double *)base)[i] = json_number_value(json_array_get(v, i));
+  }
+  ck_assert_int_eq(optim_hyper_check(*alg, h, NULL), 0);
+  ck_assert_int_eq(optim_sparse_check(*alg, h, NULL), 0);
+}
+
+static void vt_init(vtensor *t, json_t *desc, json_t *init, optim_alg alg, const optim_hyper *h) {
+  memset(t, 0, sizeof *t);
+  t->name = json_string_value(json_object_get(desc, "name"));
+  t->sparse = json_is_true(json_object_get(desc, "sparse"));
+  json_t *shape = json_object_get(desc, "shape");
+  unsigned need = optim_buffers(alg, h);
+  if (t->sparse) {
+    t->V = json_integer_value(json_array_get(shape, 0));
+    t->D = json_integer_value(json_array_get(shape, 1));
+    t->rf = optim_sparse_row_floats(alg, h, t->D);
+    t->n = t->V * t->D;
+    t->tab = malloc(t->V * t->rf * sizeof(float));
+    rows2d(json_object_get(init, t->name), t->tab, t->V, t->D, t->rf);
+    for (int b = 0; b < OPTIM_NBUF; b++) {
+      long off = optim_sparse_buf_offset(alg, h, t->D, b);
+      for (size_t r = 0; off >= 0 && r < t->V; r++)
+        for (size_t j = 0; j < t->D; j++) t->tab[r * t->rf + (size_t)off + j] = optim_buf_initial(alg, h, b);
+    }
+  } else {
+    t->n = json_integer_value(json_array_get(shape, 0));
+    t->p = malloc(t->n * sizeof(float));
+    json_floats(json_object_get(init, t->name), t->p, t->n);
+    for (int b = 0; b < OPTIM_NBUF; b++)
+      if (need & (1u << b)) {
+        t->buf[b] = malloc(t->n * sizeof(float));
+        for (size_t i = 0; i < t->n; i++) t->buf[b][i] = optim_buf_initial(alg, h, b);
+      }
+  }
+  t->S = calloc(t->n, sizeof(float));
+  t->Sst = calloc(t->n, sizeof(float));
+  for (size_t i = 0; i < t->n; i++) t->S[i] = fabsf(t->sparse ? t->tab[(i / t->D) * t->rf + i % t->D] : t->p[i]);
+}
+
+static void vt_free(vtensor *t) {
+  free(t->tab), free(t->p), free(t->S), free(t->Sst);
+  for (int b = 0; b < OPTIM_NBUF; b++) free(t->buf[b]);
+}
+
+/* Element i of tensor t: param (buf < 0) or buffer buf. */
+static float *vt_at(vtensor *t, optim_alg alg, const optim_hyper *h, int buf, size_t i) {
+  if (!t->sparse) return buf < 0 ? &t->p[i] : &t->buf[buf][i];
+  long off = buf < 0 ? 0 : optim_sparse_buf_offset(alg, h, t->D, buf);
+  return &t->tab[(i / t->D) * t->rf + (size_t)off + i % t->D];
+}
+
+/* One step of a sparse tensor: coalesce when the algorithm does, then apply
+ * (variant 1: out = the gradient buffer, in two calls); the reply rows must
+ * be the rows' values after the step.  Returns the rows' max |g| into Sst. */
+static void vt_step_sparse(vtensor *t, const optim_plan *pl, json_t *gj, int variant) {
+  json_t *rows = json_object_get(gj, "rows");
+  size_t k = json_array_size(rows), D = t->D;
+  uint64_t *ids = malloc((k + 1) * 8), *ur = malloc((k + 1) * 8);
+  float *g = malloc((k * D + 1) * 4), *ug = malloc((k * D + 1) * 4), *out = malloc((k * D + 1) * 4);
+  uint32_t *order = malloc((k + 1) * 4);
+  float **blk = malloc((k + 1) * sizeof *blk);
+  for (size_t i = 0; i < k; i++) ids[i] = (uint64_t)json_integer_value(json_array_get(rows, i));
+  rows2d(json_object_get(gj, "values"), g, k, D, D);
+  for (size_t i = 0; i < k * D; i++) {
+    size_t e = ids[i / D] * D + i % D;
+    t->Sst[e] = fmaxf(t->Sst[e], fabsf(g[i]));
+  }
+  size_t m = k;
+  const uint64_t *r = ids;
+  float *gg = g;
+  if (optim_sparse_coalesces(pl->alg)) {
+    m = optim_sparse_coalesce(ids, g, k, D, ur, ug, order);
+    r = ur, gg = ug;
+    for (size_t i = 0; i < m * D; i++) {
+      size_t e = ur[i / D] * D + i % D;
+      t->Sst[e] = fmaxf(t->Sst[e], fabsf(ug[i]));
+    }
+  }
+  for (size_t i = 0; i < m; i++) {
+    ck_assert(r[i] < t->V);
+    blk[i] = t->tab + r[i] * t->rf;
+  }
+  if (variant == 0) {
+    optim_sparse_apply(pl, blk, gg, m, D, out);
+  } else {
+    size_t h = m / 2;
+    optim_sparse_apply(pl, blk, gg, h, D, gg);
+    optim_sparse_apply(pl, blk + h, gg + h * D, m - h, D, gg + h * D);
+    if (pl->alg == OPTIM_SGD) /* the first half's rows may repeat in the second */
+      for (size_t i = 0; i < h; i++) memcpy(gg + i * D, blk[i], D * 4);
+    memcpy(out, gg, m * D * 4);
+  }
+  for (size_t i = 0; i < m; i++) CHECK(memcmp(out + i * D, blk[i], D * 4) == 0, "%s: reply row %zu", t->name, i);
+  free(ids), free(ur), free(g), free(ug), free(out), free(order), free(blk);
+}
+
+static bool row_listed(json_t *list, size_t row) {
+  for (size_t i = 0; i < json_array_size(list); i++)
+    if ((size_t)json_integer_value(json_array_get(list, i)) == row) return true;
+  return false;
+}
+
+/* Checks params and state of t after a step against torch: every element
+ * within tolerance, every bit where the vector says torch's order is
+ * defined.  Returns the number of elements not bit-identical. */
+static size_t vt_check(vtensor *t, json_t *st, optim_alg alg, const optim_hyper *h, const char *cs, size_t step) {
+  json_t *inexact = json_object_get(json_object_get(st, "inexact_rows"), t->name);
+  json_t *want_p = json_object_get(json_object_get(st, "params"), t->name);
+  json_t *want_s = json_object_get(json_object_get(st, "state"), t->name);
+  float *w = malloc(t->n * sizeof(float) + 1);
+  size_t differ = 0;
+  for (int b = -1; b < OPTIM_NBUF; b++) {
+    if (b >= 0 && !(optim_buffers(alg, h) & (1u << b))) continue;
+    json_t *a = b < 0 ? want_p : json_object_get(want_s, optim_buf_name(b));
+    ck_assert_msg(a, "%s step %zu: %s missing", cs, step, b < 0 ? "params" : optim_buf_name(b));
+    if (t->sparse) rows2d(a, w, t->V, t->D, t->D);
+    else json_floats(a, w, t->n);
+    for (size_t i = 0; i < t->n; i++) {
+      float ours = *vt_at(t, alg, h, b, i);
+      float S;
+      if (b < 0) S = t->S[i] = fmaxf(t->S[i], fabsf(w[i]));
+      else S = fmaxf(t->Sst[i], fabsf(w[i]));
+      CHECK(within_tol(ours, w[i], S), "%s step %zu %s %s[%zu]: ours %.9g torch %.9g", cs, step, t->name,
+            b < 0 ? "param" : optim_buf_name(b), i, ours, w[i]);
+      if (memcmp(&ours, &w[i], 4) == 0) continue;
+      differ++;
+      CHECK(t->sparse && row_listed(inexact, i / t->D), "%s step %zu %s %s[%zu]: ours %.9g torch %.9g not bit-identical",
+            cs, step, t->name, b < 0 ? "param" : optim_buf_name(b), i, ours, w[i]);
+    }
+  }
+  json_t *sj = json_object_get(want_s, "step");
+  ck_assert_int_eq(sj != NULL, optim_has_step(alg));
+  if (sj) ck_assert_int_eq(json_integer_value(sj), step);
+  free(w);
+  return differ;
+}
+
+START_TEST(torch_sparse_vectors) {
+  const char *cs = vector_names[_i % NVECTORS];
+  int variant = (int)(_i / NVECTORS);
+  char path[256];
+  snprintf(path, sizeof path, "data/optim_sparse/%s.json", cs);
+  json_error_t err;
+  json_t *j = json_load_file(path, 0, &err);
+  ck_assert_msg(j, "%s: %s", path, err.text);
+  optim_alg alg;
+  optim_hyper h;
+  load_hyper(j, &alg, &h);
+  json_t *descs = json_object_get(j, "tensors"), *steps = json_object_get(j, "steps");
+  size_t nt = json_array_size(descs), T = json_array_size(steps), differ = 0;
+  ck_assert(nt >= 1 && nt <= 4 && T >= 20);
+  vtensor vt[4];
+  for (size_t i = 0; i < nt; i++) vt_init(&vt[i], json_array_get(descs, i), json_object_get(j, "init"), alg, &h);
+  for (size_t t = 1; t <= T; t++) {
+    json_t *st = json_array_get(steps, t - 1), *grads = json_object_get(st, "grads");
+    optim_plan pl;
+    optim_plan_init(&pl, alg, &h, json_number_value(json_object_get(st, "lr")), t, 0, 1.0f);
+    for (size_t i = 0; i < nt; i++) {
+      json_t *gj = json_object_get(grads, vt[i].name);
+      if (vt[i].sparse) {
+        vt_step_sparse(&vt[i], &pl, gj, variant);
+        continue;
+      }
+      float *g = malloc(vt[i].n * sizeof(float));
+      json_floats(gj, g, vt[i].n);
+      for (size_t e = 0; e < vt[i].n; e++) vt[i].Sst[e] = fmaxf(vt[i].Sst[e], fabsf(g[e]));
+      optim_apply(&pl, vt[i].p, g, vt[i].buf, vt[i].n, false);
+      free(g);
+    }
+    for (size_t i = 0; i < nt; i++) differ += vt_check(&vt[i], st, alg, &h, cs, t);
+  }
+  for (size_t i = 0; i < nt; i++) vt_free(&vt[i]);
+  json_decref(j);
+  /* only rows summed from 3+ copies may differ; report how many did */
+  if (differ) fprintf(stderr, "%s: %zu elements within tolerance, not bit-identical\n", cs, differ);
+}
+END_TEST
+
 Suite *suite_optim_sparse(void) {
   Suite *s = suite_create("optim_sparse");
   TCase *tc = tcase_create("core");
@@ -297,5 +519,8 @@ Suite *suite_optim_sparse(void) {
   tcase_add_test(tc, coalesce_order);
   tcase_add_loop_test(tc, kernels_match_formulas, 0, 20);
   suite_add_tcase(s, tc);
+  TCase *tv = tcase_create("torch");
+  tcase_add_loop_test(tv, torch_sparse_vectors, 0, 2 * NVECTORS);
+  suite_add_tcase(s, tv);
   return s;
 }

@@ -297,7 +297,8 @@ START_TEST(forged_files_refused_for_their_reason) {
     size_t nfloats;
     const char *msg;
   } cases[] = {
-      {2, -1, GOOD_HEADER(""), 2, "unsupported snapshot version 2"},
+      {3, -1, GOOD_HEADER(""), 2, "unsupported snapshot version 3"},
+      {2, -1, GOOD_HEADER(""), 2, "header: sparse tensors (and only they) need a version 2 file with \"rows\""},
       {0, -1, GOOD_HEADER(""), 2, "unsupported snapshot version 0"},
       {1, 0x7fffffff, GOOD_HEADER(""), 2, "header length out of range"},
       {1, -1, "not json", 2, "header: '[' or '{' expected near 'not'"},
