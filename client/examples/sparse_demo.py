@@ -84,12 +84,13 @@ class Daemon:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def rows_held(c, name):
-    """Rows of W the daemon holds (its description of the sparse tensor)."""
-    for t in c.describe(name)["tensors"]:
-        if t.get("sparse"):
-            return int(t["rows_held"])
-    raise RuntimeError("no sparse tensor in " + name)
+def rows_held(c, name, tensor="W"):
+    """Rows of W the daemon holds: its metric descent_rows_held{instance, tensor}."""
+    want = 'descent_rows_held{instance="%s",tensor="%s"} ' % (name, tensor)
+    for line in c.metrics().splitlines():
+        if line.startswith(want):
+            return int(line[len(want):])
+    raise RuntimeError("no %s in the daemon's metrics" % want.strip())
 
 
 # ---- evaluation -----------------------------------------------------------------------------
@@ -221,8 +222,11 @@ def descent_run(args, c, daemon, data_path, lists, tr_n, C, V, every):
     seconds = time.time() - t0
     held = rows_held(c, NAME)
     rss1 = daemon.rss() if daemon else 0
+    steps = c.pull(NAME).step
+    spent = {k: 1000.0 * sum(x["spent"][k] for x in done) / len(done) / max(1, steps) for k in done[0]["spent"]}
     return {"seconds": seconds, "examples_per_s": sum(d["examples"] for d in done) / seconds, "curve": curve,
-            "rows_held": held, "rss_before": rss0, "rss_after": rss1, "steps": c.pull(NAME).step}
+            "ms_per_step": spent,
+            "rows_held": held, "rss_before": rss0, "rss_after": rss1, "steps": steps}
 
 
 # ---- the report -----------------------------------------------------------------------------
@@ -342,7 +346,11 @@ def write_report(path, r):
             format(int(d["examples_per_s"]), ",")),
         "pull rows, push), against %s/s for torch in one process on its own dense table. This machine has 2" % (
             format(int(t["examples_per_s"]), ",")),
-        "cores, shared by the daemon and the 4 workers; whole run %.0f s." % r["seconds"],
+        "cores, shared by the daemon and the 4 workers. A worker's step, on average: pulling its rows %.1f ms," % (
+            d["ms_per_step"]["pull"]),
+        "its numpy gradient %.1f ms, the push %.1f ms (that includes waiting for the other three: the round" % (
+            d["ms_per_step"]["compute"], d["ms_per_step"]["push"]),
+        "closes when the last one pushes). Whole run, torch and evaluation included: %.0f s." % r["seconds"],
         "",
         "![training loss against steps, descent and torch](sparse.svg)",
         "",

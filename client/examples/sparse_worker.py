@@ -81,6 +81,7 @@ def train(args):
     c = Client(args.url)
     worker = "w%d" % args.rank
     t0, n_done, loss_sum, seen = time.time(), 0, 0.0, 0
+    spent = {"pull": 0.0, "compute": 0.0, "push": 0.0}
     b = np.zeros(len(data["sections"]), dtype=np.float32)
     every = max(1, args.progress_every)
     total = -(-tr.n // args.batch) * args.epochs
@@ -89,13 +90,20 @@ def train(args):
         offs, flat, y = tr.batch(mine)
         u, inv = np.unique(flat, return_inverse=True)
         C = len(b)
+        ta = time.time()
         W_rows = np.asarray(c.pull_rows(args.name, "W", u)[1], dtype=np.float32).reshape(len(u), C) if len(u) else \
             np.zeros((0, C), np.float32)
         if step == 0:
             b = np.asarray(c.pull(args.name, kind="numpy")["b"], dtype=np.float32)
+        tb = time.time()
         loss, gW, gb = loss_and_grad(offs, flat, y, W_rows, inv, b, 1.0 / len(sel))
+        tc = time.time()
         p = c.push(args.name, {"W": Rows(u, gW), "b": gb}, worker=worker, step=step, kind="numpy")
         b = np.asarray(p["b"], dtype=np.float32)
+        td = time.time()
+        spent["pull"] += tb - ta
+        spent["compute"] += tc - tb
+        spent["push"] += td - tc
         n_done += len(mine)
         loss_sum += loss
         seen += len(mine)
@@ -104,7 +112,8 @@ def train(args):
                               "loss": loss_sum / max(seen, 1), "examples": seen, "seconds": time.time() - t0}),
                   flush=True)
             loss_sum, seen = 0.0, 0
-    print(json.dumps({"event": "done", "worker": worker, "examples": n_done, "seconds": time.time() - t0}), flush=True)
+    print(json.dumps({"event": "done", "worker": worker, "examples": n_done, "seconds": time.time() - t0,
+                      "spent": spent}), flush=True)
 
 
 def main():
