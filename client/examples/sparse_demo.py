@@ -121,8 +121,7 @@ def torch_baseline(tr, te, V, C, lr, batch, epochs, every):
     torch.set_num_threads(1)
     torch.manual_seed(0)
     hwm0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    emb = torch.nn.EmbeddingBag(V, C, mode="sum", sparse=True)
-    torch.nn.init.zeros_(emb.weight)
+    emb = torch.nn.EmbeddingBag(V, C, mode="sum", sparse=True, _weight=torch.zeros(V, C))  # zeros, as descent's init
     bias = torch.nn.Parameter(torch.zeros(C))
     opt = torch.optim.Adagrad([emb.weight, bias], lr=lr)
     curve, acc_loss, acc_n, t0, n = [], 0.0, 0, time.time(), 0
@@ -146,7 +145,7 @@ def torch_baseline(tr, te, V, C, lr, batch, epochs, every):
         with torch.no_grad():
             return (emb(torch.from_numpy(flat.astype(np.int64)), torch.from_numpy(offs[:-1])) + bias).double().numpy()
     acc = accuracy(te, logits_of)
-    touched = int((opt.state[emb.weight]["sum"].abs().sum(dim=1) > 0).sum())
+    touched = int((opt.state[emb.weight]["sum"].sum(dim=1) > 0).sum())  # sums of squares: > 0 once touched
     held = (emb.weight.numel() + opt.state[emb.weight]["sum"].numel()) * 4
     hwm = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {"test_acc": acc, "seconds": seconds, "examples_per_s": n / seconds, "curve": curve,
@@ -191,7 +190,7 @@ def run_workers(cmds, total, batch, on_progress):
             if len(got) == len(procs):
                 loss = sum(e["loss"] * e["examples"] for e in got) / max(1, sum(e["examples"] for e in got))
                 curve.append((ev["step"], loss))
-                on_progress(ev["step"], total, ev["epoch"], loss)
+                on_progress(ev["step"], total, ev["epoch"], loss, max(e["seconds"] for e in got))
                 del by_step[ev["step"]]
     for p in procs:
         p.wait()
@@ -210,65 +209,79 @@ def descent_run(args, c, daemon, data_path, lists, tr_n, C, V, every):
              "--batch", str(args.batch), "--epochs", str(args.epochs), "--train-n", str(args.train_n),
              "--progress-every", str(every)] for r in range(args.workers)]
     t0 = time.time()
-    last = [t0]
 
-    def progress(step, total, epoch, loss):
-        now = time.time()
+    rows_curve = []
+
+    def progress(step, total, epoch, loss, secs):
+        rows_curve.append((step, rows_held(c, NAME)))
         say("  step %4d/%d  epoch %d/%d  training loss %.4f  %6.0f examples/s  rows held %s" % (
-            step, total, epoch + 1, args.epochs, loss, tr_n * args.epochs * step / total / (now - t0),
-            format(rows_held(c, NAME), ",")))
-        last[0] = now
+            step, total, epoch + 1, args.epochs, loss, tr_n * args.epochs * step / total / max(secs, 1e-9),
+            format(rows_curve[-1][1], ",")))
     curve, done = run_workers(cmds, total, args.batch, progress)
     seconds = time.time() - t0
     held = rows_held(c, NAME)
     rss1 = daemon.rss() if daemon else 0
     steps = c.pull(NAME).step
     spent = {k: 1000.0 * sum(x["spent"][k] for x in done) / len(done) / max(1, steps) for k in done[0]["spent"]}
-    return {"seconds": seconds, "examples_per_s": sum(d["examples"] for d in done) / seconds, "curve": curve,
+    train_s = max(x["seconds"] for x in done)  # from each worker's first step to its last (data loaded)
+    return {"seconds": train_s, "wall_seconds": seconds, "examples_per_s": sum(x["examples"] for x in done) / train_s,
+            "curve": curve, "rows_curve": rows_curve,
             "ms_per_step": spent,
             "rows_held": held, "rss_before": rss0, "rss_after": rss1, "steps": steps}
 
 
 # ---- the report -----------------------------------------------------------------------------
 
-def svg_plot(series, path, title, ylabel):
-    """Training loss against step for each (label, [(step, loss)]) as a small SVG (log y)."""
+def svg_panel(out, x_off, series, title, ylabel, w=440, h=360):
+    """One chart (log y) of (label, [(step, value)], colour, dashed) series at x offset x_off."""
     import math
-    W, H, L, R, T, B = 720, 380, 60, 200, 30, 40
-    xs = [s for _, c in series for s, _ in c]
-    ys = [v for _, c in series for _, v in c if v > 0]
+    L, R, T, B = 62, 14, 44, 40
+    xs = [x for _, c, _, _ in series for x, _ in c]
+    ys = [v for _, c, _, _ in series for _, v in c if v > 0]
     x0, x1 = 0, max(xs)
     y0, y1 = math.log10(min(ys)), math.log10(max(ys))
-    y1 = y1 if y1 - y0 > 1e-9 else y0 + 1
-    sx = lambda x: L + (x - x0) / (x1 - x0 or 1) * (W - L - R)  # noqa: E731
-    sy = lambda y: T + (y1 - math.log10(y)) / (y1 - y0) * (H - T - B)  # noqa: E731
-    colors = ["#2f5fd0", "#d0502f", "#2f9d5a"]
-    out = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="11">'
-           % (W, H), '<rect width="100%" height="100%" fill="white"/>',
-           '<text x="%d" y="18" font-size="13">%s</text>' % (L, title),
-           '<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#999"/>' % (L, H - B, W - R, H - B),
-           '<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#999"/>' % (L, T, L, H - B)]
+    y0, y1 = y0 - 0.04 * (y1 - y0 or 1), y1 + 0.04 * (y1 - y0 or 1)
+    sx = lambda x: x_off + L + (x - x0) / (x1 - x0 or 1) * (w - L - R)  # noqa: E731
+    sy = lambda y: T + (y1 - math.log10(y)) / (y1 - y0) * (h - T - B)  # noqa: E731
+    out += ['<text x="%d" y="18" font-size="13">%s</text>' % (x_off + L, title),
+            '<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#999"/>' % (x_off + L, h - B, x_off + w - R, h - B),
+            '<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#999"/>' % (x_off + L, T, x_off + L, h - B)]
     for e in range(int(math.floor(y0)), int(math.ceil(y1)) + 1):
-        for m in (1, 2, 3, 5):
+        for m in (1, 2, 5):
             v = m * 10 ** e
             if y0 <= math.log10(v) <= y1:
-                out.append('<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="#eee"/>' % (L, sy(v), W - R, sy(v)))
-                out.append('<text x="%d" y="%.1f" text-anchor="end">%g</text>' % (L - 4, sy(v) + 4, v))
+                out.append('<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="#eee"/>'
+                           % (x_off + L, sy(v), x_off + w - R, sy(v)))
+                out.append('<text x="%d" y="%.1f" text-anchor="end">%g</text>' % (x_off + L - 4, sy(v) + 4, v))
     for k in range(6):
         x = x0 + (x1 - x0) * k / 5
-        out.append('<text x="%.1f" y="%d" text-anchor="middle">%d</text>' % (sx(x), H - B + 16, x))
-    out.append('<text x="%d" y="%d" text-anchor="middle">optimizer steps</text>' % ((L + W - R) // 2, H - 6))
-    out.append('<text x="14" y="%d" transform="rotate(-90 14 %d)" text-anchor="middle">%s</text>'
-               % ((T + H - B) // 2, (T + H - B) // 2, ylabel))
-    for i, (label, c) in enumerate(series):
-        col = colors[i % len(colors)]
-        d = " ".join(("M" if k == 0 else "L") + "%.1f,%.1f" % (sx(s), sy(v)) for k, (s, v) in enumerate(c) if v > 0)
-        dash = ' stroke-dasharray="5,3"' if i else ""
-        out.append('<path d="%s" fill="none" stroke="%s" stroke-width="1.6"%s/>' % (d, col, dash))
-        ly = T + 16 * i
-        out.append('<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="%s" stroke-width="2"%s/>'
-                   % (W - R + 10, ly, W - R + 28, ly, col, dash))
-        out.append('<text x="%d" y="%d">%s</text>' % (W - R + 32, ly + 4, label))
+        out.append('<text x="%.1f" y="%d" text-anchor="middle">%d</text>' % (sx(x), h - B + 16, x))
+    out.append('<text x="%d" y="%d" text-anchor="middle">optimizer steps</text>' % (x_off + (L + w - R) // 2, h - 6))
+    out.append('<text x="%d" y="%d" transform="rotate(-90 %d %d)" text-anchor="middle">%s</text>'
+               % (x_off + 14, (T + h - B) // 2, x_off + 14, (T + h - B) // 2, ylabel))
+    for i, (label, c, col, dashed) in enumerate(series):
+        dash = ' stroke-dasharray="6,4"' if dashed else ""
+        d = " ".join(("M" if k == 0 else "L") + "%.1f,%.1f" % (sx(x), sy(v)) for k, (x, v) in enumerate(c) if v > 0)
+        out.append('<path d="%s" fill="none" stroke="%s" stroke-width="1.8"%s/>' % (d, col, dash))
+        ly = 32 + 0 * i
+        lx = x_off + L + 8 + 200 * i
+        out.append('<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="%s" stroke-width="2"%s/>' % (lx, ly, lx + 18, ly, col, dash))
+        out.append('<text x="%d" y="%d">%s</text>' % (lx + 22, ly + 4, label))
+
+
+def svg_plot(path, d, t, dense_bytes, row_bytes):
+    """Two charts: training loss (descent and torch; they coincide), and memory held for W and
+    its Adagrad state against steps (descent's rows held, torch's dense table)."""
+    out = ['<svg xmlns="http://www.w3.org/2000/svg" width="900" height="360" font-family="sans-serif" '
+           'font-size="11">', '<rect width="100%" height="100%" fill="white"/>']
+    svg_panel(out, 0, [("descent, 4 workers", d["curve"], "#2f5fd0", False),
+                       ("torch directly", t["curve"], "#d0502f", True)],
+              "Training loss (the two curves coincide)", "mean cross-entropy of the last steps' batches")
+    mem = [(s, r * row_bytes / 1048576.0) for s, r in d["rows_curve"]]
+    svg_panel(out, 450, [("descent: rows held", mem, "#2f5fd0", False),
+                         ("torch: dense table", [(0, dense_bytes / 1048576.0), (mem[-1][0], dense_bytes / 1048576.0)],
+                          "#d0502f", True)],
+              "Memory for W and its Adagrad state", "MiB (float32 params + state)")
     out.append("</svg>")
     with open(path, "w") as f:
         f.write("\n".join(out) + "\n")
@@ -295,7 +308,7 @@ def write_report(path, r):
             len(r["sections"]), ", ".join("`%s` %d" % sc for sc in zip(r["sections"], r["section_counts"])),
             r["packages_total"] - r["kept"]),
         "(an \"other\" class would lump 40-odd unrelated sections together). A package is a test example when",
-        "BLAKE2b-64(\"split \" + name) % 5 == 0: %d training and %d test packages, the same on every machine." % (
+        "BLAKE2b-64(\"split \" + name) %% 5 == 0: %d training and %d test packages, the same on every machine." % (
             r["train_n"], r["test_n"]),
         "",
         "**Features and model.** Word unigrams and bigrams of the lower-cased text (`[a-z0-9]+`), each hashed with",
@@ -344,10 +357,12 @@ def write_report(path, r):
         "",
         "**Speed.** %s training examples/s through descent (4 worker processes, two requests each per step:" % (
             format(int(d["examples_per_s"]), ",")),
-        "pull rows, push), against %s/s for torch in one process on its own dense table. This machine has 2" % (
-            format(int(t["examples_per_s"]), ",")),
-        "cores, shared by the daemon and the 4 workers. A worker's step, on average: pulling its rows %.1f ms," % (
-            d["ms_per_step"]["pull"]),
+        "pull rows, push), against %s/s for torch in one process on its own dense table. This machine has %d" % (
+            format(int(t["examples_per_s"]), ","), r["cores"]),
+        "cores, shared by the daemon and the 4 workers (and by whatever else runs: the load average was %.1f at" % (
+            r["loadavg"][0]),
+        "the start, %.1f at the end). A worker's step, on average: pulling its rows %.1f ms," % (
+            r["loadavg"][1], d["ms_per_step"]["pull"]),
         "its numpy gradient %.1f ms, the push %.1f ms (that includes waiting for the other three: the round" % (
             d["ms_per_step"]["compute"], d["ms_per_step"]["push"]),
         "closes when the last one pushes). Whole run, torch and evaluation included: %.0f s." % r["seconds"],
@@ -382,6 +397,7 @@ def main():
     os.makedirs(WORK, exist_ok=True)
     from descent import Client
     t_all = time.time()
+    load0 = os.getloadavg()[0]
     lists = pick_lists(args.lists)
     data_path = os.path.join(WORK, "features-%d.npz" % args.bits)
     say("sparse demo: reading apt's package lists in %s" % lists)
@@ -429,12 +445,10 @@ def main():
            "features_per_example": float(np.diff(tr.indptr).mean()), "train_rows": train_rows,
            "eval_rows": int(len(np.unique(te.ids))), "majority_class": str(data["sections"][majority]),
            "majority_acc": maj_acc, "torch": t, "descent": d, "agreement": agree, "dense_bytes": V * C * 8,
-           "seconds": time.time() - t_all}
+           "seconds": time.time() - t_all, "loadavg": [load0, os.getloadavg()[0]], "cores": os.cpu_count()}
     with open(os.path.join(out_dir, "sparse.json"), "w") as f:
         json.dump(res, f, indent=1)
-    svg_plot([("descent (4 workers, sparse)", d["curve"]), ("torch directly", t["curve"])],
-             os.path.join(out_dir, "sparse.svg"), "Section from description: training loss, descent and torch",
-             "training loss (mean cross-entropy)")
+    svg_plot(os.path.join(out_dir, "sparse.svg"), d, t, V * C * 8, C * 8)
     write_report(os.path.join(out_dir, "sparse.md"), res)
     say("sparse demo: done in %.0f s; report in %s" % (res["seconds"], os.path.join(out_dir, "sparse.md")))
 
