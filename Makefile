@@ -25,7 +25,7 @@ V        ?= 0
 Q        := $(if $(filter 1,$(V)),,@)
 PKG      := pkg-config
 
-PKGS_SERVER := libmicrohttpd jansson libuv zlib
+PKGS_SERVER := libmicrohttpd jansson libuv zlib raft
 PKGS_CLIENT := libcurl jansson
 PKGS_TEST   := check
 

@@ -25,36 +25,6 @@
 #include "daemon.h"
 #include "mem.h"
 
-/* The TCP peer: for each message, an 8-byte length, then that many bytes
- * read and dropped, then as many bytes sent back, both through one 256 KiB
- * buffer that stays in cache: pure transfer, no memory traffic of its own,
- * so the baseline is as fast as loopback TCP goes.  Runs in its own
- * process, like the daemon. */
-#define PEER_CHUNK (256u << 10)
-
-static void echo_serve(int ls) {
-  char *buf = mem_alloc_big(PEER_CHUNK);
-  int s = accept(ls, NULL, NULL);
-  if (s < 0 || !buf) _exit(1);
-  int one = 1;
-  setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  for (;;) {
-    uint64_t len;
-    if (bench_recv_all(s, &len, sizeof len) < 0) break;
-    for (uint64_t left = len; left;) {
-      ssize_t k = recv(s, buf, left < PEER_CHUNK ? left : PEER_CHUNK, 0);
-      if (k <= 0) _exit(0);
-      left -= (uint64_t)k;
-    }
-    for (uint64_t left = len; left;) {
-      size_t k = left < PEER_CHUNK ? left : PEER_CHUNK;
-      if (bench_send_all(s, buf, k) < 0) _exit(0);
-      left -= k;
-    }
-  }
-  _exit(0);
-}
-
 /* Where the raw TCP baseline runs: loopback throughput depends on whether
  * both ends share a CPU, so each round tries both placements and the
  * baseline is the best of them (the daemon is never pinned). */
@@ -76,30 +46,6 @@ static void pin_to(pid_t pid, int k) {
     }
 }
 
-/* One raw round trip: len, then the bytes out and as many back. */
-static int tcp_round(int es, const void *out, void *in, size_t bytes) {
-  uint64_t len = bytes;
-  if (bench_send_all(es, &len, sizeof len) < 0 || bench_send_all(es, out, bytes) < 0 ||
-      bench_recv_all(es, in, bytes) < 0)
-    return -1;
-  return 0;
-}
-
-static pid_t echo_start(int *port) {
-  int ls = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in a = {.sin_family = AF_INET};
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t al = sizeof a;
-  if (ls < 0 || bind(ls, (struct sockaddr *)&a, sizeof a) < 0 || listen(ls, 4) < 0 ||
-      getsockname(ls, (struct sockaddr *)&a, &al) < 0)
-    return -1;
-  *port = ntohs(a.sin_port);
-  pid_t pid = fork();
-  if (pid == 0) echo_serve(ls);
-  close(ls);
-  return pid;
-}
-
 int main(int argc, char **argv) {
   const char *bin = bench_arg(argc, argv, "--daemon", "build/bin/descentd");
   size_t n = (size_t)atof(bench_arg(argc, argv, "--n", "1e7"));
@@ -119,7 +65,7 @@ int main(int argc, char **argv) {
   }
   int epid_port = 0;
   sched_getaffinity(0, sizeof all_cpus, &all_cpus);
-  pid_t epid = echo_start(&epid_port);
+  pid_t epid = bench_echo_start(&epid_port);
   int hs = bench_connect(d.port), es = epid > 0 ? bench_connect(epid_port) : -1;
   char body[512];
   int bl = snprintf(body, sizeof body,
@@ -145,7 +91,7 @@ int main(int argc, char **argv) {
       pin_to(0, placement ? 0 : -1);
       pin_to(epid, placement ? 1 : -1);
       double t0 = bench_now();
-      if (tcp_round(es, grad, back, bytes) < 0) {
+      if (bench_tcp_round(es, grad, back, bytes) < 0) {
         fprintf(stderr, "bench_wire: raw TCP round trip failed\n");
         goto out;
       }

@@ -5,7 +5,8 @@
  * to that pid (SIGKILL after 5 s) and reaps it, so no process outlives the
  * benchmark.  Also: a blocking loopback connection with exact send/recv
  * loops and a minimal HTTP/1.1 exchange (used where a client library's own
- * copies would blur what is measured), and /proc/<pid>/status fields.
+ * copies would blur what is measured), /proc/<pid>/status fields, and a
+ * raw TCP echo peer in its own process (the loopback baseline).
  * Header-only, for the single-file programs; the calling thread only.
  */
 #ifndef DESCENT_BENCH_DAEMON_H
@@ -217,6 +218,64 @@ static inline double bench_server_timing(const char *rhead, const char *name) {
   const char *eol = strchr(st + 1, '\n');
   if (!k || (eol && k > eol)) return -1;
   return atof(k + strlen(key));
+}
+
+/* ---- the raw TCP peer (the baseline of bench_wire and bench_sparse) ---- */
+
+/* The TCP peer: for each message, an 8-byte length, then that many bytes
+ * read and dropped, then as many bytes sent back, both through one 256 KiB
+ * buffer that stays in cache: pure transfer, no memory traffic of its own,
+ * so the baseline is as fast as loopback TCP goes.  Runs in its own
+ * process, like the daemon. */
+#define PEER_CHUNK (256u << 10)
+
+static inline void bench_echo_serve(int ls) {
+  char *buf = malloc(PEER_CHUNK);
+  int s = accept(ls, NULL, NULL);
+  if (s < 0 || !buf) _exit(1);
+  int one = 1;
+  setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  for (;;) {
+    uint64_t len;
+    if (bench_recv_all(s, &len, sizeof len) < 0) break;
+    for (uint64_t left = len; left;) {
+      ssize_t k = recv(s, buf, left < PEER_CHUNK ? left : PEER_CHUNK, 0);
+      if (k <= 0) _exit(0);
+      left -= (uint64_t)k;
+    }
+    for (uint64_t left = len; left;) {
+      size_t k = left < PEER_CHUNK ? left : PEER_CHUNK;
+      if (bench_send_all(s, buf, k) < 0) _exit(0);
+      left -= k;
+    }
+  }
+  _exit(0);
+}
+
+/* One raw round trip: len, then the bytes out and as many back. */
+static inline int bench_tcp_round(int es, const void *out, void *in, size_t bytes) {
+  uint64_t len = bytes;
+  if (bench_send_all(es, &len, sizeof len) < 0 || bench_send_all(es, out, bytes) < 0 ||
+      bench_recv_all(es, in, bytes) < 0)
+    return -1;
+  return 0;
+}
+
+/* Forks the peer on a loopback port (*port).  Returns its pid or -1; the
+ * caller kills and reaps it. */
+static inline pid_t bench_echo_start(int *port) {
+  int ls = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET};
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t al = sizeof a;
+  if (ls < 0 || bind(ls, (struct sockaddr *)&a, sizeof a) < 0 || listen(ls, 4) < 0 ||
+      getsockname(ls, (struct sockaddr *)&a, &al) < 0)
+    return -1;
+  *port = ntohs(a.sin_port);
+  pid_t pid = fork();
+  if (pid == 0) bench_echo_serve(ls);
+  close(ls);
+  return pid;
 }
 
 #endif

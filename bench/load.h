@@ -32,7 +32,9 @@ typedef struct load {
   int nconn;
   const char *body;
   size_t blen;
-  long failures;
+  long failures, last_failure; /* last_failure: its HTTP status (0: no reply) */
+  bool follow;    /* a 307 re-points that handle at its Location (a replica's leader) */
+  long redirects; /* 307s followed */
   double *lat; /* when not NULL: each counted push's latency (s), up to lat_cap */
   long nlat, lat_cap;
 } load;
@@ -110,9 +112,18 @@ static long load_run(load *L, double warm, double seconds, done_fn on_done, void
       long code = 0;
       curl_easy_getinfo(c->h, CURLINFO_RESPONSE_CODE, &code);
       double now = bench_now();
-      if (msg->data.result != CURLE_OK || code != 200) L->failures++;
+      bool moved = L->follow && code == 307;
+      if (moved) {
+        char *to = NULL;
+        curl_easy_getinfo(c->h, CURLINFO_REDIRECT_URL, &to);
+        if (to) curl_easy_setopt(c->h, CURLOPT_URL, to); /* libcurl copies it */
+        L->redirects++;
+      } else if (msg->data.result != CURLE_OK || code != 200) {
+        L->failures++;
+        L->last_failure = code;
+      }
       c->pushes++;
-      if (now >= start && now < stop) {
+      if (now >= start && now < stop && code == 200) {
         counted++;
         if (L->lat && L->nlat < L->lat_cap) L->lat[L->nlat++] = now - c->sent_at;
       }

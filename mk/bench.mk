@@ -29,6 +29,7 @@ BENCH_COMMA := ,
 
 # The bandwidth streams are vectorised like the kernels they bound.
 $(OBJ)/bench/bench_kernels.o: OPT := -O3 -g -fno-math-errno -mprefer-vector-width=512
+$(OBJ)/bench/bench_sparse.o: OPT := -O3 -g -fno-math-errno -mprefer-vector-width=512
 
 $(BENCH_BINS): $(BENCH_DIR)/%: $(OBJ)/bench/%.o $(CORE_LIB)
 	$(call link,$^,$(SERVER_LIBS) $(CLIENT_LIBS))

@@ -17,10 +17,12 @@
 #include <uv.h>
 
 #include "app.h"
+#include "http_cluster.h"
 #include "http_server.h"
 #include "log.h"
 #include "mem.h"
 #include "persist.h"
+#include "replica.h"
 
 #define DRAIN_MS 10000
 /* Pooled buffers unused this long go back to the system (checked every
@@ -136,6 +138,7 @@ static void begin_shutdown(daemon_state *d, const char *why) {
   log_info("shutting down", "signal=%s", why);
   atomic_store(&d->a.stopping, true);
   http_server_quiesce(d->a.http);
+  replica_close(d->a.rp); /* writes waiting for a commit are answered 503 */
   uv_timer_stop(&d->snap_timer);
   instance **all;
   size_t n = registry_list(d->a.reg, &all);
@@ -170,13 +173,56 @@ static int start_modules(daemon_state *d, uv_loop_t *loop) {
     fprintf(stderr, "descentd: %s\n", e.msg);
     return -e.code;
   }
-  if (cfg->data_dir) {
+  if (cfg->cluster || cfg->node_id) {
+    if (!cfg->cluster || cfg->node_id <= 0 || !cfg->data_dir) {
+      fprintf(stderr, "descentd: replicas need --node-id (a positive id), --cluster and --data-dir together\n");
+      return -E_BAD_REQUEST;
+    }
+    log_info("replica: state comes from the Raft log", "dir=%s/raft", cfg->data_dir);
+    replica_opts o = {.id = (uint64_t)cfg->node_id, .cluster = cfg->cluster, .data_dir = cfg->data_dir,
+                      .election_timeout_ms = (unsigned)cfg->election_timeout,
+                      .snapshot_entries = (unsigned)cfg->raft_snapshot_entries, .reg = a->reg, .env = &a->env,
+                      .apply = http_cluster_apply, .fail = http_cluster_fail, .ctx = a};
+    a->rp = replica_new(&o);
+  } else if (cfg->data_dir) {
     if (!(a->ps = persist_open(cfg->data_dir, &e))) {
       fprintf(stderr, "descentd: %s\n", e.msg);
       return -e.code;
     }
     int n = persist_load_all(a->ps, a->reg, &a->env);
     log_info("data dir ready", "dir=%s instances=%d", cfg->data_dir, n);
+  }
+  return 0;
+}
+
+/* This member's HTTP base URL: --listen's host (a wildcard one: the host of
+ * its Raft address) and the port it got. */
+static void http_url(daemon_state *d, char *out, size_t cap) {
+  const config *cfg = d->a.cfg;
+  char host[128] = "127.0.0.1";
+  const char *l = cfg->listen, *colon = strrchr(l, ':');
+  if (colon && colon > l && (size_t)(colon - l) < sizeof host) snprintf(host, sizeof host, "%.*s", (int)(colon - l), l);
+  if (!strcmp(host, "0.0.0.0") || !strcmp(host, "[::]") || !strcmp(host, "::")) {
+    uint64_t ids[REPLICA_MAX_MEMBERS];
+    char addrs[REPLICA_MAX_MEMBERS][64];
+    size_t n = 0;
+    derr e;
+    if (replica_parse_cluster(cfg->cluster, ids, addrs, REPLICA_MAX_MEMBERS, &n, &e) == 0)
+      for (size_t i = 0; i < n; i++)
+        if (ids[i] == (uint64_t)cfg->node_id) snprintf(host, sizeof host, "%.*s", (int)(strrchr(addrs[i], ':') - addrs[i]), addrs[i]);
+  }
+  snprintf(out, cap, "%s://%s:%u", cfg->tls_cert ? "https" : "http", host, (unsigned)http_server_port(d->a.http));
+}
+
+/* The Raft member (after the HTTP server: it announces its port). */
+static int start_replica(daemon_state *d, uv_loop_t *loop) {
+  app *a = &d->a;
+  char url[160];
+  http_url(d, url, sizeof url);
+  derr e = {0};
+  if (replica_start(a->rp, loop, url, &e) < 0) {
+    fprintf(stderr, "descentd: %s\n", e.msg);
+    return -(e.code ? e.code : E_IO);
   }
   return 0;
 }
@@ -209,7 +255,7 @@ static int start_serving(daemon_state *d, uv_loop_t *loop) {
     uv_timer_start(&d->snap_timer, on_snap_timer, ms, ms);
   }
   uv_timer_start(&d->pool_timer, on_pool_timer, POOL_TRIM_MS, POOL_TRIM_MS);
-  return 0;
+  return cfg->cluster ? start_replica(d, loop) : 0;
 }
 
 int daemon_run(const config *cfg) {
@@ -243,6 +289,7 @@ out:
   }
   if (a->http) http_server_stop(a->http);
   registry_free(a->reg);
+  replica_free(a->rp);
   persist_close(a->ps);
   auth_free(a->au);
   kpool_free(a->kp);

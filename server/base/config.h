@@ -29,6 +29,10 @@ typedef struct config {
   long max_instances;
   long max_params;          /* floats over all instances: parameters + state */
   long connection_timeout;  /* seconds a connection may stay idle */
+  long node_id;             /* replicas: this member's id (0: not a replica) */
+  char *cluster;            /* replicas: ID=HOST:PORT,... (the members' Raft addresses) */
+  long election_timeout;    /* replicas: Raft's election timeout, ms */
+  long raft_snapshot_entries; /* replicas: entries between Raft snapshots */
   bool version, help, help_markdown, print_routes;
 } config;
 
@@ -58,6 +62,14 @@ typedef struct config {
     "floats held over all instances, parameters plus optimizer state (memory quota; 0: as many as fill half the physical memory)") \
   X("connection-timeout", INT, connection_timeout, "60", "SECONDS",                            \
     "idle connections are closed after this long")                                             \
+  X("node-id", INT, node_id, "0", "ID",                                                     \
+    "replicas: this member's id in --cluster (a positive integer; 0: not a replica)")        \
+  X("cluster", STR, cluster, NULL, "ID=HOST:PORT,...",                                         \
+    "replicas: every member's id and Raft address (needs --node-id and --data-dir)")         \
+  X("election-timeout", INT, election_timeout, "1000", "MS",                                   \
+    "replicas: Raft's election timeout (heartbeats every tenth of it)")                      \
+  X("raft-snapshot-entries", INT, raft_snapshot_entries, "512", "N",                           \
+    "replicas: a Raft snapshot (every instance's state) after this many log entries; the log keeps a quarter of them behind it") \
   X("print-routes", FLAG, print_routes, NULL, NULL, "print the route table and exit")          \
   X("help-markdown", FLAG, help_markdown, NULL, NULL, "print the options as a Markdown table")  \
   X("version", FLAG, version, NULL, NULL, "print the version and exit")                        \

@@ -42,6 +42,8 @@
   X(E_IO, 500, "io_error", "could not write to the data dir")                          \
   X(E_SHUTTING_DOWN, 503, "shutting_down", "the daemon is shutting down")              \
   X(E_BUSY, 503, "busy", "no room for this request's body now; retry later")           \
+  X(E_NO_LEADER, 503, "no_leader", "this replica group has no leader now; retry later") \
+  X(E_LEADERSHIP_LOST, 503, "leadership_lost", "the leader lost its leadership before the write committed") \
   X(E_READ_ONLY, 503, "read_only", "the data dir is read-only: changes are refused, reads served") \
   X(E_TIMEOUT, 504, "round_timeout", "the sync round did not close in time")           \
   X(E_QUOTA, 507, "quota_exceeded", "a configured limit would be exceeded")           \

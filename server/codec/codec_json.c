@@ -132,6 +132,8 @@ static int add_array(pre *P, const jdoc_array *a, size_t in_start, size_t in_len
   }
   size_t k = d->narrays++;
   d->arrays[k] = *a;
+  d->arrays[k].text_at = in_start;
+  d->arrays[k].text_len = in_len;
   char ph[40];
   int n = snprintf(ph, sizeof ph, "\"\\u0000A%zu\"", k);
   if (P->nspans == P->spans_cap) {
@@ -171,6 +173,8 @@ static int syntax_error(const pre *P, size_t at, const char *what, derr *e) {
 int jdoc_parse(jdoc *d, bufpool *pool, const char *text, size_t len, derr *e) {
   memset(d, 0, sizeof *d);
   d->pool = pool;
+  d->text = text;
+  d->text_len = len;
   pre P = {.t = text, .len = len, .d = d};
   P.out = mem_xmalloc(len + 1);
   size_t i = 0;
@@ -287,6 +291,65 @@ static long flatten(json_t *v, float *out, size_t cap, int depth, size_t *dims, 
     }
   }
   return total;
+}
+
+/* One id at s (digits only, no sign, fraction or exponent); bytes consumed, or 0. */
+static size_t parse_u64(const char *s, const char *end, uint64_t *out) {
+  const char *p = s;
+  uint64_t x = 0;
+  while (p < end && *p >= '0' && *p <= '9') {
+    unsigned dg = (unsigned)(*p - '0');
+    if (x > (UINT64_MAX - dg) / 10) return 0;
+    x = x * 10 + dg;
+    p++;
+  }
+  if (p == s || (p - s > 1 && *s == '0')) return 0;
+  if (p < end && (*p == '.' || *p == 'e' || *p == 'E')) return 0;
+  *out = x;
+  return (size_t)(p - s);
+}
+
+static int bad_id(uint64_t x, uint64_t limit, size_t i, const char *what, derr *e) {
+  return derr_set(e, E_BAD_VALUE, "%s[%zu]: row %llu is out of range (the tensor has %llu rows)", what, i,
+                  (unsigned long long)x, (unsigned long long)limit);
+}
+
+/* A placeholder's ids, read again from the text between its brackets. */
+static int u64s_text(const jdoc *d, const jdoc_array *a, uint64_t *out, uint64_t limit, const char *what,
+                     derr *e) {
+  if (a->ndim != 1 || !d->text || a->text_at + a->text_len > d->text_len)
+    return derr_set(e, E_BAD_REQUEST, "%s: expected a flat array of row ids", what);
+  const char *p = d->text + a->text_at + 1, *end = d->text + a->text_at + a->text_len - 1;
+  for (size_t i = 0; i < a->n; i++) {
+    while (p < end && (is_ws(*p) || *p == ',')) p++;
+    uint64_t x;
+    size_t l = parse_u64(p, end, &x);
+    if (!l) return derr_set(e, E_BAD_REQUEST, "%s[%zu]: expected a non-negative integer", what, i);
+    if (x >= limit) return bad_id(x, limit, i, what, e);
+    out[i] = x;
+    p += l;
+  }
+  return 0;
+}
+
+int jdoc_u64s(const jdoc *d, json_t *v, uint64_t *out, size_t n, uint64_t limit, const char *what, derr *e) {
+  const jdoc_array *a = placeholder_of(d, v);
+  if (a) {
+    if (a->n != n) return derr_set(e, E_BAD_LENGTH, "%s: expected %zu row ids, got %zu", what, n, a->n);
+    return u64s_text(d, a, out, limit, what, e);
+  }
+  if (!json_is_array(v)) return derr_set(e, E_BAD_REQUEST, "%s: expected an array of row ids", what);
+  if (json_array_size(v) != n)
+    return derr_set(e, E_BAD_LENGTH, "%s: expected %zu row ids, got %zu", what, n, json_array_size(v));
+  for (size_t i = 0; i < n; i++) {
+    json_t *x = json_array_get(v, i);
+    if (!json_is_integer(x) || json_integer_value(x) < 0)
+      return derr_set(e, E_BAD_REQUEST, "%s[%zu]: expected a non-negative integer", what, i);
+    uint64_t u = (uint64_t)json_integer_value(x);
+    if (u >= limit) return bad_id(u, limit, i, what, e);
+    out[i] = u;
+  }
+  return 0;
 }
 
 long jdoc_count(const jdoc *d, json_t *v) {
@@ -410,6 +473,31 @@ void jbuf_string(jbuf *b, const char *s) {
   json_decref(str);
 }
 
+void jbuf_float_rows(jbuf *b, const float *v, size_t n, size_t dim) {
+  jbuf_put(b, "[", 1);
+  for (size_t i = 0; i < n / dim; i++) {
+    if (i) jbuf_put(b, ",", 1);
+    jbuf_floats(b, v + i * dim, dim);
+  }
+  jbuf_put(b, "]", 1);
+}
+
+void jbuf_u64s(jbuf *b, const uint64_t *v, size_t n) {
+  jbuf_put(b, "[", 1);
+  char tmp[24];
+  for (size_t i = 0; i < n; i++) {
+    char *p = tmp + sizeof tmp;
+    uint64_t x = v[i];
+    do {
+      *--p = (char)('0' + x % 10);
+      x /= 10;
+    } while (x);
+    if (i) jbuf_put(b, ",", 1);
+    jbuf_put(b, p, (size_t)(tmp + sizeof tmp - p));
+  }
+  jbuf_put(b, "]", 1);
+}
+
 void jbuf_floats(jbuf *b, const float *v, size_t n) {
   if (reserve(b, n * (CODEC_FLOAT_MAX + 1) + 2) < 0) return;
   char *p = b->p + b->len;
@@ -462,7 +550,9 @@ void jbuf_json_splice(jbuf *b, json_t *root, const jbuf_array *arrays, size_t na
     char *q = hit + sizeof mark - 1;
     if (*q == 'A') {
       size_t k = strtoul(q + 1, &q, 10);
-      if (k < narrays) jbuf_floats(b, arrays[k].v, arrays[k].n);
+      if (k < narrays && arrays[k].ids) jbuf_u64s(b, arrays[k].ids, arrays[k].n);
+      else if (k < narrays && arrays[k].dim) jbuf_float_rows(b, arrays[k].v, arrays[k].n, arrays[k].dim);
+      else if (k < narrays) jbuf_floats(b, arrays[k].v, arrays[k].n);
       else jbuf_puts(b, "null");
     } else { /* 'R': the number's text follows */
       char *end = strchr(q, '"');

@@ -20,6 +20,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "bufpool.h"
 #include "errors.h"
@@ -32,11 +33,14 @@ typedef struct jdoc_array {
   size_t n;     /* number of values */
   int ndim;
   size_t dims[JDOC_MAXDIM];
+  size_t text_at, text_len; /* where it was in the parsed text (jdoc_u64s) */
 } jdoc_array;
 
 typedef struct jdoc {
   json_t *root; /* owned */
   bufpool *pool;
+  const char *text; /* the parsed text (borrowed: must outlive d for jdoc_u64s) */
+  size_t text_len;
   float *store; /* every extracted value, back to back */
   size_t store_len, store_cap;
   jdoc_array *arrays;
@@ -58,6 +62,14 @@ void jdoc_free(jdoc *d);
 int jdoc_floats(const jdoc *d, json_t *v, float *out, size_t n, const size_t *shape, int ndim,
                 const char *what, derr *e);
 
+/* Reads a flat array of non-negative integers (row ids) exactly into
+ * out[0..n): the pre-pass's float store cannot hold ids above 2^24, so long
+ * arrays are read again from the original text (which must still be alive).
+ * Every id must be < limit.  Returns 0 or -E_BAD_LENGTH (count),
+ * -E_BAD_REQUEST (not integers), -E_BAD_VALUE (an id >= limit), naming
+ * what[index]. */
+int jdoc_u64s(const jdoc *d, json_t *v, uint64_t *out, size_t n, uint64_t limit, const char *what, derr *e);
+
 /* The number of values in a numeric array v, or -1 if v is not one. */
 long jdoc_count(const jdoc *d, json_t *v);
 
@@ -76,6 +88,8 @@ void jbuf_puts(jbuf *b, const char *s);
 void jbuf_printf(jbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void jbuf_string(jbuf *b, const char *s);   /* a JSON string literal, escaped */
 void jbuf_floats(jbuf *b, const float *v, size_t n); /* [v0,v1,...] shortest round-trip */
+void jbuf_u64s(jbuf *b, const uint64_t *v, size_t n); /* [3,17,42] */
+void jbuf_float_rows(jbuf *b, const float *v, size_t n, size_t dim); /* [[v0..v(dim-1)],...]: n/dim rows */
 /* Takes the text out of b (caller owns it, with its capacity for bufpool_put). */
 char *jbuf_take(jbuf *b, size_t *len, size_t *cap);
 
@@ -90,6 +104,8 @@ json_t *jbuf_real(double d);
 typedef struct jbuf_array {
   const float *v;
   size_t n;
+  const uint64_t *ids; /* when not NULL, n integers instead of v */
+  size_t dim;          /* when not 0, v as nested rows of dim floats */
 } jbuf_array;
 
 /* Dumps root compactly into b, each placeholder k replaced by arrays[k] and

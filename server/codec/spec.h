@@ -35,6 +35,44 @@ bool spec_name_ok(const char *s);
  * (then *params is NULL and cfg holds nothing to free). */
 int spec_parse_create(const jdoc *d, uint64_t max_floats, instance_cfg *cfg, float **params, derr *e);
 
+/* Sparse tensors: V (rows) up to 2^62, D (row length) up to SPEC_SPARSE_MAX_D,
+ * and at most SPEC_MAX_ROWS rows in one list (a push's tensor, a pull, an
+ * explicit init). */
+#define SPEC_SPARSE_MAX_V (1ull << 62)
+#define SPEC_SPARSE_MAX_D 65536
+#define SPEC_MAX_ROWS (1 << 24)
+
+/* A sparse tensor's explicit initial rows (create's
+ * "init": {"rows": [...], "values": [[...], ...]}): k distinct ids and k*D
+ * floats (both malloc'd). */
+typedef struct spec_rows {
+  size_t k;
+  uint64_t *rows;
+  float *vals;
+} spec_rows;
+void spec_rows_free(spec_rows *r, size_t ntensors); /* NULL is fine */
+
+/* As spec_parse_create, also giving the explicit rows: *rows is NULL, or one
+ * entry per tensor (k = 0 where none), for instance_init_rows.  The rows'
+ * floats (whole blocks: parameters and state) count against max_floats. */
+int spec_parse_create_rows(const jdoc *d, uint64_t max_floats, instance_cfg *cfg, float **params, spec_rows **rows,
+                           derr *e);
+
+/* Reads {"rows": [ids < V], "values": [[D floats], ...] or k*D flat} for
+ * sparse tensor t into ids[0..k) and vals[0..k*D) (room for rows_count
+ * entries: the caller sized them from the array's length, at most
+ * SPEC_MAX_ROWS), *k the count.  ascending: ids must also be strictly
+ * ascending (state documents).  Values must be finite.  0 or an error
+ * naming what. */
+int spec_rows_read(const jdoc *d, json_t *obj, const tensor *t, bool ascending, uint64_t *ids, float *vals, size_t *k,
+                   const char *what, derr *e);
+
+/* How many rows {"rows": [...], ...} lists (0 if none; -1: more than SPEC_MAX_ROWS). */
+long spec_rows_count(const jdoc *d, json_t *obj);
+
+/* Whether c has a sparse tensor. */
+bool spec_cfg_has_sparse(const instance_cfg *c);
+
 /* Applies a PATCH body to a copy of the current configuration: *out is the
  * validated new configuration (caller frees).  Only run-time settings may
  * change (hyper, clip_grad_norm, schedule, max_staleness, workers,

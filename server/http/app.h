@@ -19,6 +19,7 @@
 typedef struct persist persist;
 typedef struct http_server http_server;
 typedef struct metrics metrics;
+typedef struct replica replica;
 
 typedef struct app {
   const config *cfg;
@@ -32,6 +33,7 @@ typedef struct app {
   auth *au;      /* NULL without --token-file */
   http_server *http;
   metrics *mx;
+  replica *rp;   /* NULL unless --cluster: writes go through the Raft log */
   atomic_bool stopping;
   double started; /* unix seconds */
 } app;

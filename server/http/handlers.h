@@ -1,6 +1,6 @@
 /* handlers: one function per route (see http_routes.c), grouped by resource
  * family: handlers_optimizers.c (create, list, describe, patch, delete),
- * handlers_step.c (step, params), handlers_state.c (state export/import),
+ * handlers_step.c (step, params), handlers_rows.c (rows of sparse tensors), handlers_state.c (state export/import),
  * handlers_search.c (ask, tell), handlers_workers.c (workers, history),
  * handlers_misc.c (healthz, metrics, dashboard), handlers_playground.c.
  *
@@ -30,12 +30,15 @@ enum MHD_Result h_delete(request *r);
 enum MHD_Result h_snapshot(request *r);
 enum MHD_Result h_step(request *r);
 enum MHD_Result h_params(request *r);
+enum MHD_Result h_rows_get(request *r);
+enum MHD_Result h_rows_post(request *r);
 enum MHD_Result h_state_get(request *r);
 enum MHD_Result h_state_put(request *r);
 enum MHD_Result h_ask(request *r);
 enum MHD_Result h_tell(request *r);
 enum MHD_Result h_workers(request *r);
 enum MHD_Result h_history(request *r);
+enum MHD_Result h_cluster(request *r);
 
 /* ---- shared by the handler files (handlers_common.c) ----------------------------
  *

@@ -59,6 +59,10 @@ json_t *handlers_describe_json(instance *in) {
   json_object_set_new(o, "workers_seen", json_integer((json_int_t)info.workers_seen));
   json_object_set_new(o, "waiting", json_integer((json_int_t)info.waiting));
   json_object_set_new(o, "created", jbuf_real(info.created));
+  json_t *ts = json_object_get(o, "tensors");
+  for (size_t i = 0; i < c.ntensors; i++) /* a sparse tensor: the rows it holds now */
+    if (c.tensors[i].sparse)
+      json_object_set_new(json_array_get(ts, i), "rows_held", json_integer((json_int_t)instance_rows_held(in, (int)i)));
   if (c.alg == OPTIM_RANDOM_SEARCH)
     json_object_set_new(o, "best_loss", jbuf_real(info.best_loss));
   instance_cfg_free(&c);

@@ -27,7 +27,7 @@ static int save(request *r, instance *in, derr *e) {
 /* A new instance from cfg and params, charged to the quota and written to
  * the data dir, not yet visible.  Under the catalog lock.  NULL on failure
  * (e says why; nothing was changed). */
-static instance *build(request *r, const instance_cfg *cfg, const float *params, derr *e) {
+static instance *build(request *r, const instance_cfg *cfg, const float *params, const spec_rows *rows, derr *e) {
   registry *reg = r->app->reg;
   if (registry_check_new(reg, cfg->name, e) < 0 || registry_check_quota(reg, instance_cfg_footprint(cfg), e) < 0)
     return NULL;
@@ -37,6 +37,12 @@ static instance *build(request *r, const instance_cfg *cfg, const float *params,
     return NULL;
   }
   instance_init_params(in, params);
+  for (size_t i = 0; rows && i < cfg->ntensors; i++) /* a sparse tensor's explicit initial rows */
+    if (rows[i].k && instance_init_rows(in, (int)i, rows[i].rows, rows[i].k, rows[i].vals) < 0) {
+      derr_set(e, E_QUOTA, "not enough memory for the initial rows of %s", cfg->tensors[i].name);
+      instance_unref(in);
+      return NULL;
+    }
   uint64_t floats = instance_floats(in);
   if (registry_charge(reg, floats, e) < 0) {
     instance_unref(in);
@@ -67,11 +73,12 @@ enum MHD_Result h_create(request *r) {
   }
   instance_cfg cfg;
   float *params = NULL;
-  int rc = spec_parse_create(&r->doc, (uint64_t)r->app->cfg->max_params, &cfg, &params, &e);
+  spec_rows *rows = NULL;
+  int rc = spec_parse_create_rows(&r->doc, (uint64_t)r->app->cfg->max_params, &cfg, &params, &rows, &e);
   if (rc < 0) return reply_error(r, rc, &e);
   r->decode_ms = 0;
   registry_change_lock(r->app->reg);
-  instance *in = build(r, &cfg, params, &e);
+  instance *in = build(r, &cfg, params, rows, &e);
   if (in && (rc = registry_add(r->app->reg, in, &e)) < 0) { /* cannot happen under the catalog lock */
     registry_uncharge(r->app->reg, instance_floats(in));
     instance_unref(in);
@@ -79,6 +86,7 @@ enum MHD_Result h_create(request *r) {
   }
   registry_change_unlock(r->app->reg);
   mem_free_floats(params, cfg.n);
+  spec_rows_free(rows, cfg.ntensors);
   instance_cfg_free(&cfg);
   if (!in) return reply_error(r, e.code, &e);
   const instance_layout *l = instance_layout_of(in);

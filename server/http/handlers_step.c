@@ -49,22 +49,54 @@ static const char *binary_type(int dtype) {
   }
 }
 
-/* {"step":N,"params":{"W":[...],...}} into b. */
-static void params_json(jbuf *b, const instance_layout *c, const float *v, uint64_t step) {
+/* A sparse tensor's rows: {"rows":[...],"values":[[D floats],...]}. */
+static void rows_json(jbuf *b, const push_rows *pr, size_t D) {
+  jbuf_puts(b, "{\"rows\":");
+  jbuf_u64s(b, pr->rows, (size_t)pr->k);
+  jbuf_puts(b, ",\"values\":");
+  jbuf_float_rows(b, pr->vals, (size_t)pr->k * D, D);
+  jbuf_puts(b, "}");
+}
+
+/* {"step":N,"params":{"W":[...],...}} into b.  A sparse tensor gives the
+ * rows of the push (rows), or without them (a pull) how many rows it holds. */
+static void params_json(jbuf *b, instance *in, const float *v, const push_rows *rows, uint64_t step) {
+  const instance_layout *c = instance_layout_of(in);
   jbuf_printf(b, "{\"step\":%llu,\"params\":{", (unsigned long long)step);
-  for (size_t i = 0; i < c->ntensors; i++) {
+  for (size_t i = 0, j = 0; i < c->ntensors; i++) {
     const tensor *t = &c->tensors[i];
     jbuf_printf(b, "%s\"%s\":", i ? "," : "", t->name); /* names need no escaping */
-    jbuf_floats(b, v + t->offset, t->count);
+    if (!t->sparse) jbuf_floats(b, v + t->offset, t->count);
+    else if (rows) rows_json(b, &rows[j++], t->dim);
+    else jbuf_printf(b, "{\"sparse\":true,\"rows_held\":%llu}", (unsigned long long)instance_rows_held(in, (int)i));
   }
   jbuf_puts(b, "}}\n");
 }
 
+/* The binary reply of a push with sparse tensors (the push's layout, in the
+ * Accept dtype), encoded from the new dense parameters v and r->prows. */
+static enum MHD_Result reply_rows_binary(request *r, instance *in, const float *v, uint64_t step, uint64_t t0) {
+  const instance_layout *l = instance_layout_of(in);
+  size_t len = codec_push_reply_size(l, r->prows, r->accept_dtype), cap;
+  char *out = bufpool_get(r->app->pool, len + 1, &cap);
+  if (!out) return reply_error(r, E_QUOTA, NULL);
+  codec_push_reply_write(l, v, r->prows, r->accept_dtype, out);
+  r->encode_ms = ms_since(t0);
+  return reply_pooled_step(r, MHD_HTTP_OK, out, len, cap, binary_type(r->accept_dtype), (int64_t)step);
+}
+
 /* Replies with the parameters in buf (a pool buffer of cap bytes, taken):
- * binary replies send the buffer itself. */
-static enum MHD_Result reply_params_buf(request *r, instance *in, float *buf, size_t cap, uint64_t step) {
+ * binary replies send the buffer itself.  rows: the push's sparse tensors
+ * (their new values), or NULL (a pull). */
+static enum MHD_Result reply_params_buf(request *r, instance *in, float *buf, size_t cap, const push_rows *rows,
+                                        uint64_t step) {
   uint64_t t0 = ns_now();
   size_t n = instance_layout_of(in)->n;
+  if (r->accept_binary && rows) {
+    enum MHD_Result ret = reply_rows_binary(r, in, buf, step, t0);
+    bufpool_put(r->app->pool, buf, cap);
+    return ret;
+  }
   if (r->accept_binary) {
     codec_half_narrow(r->accept_dtype, buf, buf, n); /* in place; float32: nothing to do */
     r->encode_ms = ms_since(t0);
@@ -73,10 +105,39 @@ static enum MHD_Result reply_params_buf(request *r, instance *in, float *buf, si
   }
   jbuf b;
   jbuf_init(&b, r->app->pool, n * 11 + 256);
-  params_json(&b, instance_layout_of(in), buf, step);
+  params_json(&b, in, buf, rows, step);
   bufpool_put(r->app->pool, buf, cap);
   r->encode_ms = ms_since(t0);
   return reply_jbuf(r, MHD_HTTP_OK, &b, "application/json");
+}
+
+/* The pushed rows' values now (a replay, a sync round), into r->prows. */
+static void read_pushed_rows(request *r, instance *in) {
+  const instance_layout *l = instance_layout_of(in);
+  for (size_t i = 0, j = 0; r->prows && i < l->ntensors; i++) {
+    if (!l->tensors[i].sparse) continue;
+    push_rows *pr = &r->prows[j++];
+    if (pr->k) instance_read_rows(in, (int)i, pr->rows, (size_t)pr->k, pr->vals);
+  }
+}
+
+/* The pushed rows' values after a sync round's step (its copy: each sparse
+ * tensor's k*D floats in creation order) into r->prows; without a copy, as
+ * they are now. */
+static void rows_of_round(request *r, instance *in, const psnap *rows) {
+  if (!rows) {
+    read_pushed_rows(r, in);
+    return;
+  }
+  const instance_layout *l = instance_layout_of(in);
+  size_t at = 0;
+  for (size_t i = 0, j = 0; i < l->ntensors; i++) {
+    if (!l->tensors[i].sparse) continue;
+    push_rows *pr = &r->prows[j++];
+    size_t nv = (size_t)pr->k * l->tensors[i].dim;
+    if (at + nv <= rows->n) memcpy(pr->vals, rows->v + at, nv * sizeof(float));
+    at += nv;
+  }
 }
 
 static void unref_snap(void *cls) { psnap_unref(cls); }
@@ -84,12 +145,21 @@ static void unref_snap(void *cls) { psnap_unref(cls); }
 /* Replies with a shared snapshot of the parameters (a sync round's). */
 static enum MHD_Result reply_params_snap(request *r, instance *in, psnap *s) {
   uint64_t t0 = ns_now();
+  if (r->prows) { /* the round's dense parameters, and the pushed rows after the round's step */
+    rows_of_round(r, in, r->w.rows);
+    if (r->accept_binary) return reply_rows_binary(r, in, s->v, s->step, t0);
+    jbuf b;
+    jbuf_init(&b, r->app->pool, s->n * 11 + 256);
+    params_json(&b, in, s->v, r->prows, s->step);
+    r->encode_ms = ms_since(t0);
+    return reply_jbuf(r, MHD_HTTP_OK, &b, "application/json");
+  }
   if (r->accept_binary && r->accept_dtype != DTYPE_FLOAT32) { /* narrowed into a buffer of its own */
     size_t cap;
     float *buf = bufpool_get(r->app->pool, s->n * sizeof(float) + 1, &cap);
     if (!buf) return reply_error(r, E_QUOTA, NULL);
     memcpy(buf, s->v, s->n * sizeof(float));
-    return reply_params_buf(r, in, buf, cap, s->step);
+    return reply_params_buf(r, in, buf, cap, NULL, s->step);
   }
   if (r->accept_binary) {
     psnap_ref(s);
@@ -105,7 +175,7 @@ static enum MHD_Result reply_params_snap(request *r, instance *in, psnap *s) {
   }
   jbuf b;
   jbuf_init(&b, r->app->pool, s->n * 11 + 256);
-  params_json(&b, instance_layout_of(in), s->v, s->step);
+  params_json(&b, in, s->v, NULL, s->step);
   r->encode_ms = ms_since(t0);
   return reply_jbuf(r, MHD_HTTP_OK, &b, "application/json");
 }
@@ -140,9 +210,14 @@ static enum MHD_Result push_reply(request *r) {
   if (instance_layout_of(in)->mode == MODE_ASYNC && r->grad && !w->replayed) {
     float *g = r->grad;
     size_t cap = r->grad_cap;
+    if (r->prows && r->grad_len && r->accept_binary && r->accept_dtype == DTYPE_FLOAT32) {
+      /* the body, used in place, now holds the new values in the push's own layout */
+      r->grad = NULL;
+      r->prows = NULL; /* they pointed into it */
+      return reply_pooled_step(r, MHD_HTTP_OK, g, r->grad_len, cap, binary_type(DTYPE_FLOAT32), (int64_t)w->step);
+    }
     r->grad = NULL; /* the reply takes the buffer */
-    if (g == (float *)r->body) r->body = NULL;
-    return reply_params_buf(r, in, g, cap, w->step);
+    return reply_params_buf(r, in, g, cap, r->prows, w->step);
   }
   /* a replay whose parameters were not kept (they are kept within a memory
    * budget): the current parameters, labelled with their own step, never
@@ -151,7 +226,8 @@ static enum MHD_Result push_reply(request *r) {
   float *buf = bufpool_get(r->app->pool, instance_layout_of(in)->n * sizeof(float) + 1, &cap);
   if (!buf) return reply_error(r, E_QUOTA, NULL);
   uint64_t now = instance_read(in, buf);
-  return reply_params_buf(r, in, buf, cap, now);
+  read_pushed_rows(r, in);
+  return reply_params_buf(r, in, buf, cap, r->prows, now);
 }
 
 /* The reply, and its decode/encode time for /metrics. */
@@ -163,35 +239,30 @@ static enum MHD_Result push_answer(request *r) {
 
 static enum MHD_Result step_resumed(request *r) { return push_answer(r); }
 
-/* The binary body as the gradient: float32 bodies are used in place (the
- * kernel reads them and writes the new parameters back); bfloat16 and
- * float16 ones are widened in one pass into a pooled float buffer. */
-static int binary_grad(request *r, size_t n, derr *e) {
-  size_t vs = codec_half_size(r->dtype);
-  if (r->len != n * vs)
-    return derr_set(e, E_BAD_LENGTH, "binary body: expected %zu %s values (%zu bytes), got %zu bytes", n,
-                    codec_half_dtype_name(r->dtype), n * vs, r->len);
-  if (r->dtype != DTYPE_FLOAT32) {
-    size_t cap;
-    float *g = bufpool_get(r->app->pool, n * sizeof(float) + 1, &cap);
-    if (!g) return derr_set(e, E_QUOTA, "not enough memory for a %zu-float gradient", n);
-    codec_half_widen(r->dtype, r->body, g, n);
-    r->grad = g;
-    r->grad_cap = cap;
-    return 0;
+/* The body decoded into r->grad (and r->prows): float32 bodies are used in
+ * place (the kernel reads them and writes the new values back, so the body
+ * becomes the reply); the rest goes into pooled buffers (codec_push). */
+static int decode_body(request *r, instance *in, push *p, int64_t *seq, derr *e) {
+  codec_push_bufs b;
+  int rc;
+  if (r->content == CT_BINARY) {
+    if ((rc = codec_push_binary(instance_layout_of(in), r->app->pool, r->dtype, r->body, r->len, p, &b, e)) < 0)
+      return rc;
+  } else if ((rc = codec_push_json(&r->doc, instance_layout_of(in), r->app->pool, p, seq, &b, e)) < 0) {
+    return rc;
   }
-#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-  for (size_t i = 0; i < n; i++) {
-    uint32_t u;
-    memcpy(&u, r->body + 4 * i, 4);
-    u = __builtin_bswap32(u);
-    memcpy(r->body + 4 * i, &u, 4);
+  if (b.grad_in_body) { /* now owned as r->grad */
+    r->grad_cap = r->cap;
+    r->grad_len = r->len;
+    r->body = NULL;
+    r->cap = 0;
+  } else {
+    r->grad_cap = b.grad_cap;
   }
-#endif
-  r->grad = (float *)r->body;
-  r->grad_cap = r->cap;
-  r->body = NULL; /* now owned as r->grad */
-  r->cap = 0;
+  r->grad = b.grad;
+  r->rows_buf = b.rows;
+  r->rows_cap = b.rows_cap;
+  r->prows = p->rows;
   return 0;
 }
 
@@ -248,15 +319,9 @@ enum MHD_Result h_step(request *r) {
     derr_set(&e, E_BAD_NAME, "?worker: names match [A-Za-z0-9][A-Za-z0-9._-]{0,63}");
     return reply_error(r, E_BAD_NAME, &e);
   }
-  size_t n = instance_layout_of(in)->n;
-  if (r->content == CT_BINARY) {
-    if (binary_grad(r, n, &e) < 0) return reply_error(r, e.code, &e);
-  } else {
-    if (handlers_parse_body(r) == HANDLERS_REPLIED) return http_replied(r);
-    int rc = codec_push_json(&r->doc, instance_layout_of(in), r->app->pool, &p, &seq, &r->grad, &r->grad_cap, &e);
-    if (rc < 0) return reply_error(r, rc, &e);
-  }
-  p.grad = r->grad;
+  if (r->content != CT_BINARY && handlers_parse_body(r) == HANDLERS_REPLIED) return http_replied(r);
+  int rc = decode_body(r, in, &p, &seq, &e);
+  if (rc < 0) return reply_error(r, rc, &e);
   char key[IDEM_KEY_MAX + 1];
   const char *hk = http_header(r, "Idempotency-Key");
   if (hk) {
@@ -296,7 +361,7 @@ static enum MHD_Result params_now(request *r) {
   float *buf = bufpool_get(r->app->pool, instance_layout_of(in)->n * sizeof(float) + 1, &cap);
   if (!buf) return reply_error(r, E_QUOTA, NULL);
   uint64_t step = instance_read(in, buf);
-  return reply_params_buf(r, in, buf, cap, step);
+  return reply_params_buf(r, in, buf, cap, NULL, step);
 }
 
 enum MHD_Result h_params(request *r) {

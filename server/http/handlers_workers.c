@@ -47,10 +47,15 @@ enum MHD_Result h_history(request *r) {
   history_entry *h;
   size_t n = instance_history_copy(in, &h);
   json_t *hist = json_array();
-  for (size_t i = 0; i < n; i++)
-    json_array_append_new(hist, json_pack("{s:I,s:o,s:o,s:o,s:o}", "step", (json_int_t)h[i].step, "time",
-                                          jbuf_real(h[i].time), "loss", jbuf_real(h[i].loss), "grad_norm",
-                                          jbuf_real(h[i].grad_norm), "lr", jbuf_real(h[i].lr)));
+  const instance_layout *l = instance_layout_of(in);
+  bool sparse = false;
+  for (size_t t = 0; t < l->ntensors; t++) sparse |= l->tensors[t].sparse;
+  for (size_t i = 0; i < n; i++) {
+    json_t *o = json_pack("{s:I,s:o,s:o,s:o,s:o}", "step", (json_int_t)h[i].step, "time", jbuf_real(h[i].time), "loss",
+                          jbuf_real(h[i].loss), "grad_norm", jbuf_real(h[i].grad_norm), "lr", jbuf_real(h[i].lr));
+    if (sparse) json_object_set_new(o, "rows_touched", json_integer((json_int_t)h[i].rows_touched));
+    json_array_append_new(hist, o);
+  }
   free(h);
   json_object_set_new(reply, "history", hist);
   if (all) {

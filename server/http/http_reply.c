@@ -2,6 +2,7 @@
 #include "http_reply.h"
 #include "http_routes.h"
 #include "mem.h"
+#include "replica.h"
 
 #include <inttypes.h>
 #include <stdbool.h>
@@ -37,8 +38,32 @@ enum MHD_Result reply_queue(request *r, unsigned status, struct MHD_Response *re
              r->encode_ms);
     MHD_add_response_header(resp, "Server-Timing", st);
   }
+  if (r->app->rp) {
+    char ai[32];
+    snprintf(ai, sizeof ai, "%" PRIu64, replica_applied(r->app->rp));
+    MHD_add_response_header(resp, "Descent-Applied-Index", ai);
+  }
   r->status = status;
+  if (r->capture) { /* a replicated write: held for the request that proposed it */
+    if (r->held) MHD_destroy_response(r->held);
+    r->held = resp;
+    r->state = RS_DONE;
+    r->queued = MHD_YES;
+    return MHD_YES;
+  }
   enum MHD_Result ret = MHD_queue_response(r->conn, status, resp);
+  MHD_destroy_response(resp);
+  r->state = RS_DONE;
+  r->queued = ret;
+  return ret;
+}
+
+enum MHD_Result reply_held(request *r) {
+  struct MHD_Response *resp = r->held;
+  r->held = NULL;
+  r->capture = false;
+  if (!resp) return MHD_NO;
+  enum MHD_Result ret = MHD_queue_response(r->conn, r->status, resp);
   MHD_destroy_response(resp);
   r->state = RS_DONE;
   r->queued = ret;

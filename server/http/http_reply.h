@@ -41,6 +41,8 @@ enum MHD_Result reply_error_step(request *r, int code, const derr *e, uint64_t s
 enum MHD_Result reply_queue(request *r, unsigned status, struct MHD_Response *resp, const char *ctype);
 
 /* A reply header for the step, e.g. Descent-Step. */
+/* Queues the response a replicated write held (r->held, r->status). */
+enum MHD_Result reply_held(request *r);
 void reply_step_header(struct MHD_Response *resp, uint64_t step);
 
 #endif

@@ -13,6 +13,8 @@ static const char *const no_params[] = {NULL};
 static const char *const step_params[] = {"worker", "step", "seq", "loss", "grad_norm", "params", NULL};
 static const char *const pull_params[] = {"wait_for_step", "timeout_ms", "worker", NULL};
 static const char *const history_params[] = {"range", NULL};
+static const char *const rows_get_params[] = {"tensor", "ids", NULL};
+static const char *const rows_post_params[] = {"tensor", NULL};
 
 #define API (R_NO_STORE)
 #define ONE (R_NO_STORE | R_NAME)
@@ -20,22 +22,25 @@ static const route routes[] = {
     {"GET", "/healthz", h_healthz, R_PUBLIC, no_params},
     {"GET", "/metrics", h_metrics, 0, no_params},
     {"GET", "/", h_dashboard, R_PUBLIC, no_params},
-    {"POST", "/v1/optimizers", h_create, API | R_WRITE | R_JSON, no_params},
+    {"POST", "/v1/optimizers", h_create, API | R_WRITE | R_REPL | R_JSON, no_params},
     {"GET", "/v1/optimizers", h_list, API, no_params},
     {"GET", "/v1/optimizers/{name}", h_describe, ONE, no_params},
     /* create with the name in the path (routable by proxies) */
-    {"PUT", "/v1/optimizers/{name}", h_create, ONE | R_WRITE | R_JSON, no_params},
-    {"PATCH", "/v1/optimizers/{name}", h_patch, ONE | R_WRITE | R_JSON, no_params},
-    {"DELETE", "/v1/optimizers/{name}", h_delete, ONE | R_WRITE | R_BODY_OPT, no_params},
-    {"POST", "/v1/optimizers/{name}/step", h_step, ONE | R_WRITE | R_JSON | R_BINARY, step_params},
+    {"PUT", "/v1/optimizers/{name}", h_create, ONE | R_WRITE | R_REPL | R_JSON, no_params},
+    {"PATCH", "/v1/optimizers/{name}", h_patch, ONE | R_WRITE | R_REPL | R_JSON, no_params},
+    {"DELETE", "/v1/optimizers/{name}", h_delete, ONE | R_WRITE | R_REPL | R_BODY_OPT, no_params},
+    {"POST", "/v1/optimizers/{name}/step", h_step, ONE | R_WRITE | R_REPL | R_JSON | R_BINARY, step_params},
     {"GET", "/v1/optimizers/{name}/params", h_params, ONE, pull_params},
+    {"GET", "/v1/optimizers/{name}/rows", h_rows_get, ONE, rows_get_params},
+    {"POST", "/v1/optimizers/{name}/rows", h_rows_post, ONE | R_JSON | R_BINARY, rows_post_params},
     {"GET", "/v1/optimizers/{name}/state", h_state_get, ONE, no_params},
-    {"PUT", "/v1/optimizers/{name}/state", h_state_put, ONE | R_WRITE | R_JSON, no_params},
+    {"PUT", "/v1/optimizers/{name}/state", h_state_put, ONE | R_WRITE | R_REPL | R_JSON, no_params},
     {"POST", "/v1/optimizers/{name}/snapshot", h_snapshot, ONE | R_WRITE, no_params},
-    {"POST", "/v1/optimizers/{name}/ask", h_ask, ONE | R_WRITE | R_JSON | R_BODY_OPT, no_params},
-    {"POST", "/v1/optimizers/{name}/tell", h_tell, ONE | R_WRITE | R_JSON, no_params},
+    {"POST", "/v1/optimizers/{name}/ask", h_ask, ONE | R_WRITE | R_REPL | R_JSON | R_BODY_OPT, no_params},
+    {"POST", "/v1/optimizers/{name}/tell", h_tell, ONE | R_WRITE | R_REPL | R_JSON, no_params},
     {"GET", "/v1/optimizers/{name}/workers", h_workers, ONE, no_params},
     {"GET", "/v1/optimizers/{name}/history", h_history, ONE, history_params},
+    {"GET", "/v1/cluster", h_cluster, API, no_params},
     {"POST", "/v1/playground", h_playground, API | R_WRITE | R_JSON, no_params},
 };
 #undef API

@@ -25,6 +25,7 @@ enum route_flags {
   R_BODY_OPT = 1u << 4,  /* the body may be empty */
   R_NO_STORE = 1u << 5,  /* replies carry Cache-Control: no-store (the API) */
   R_NAME = 1u << 6,      /* the path has a {name} segment */
+  R_REPL = 1u << 7,      /* a change: replicas run it from the Raft log (http_cluster.c) */
 };
 
 typedef struct route {

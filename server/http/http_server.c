@@ -18,6 +18,7 @@
 
 #include "codec_half.h"
 #include "http_reply.h"
+#include "http_cluster.h"
 #include "http_routes.h"
 #include "log.h"
 #include "mem.h"
@@ -103,9 +104,12 @@ static void request_unref(request *r) {
   if (!r || atomic_fetch_sub(&r->refs, 1) != 1) return;
   bufpool_put(r->app->pool, r->body, r->cap);
   bufpool_put(r->app->pool, r->grad, r->grad_cap);
+  bufpool_put(r->app->pool, r->rows_buf, r->rows_cap);
   if (r->charged) atomic_fetch_sub(&r->hs->body_bytes, r->charged);
   if (r->doc_used) jdoc_free(&r->doc);
+  if (r->held) MHD_destroy_response(r->held);
   psnap_unref(r->w.snap);
+  psnap_unref(r->w.rows);
   if (r->in) instance_unref(r->in);
   atomic_fetch_sub(&r->hs->active, 1);
   free(r); /* mem_xcalloc'd */
@@ -129,11 +133,29 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
   *con_cls = NULL;
 }
 
+request *http__request_new(http_server *hs, const char *method) { return request_new(hs, NULL, method); }
+void http__request_unref(request *r) { request_unref(r); }
+void http__request_ref(request *r) { atomic_fetch_add(&r->refs, 1); }
+
+/* A replayed request's query: key\0value\0 pairs. */
+static const char *replayed_arg(const request *r, const char *key) {
+  const char *p = r->rargs, *end = r->rargs + r->rargs_len;
+  while (p < end) {
+    const char *v = p + strlen(p) + 1;
+    if (v >= end) break;
+    if (!strcmp(p, key)) return v;
+    p = v + strlen(v) + 1;
+  }
+  return NULL;
+}
+
 const char *http_arg(request *r, const char *key) {
+  if (!r->conn) return r->rargs ? replayed_arg(r, key) : NULL;
   return MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, key);
 }
 
 const char *http_header(request *r, const char *key) {
+  if (!r->conn) return !strcasecmp(key, "Idempotency-Key") ? r->ridem : NULL;
   return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, key);
 }
 
@@ -165,6 +187,8 @@ static void resume(request *r) {
   pthread_mutex_unlock(&hs->lock);
   MHD_resume_connection(r->conn);
 }
+
+void http__resume(request *r) { resume(r); }
 
 static void on_timeout(dtimer *t) { /* loop thread */
   request *r = t->arg;
@@ -482,6 +506,8 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
       strcmp(r->route->method, "GET") != 0)
     return early_error(r, E_BAD_REQUEST, "%s %s needs a body", r->method, r->route->path);
   r->state = RS_HANDLER;
+  if (r->app->rp && (r->route->flags & R_REPL)) return http_cluster_write(r);
+  if (r->app->rp && http_cluster_misread(r)) return http_cluster_redirect(r);
   return r->route->fn(r);
 }
 

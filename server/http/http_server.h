@@ -85,7 +85,19 @@ struct request {
   bool doc_used;
   float *grad;
   size_t grad_cap;
+  size_t grad_len;   /* a binary float32 body kept as r->grad: its bytes (0: grad is n floats only) */
+  void *rows_buf;    /* a push's sparse scratch (codec_push_bufs.rows), pooled */
+  size_t rows_cap;
+  push_rows *prows;  /* a push's sparse tensors, one per sparse tensor (into rows_buf or grad) */
   bool want_params;
+  /* replicas (http_cluster.c): a write goes through the Raft log and is
+   * run from it as a replayed request (conn NULL) whose reply is held, not
+   * queued; the proposer's request then queues the held reply. */
+  bool capture;               /* reply_queue keeps the response in held */
+  struct MHD_Response *held;
+  const char *rargs;          /* a replayed request's query: key\0value\0..., rargs_len bytes */
+  size_t rargs_len;
+  const char *ridem;          /* its Idempotency-Key, or NULL */
 };
 
 /* What the reply a helper queued returned: a handler whose helper answered
@@ -132,6 +144,13 @@ void http_server_counts(http_server *hs, const unsigned **statuses, size_t *n, u
 /* Bytes the bodies of requests in flight hold, and the --max-body-memory budget. */
 size_t http_server_body_bytes(http_server *hs);
 size_t http_server_body_limit(http_server *hs);
+
+/* For http_cluster.c: a request object with no connection (a replayed
+ * write), its release, and resuming a suspended request.  Any thread. */
+request *http__request_new(http_server *hs, const char *method);
+void http__request_unref(request *r);
+void http__request_ref(request *r);
+void http__resume(request *r);
 
 /* Query argument of r (NULL if absent). */
 const char *http_arg(request *r, const char *key);

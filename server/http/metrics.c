@@ -190,8 +190,29 @@ static void instance_gauges(jbuf *b, const snap *s, size_t n) {
     jbuf_printf(b, "descent_learning_rate{instance=\"%s\"}", L(i));
     val(b, s[i].lr);
   }
-  head(b, "descent_parameters", "gauge", "Parameters held by the instance.");
+  head(b, "descent_parameters", "gauge", "Parameters held by the instance (dense tensors; rows: descent_rows_held).");
   EACH jbuf_printf(b, "descent_parameters{instance=\"%s\"} %zu\n", L(i), instance_layout_of(s[i].in)->n);
+}
+
+/* Sparse tensors: rows held by each (read under the instance lock, one
+ * tensor at a time) and the rows the last step updated. */
+static void rows_series(jbuf *b, const snap *s, size_t n) {
+  head(b, "descent_rows_held", "gauge", "Rows a sparse tensor holds (touched at least once, or given at create).");
+  EACH {
+    const instance_layout *l = instance_layout_of(s[i].in);
+    for (size_t t = 0; t < l->ntensors; t++)
+      if (l->tensors[t].sparse)
+        jbuf_printf(b, "descent_rows_held{instance=\"%s\",tensor=\"%s\"} %llu\n", L(i), l->tensors[t].name,
+                    (unsigned long long)instance_rows_held(s[i].in, (int)t));
+  }
+  head(b, "descent_rows_touched", "gauge", "Distinct rows of sparse tensors the last step updated.");
+  EACH {
+    const instance_layout *l = instance_layout_of(s[i].in);
+    bool sparse = false;
+    for (size_t t = 0; t < l->ntensors; t++) sparse |= l->tensors[t].sparse;
+    if (sparse)
+      jbuf_printf(b, "descent_rows_touched{instance=\"%s\"} %llu\n", L(i), (unsigned long long)s[i].st.rows_touched);
+  }
 }
 
 static void worker_series(jbuf *b, const snap *s, size_t n) {
@@ -232,6 +253,7 @@ void metrics_write(app *a, http_server *hs, jbuf *b) {
   instance_counters(b, s, n);
   instance_timing(b, s, n);
   instance_gauges(b, s, n);
+  rows_series(b, s, n);
   worker_series(b, s, n);
   snaps_free(all, s, n);
 }

@@ -97,8 +97,12 @@ static void sort_small(const uint64_t *rows, size_t k, uint32_t *order) {
 
 enum { RADIX_BITS = 11, RADIX = 1 << RADIX_BITS };
 
+typedef uint64_t __attribute__((may_alias, aligned(4))) u64a;
+
 /* Stable LSD radix sort of 0..k-1 by rows[], over the bits in which the ids
- * differ; ping-pongs between order and tmp, leaves the result in order. */
+ * differ; ping-pongs between order and tmp, leaves the result in order.
+ * Reads rows[] at random: the form for D < 3, where ug has no room for
+ * the keys (below). */
 static void sort_radix(const uint64_t *rows, size_t k, uint32_t *order, u32a *tmp) {
   uint64_t vary = 0;
   for (size_t i = 1; i < k; i++) vary |= rows[i] ^ rows[0];
@@ -127,18 +131,73 @@ static void sort_radix(const uint64_t *rows, size_t k, uint32_t *order, u32a *tm
     memcpy(order, (const void *)src, k * sizeof *order);
 }
 
+/* One pass of the pair sort: (sk, si) (NULL: rows[] and 0..k-1) to
+ * (dk, di) by the digit at shift, stably. */
+static void pairs_pass(const uint64_t *rows, const u64a *sk, const u32a *si, u64a *dk, u32a *di, size_t k,
+                       int shift) {
+  uint32_t cnt[RADIX];
+  memset(cnt, 0, sizeof cnt);
+  const u64a *keys = sk ? sk : (const u64a *)rows;
+  for (size_t i = 0; i < k; i++) cnt[(keys[i] >> shift) & (RADIX - 1)]++;
+  uint32_t sum = 0;
+  for (int b = 0; b < RADIX; b++) {
+    uint32_t c = cnt[b];
+    cnt[b] = sum;
+    sum += c;
+  }
+  for (size_t i = 0; i < k; i++) {
+    uint64_t key = keys[i];
+    uint32_t at = cnt[(key >> shift) & (RADIX - 1)]++;
+    dk[at] = key;
+    di[at] = si ? si[i] : (uint32_t)i;
+  }
+}
+
+/* Stable LSD radix sort of the pairs (rows[i], i), keys carried along (no
+ * random reads), only over the digits in which the ids differ: the sorted
+ * keys end in keys (urows), the indices in order.  The other buffer of the
+ * ping-pong is ug's memory (12 bytes per entry: D >= 3). */
+static void sort_pairs(const uint64_t *rows, size_t k, uint64_t *keys, uint32_t *order, float *ug) {
+  uint64_t vary = 0;
+  for (size_t i = 1; i < k; i++) vary |= rows[i] ^ rows[0];
+  int shifts[64 / RADIX_BITS + 1], p = 0;
+  for (int sh = 0; sh < 64; sh += RADIX_BITS)
+    if ((vary >> sh) & (RADIX - 1)) shifts[p++] = sh;
+  u64a *ak = (u64a *)ug, *bk = (u64a *)keys;
+  u32a *ai = (u32a *)((char *)ug + k * sizeof(uint64_t)), *bi = order;
+  if (p == 0) {
+    for (size_t i = 0; i < k; i++) bk[i] = rows[i], bi[i] = (uint32_t)i;
+    return;
+  }
+  const u64a *sk = NULL;
+  const u32a *si = NULL;
+  for (int j = 0; j < p; j++) {
+    bool to_b = (p - 1 - j) % 2 == 0; /* the last pass lands in (keys, order) */
+    u64a *dk = to_b ? bk : ak;
+    u32a *di = to_b ? bi : ai;
+    pairs_pass(rows, sk, si, dk, di, k, shifts[j]);
+    sk = dk, si = di;
+  }
+}
+
+/* Sums the sorted entries' rows into (urows, ug): keys are the sorted ids
+ * (urows itself, compacted in place) or NULL (then rows[order[i]]). */
 KCLONES static void rows_gather(const float *g, const uint64_t *rows, const uint32_t *order, size_t k,
-                                size_t D, uint64_t *urows, float *ug, size_t *m_out) {
+                                size_t D, uint64_t *urows, float *ug, bool keyed, size_t *m_out) {
   size_t m = 0;
   for (size_t i = 0; i < k; i++) {
+    if (i + 8 < k) /* the entries come in sorted order: g is read at random */
+      for (size_t o = 0; o < D; o += 16) __builtin_prefetch(g + (size_t)order[i + 8] * D + o, 0, 3);
     uint32_t v = order[i];
+    uint64_t key = keyed ? urows[i] : rows[v];
     const float *src = g + (size_t)v * D;
-    if (m > 0 && urows[m - 1] == rows[v]) {
+    if (m > 0 && urows[m - 1] == key) {
       float *restrict dst = ug + (m - 1) * D;
       for (size_t j = 0; j < D; j++) dst[j] += src[j];
     } else {
-      urows[m] = rows[v];
-      memcpy(ug + m * D, src, D * sizeof(float));
+      urows[m] = key;
+      float *restrict dst = ug + m * D;
+      for (size_t j = 0; j < D; j++) dst[j] = src[j]; /* inline: D is small, a libc call per row is not */
       m++;
     }
   }
@@ -154,10 +213,12 @@ size_t optim_sparse_coalesce(const uint64_t *rows, const float *g, size_t k, siz
     if (k && ug != g) memmove(ug, g, k * D * sizeof *ug);
     return k;
   }
+  bool keyed = k > 32 && D >= 3;
   if (k <= 32) sort_small(rows, k, order);
+  else if (keyed) sort_pairs(rows, k, urows, order, ug);
   else sort_radix(rows, k, order, (u32a *)urows);
   size_t m;
-  rows_gather(g, rows, order, k, D, urows, ug, &m);
+  rows_gather(g, rows, order, k, D, urows, ug, keyed, &m);
   return m;
 }
 

@@ -63,11 +63,12 @@ bool optim_sparse_coalesces(optim_alg alg);
  * ascending order, values of repeated rows summed in the order given
  * ((g1 + g2) + g3; two copies are bit-identical to torch, whose order for
  * three or more is undefined).  urows (k) and ug (k*D) receive the result
- * and must not overlap rows or g; order (k uint32, k < 2^32) is scratch
- * (urows is scratch too until the result is written).  A stable radix sort
- * on the bits in which the ids differ (insertion sort for k <= 32; a copy
- * when the rows are already distinct and ascending).  Returns m.  No
- * allocation.  maximize's sign is applied later, to the sums (exact). */
+ * and must not overlap rows or g; order (k uint32, k < 2^32) is scratch,
+ * and so are urows and ug until the result is written.  A stable LSD radix
+ * sort (11-bit digits) over only the digits in which the ids differ, the
+ * keys carried along (ug's room is the second buffer when D >= 3); an
+ * insertion sort for k <= 32; a copy when the rows are already distinct and
+ * ascending.  Returns m.  No allocation.  maximize's sign is applied later, to the sums (exact). */
 size_t optim_sparse_coalesce(const uint64_t *rows, const float *g, size_t k, size_t D, uint64_t *urows,
                              float *ug, uint32_t *order);
 

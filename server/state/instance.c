@@ -40,7 +40,12 @@ void instance__unlock(instance *in) {
 void instance_change_lock(instance *in) { pthread_mutex_lock(&in->change_lock); }
 void instance_change_unlock(instance *in) { pthread_mutex_unlock(&in->change_lock); }
 
+static _Thread_local double pinned_wall;
+
+void instance_clock_pin(double unix_s) { pinned_wall = unix_s; }
+
 double instance__wall_now(void) {
+  if (pinned_wall > 0) return pinned_wall;
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
@@ -299,6 +304,15 @@ uint64_t instance_read_rows(instance *in, int t, const uint64_t *ids, size_t k, 
   uint64_t s = in->step;
   instance__unlock(in);
   return s;
+}
+
+uint64_t instance_rows_held(instance *in, int t) {
+  int i = sparse__ordinal(in, t);
+  if (i < 0) return 0;
+  instance__lock(in);
+  uint64_t m = in->rows[i].count;
+  instance__unlock(in);
+  return m;
 }
 
 int instance_init_rows(instance *in, int t, const uint64_t *ids, size_t k, const float *vals) {

@@ -141,6 +141,12 @@ typedef struct instance_cfg {
   size_t n;        /* total floats */
 } instance_cfg;
 
+/* Pins the wall clock the state layer stamps (created, history times, a
+ * worker's last push) to unix_s on the calling thread; 0 unpins it.  A
+ * replica replays each write with the time its leader took it, so every
+ * member stamps the same times. */
+void instance_clock_pin(double unix_s);
+
 void instance_cfg_free(instance_cfg *c);
 void instance_cfg_copy(instance_cfg *dst, const instance_cfg *src);
 /* Index of the tensor named `name`, or -1. */
@@ -219,7 +225,10 @@ typedef struct idem_record {
  * (history, clip_grad_norm) is over the dense floats and each sparse
  * tensor's coalesced values (torch's norm of a sparse gradient coalesces),
  * unless push.grad_norm gives it.  A sync round copies the rows, so they
- * need not outlive instance_push (the dense grad must). */
+ * need not outlive instance_push (the dense grad must); its new rows are
+ * counted and charged when it closes (the union of its members' rows), and
+ * a round whose rows would exceed --max-params fails whole (quota_exceeded
+ * to every member), changing nothing. */
 typedef struct push_rows {
   uint64_t k;
   const uint64_t *rows; /* k row ids in [0, V), owned by the caller */
@@ -415,6 +424,10 @@ void instance_state_free(instance_state *s);
  * (k*D floats): held rows as they are, untouched ones at their init, without
  * allocating.  Row ids must be < V (the codec checks).  Returns the step. */
 uint64_t instance_read_rows(instance *in, int t, const uint64_t *rows, size_t k, float *out);
+
+/* Rows sparse tensor t (index into the layout's tensors) holds now (0 for a
+ * dense tensor): GET .../params and /metrics show it.  Takes the lock. */
+uint64_t instance_rows_held(instance *in, int t);
 
 /* Before publication: holds rows[0..k) of sparse tensor t with the given
  * values (k*D floats; create's explicit rows).  0 or -E_QUOTA. */

@@ -145,8 +145,11 @@ void rows_init_params(const rows *t, uint64_t id, float *out) {
 float *rows_get(rows *t, uint64_t id, bool *created) {
   float *b = rows_find(t, id);
   if (created) *created = b == NULL;
-  if (b) return b;
-  b = take_block(t);
+  return b ? b : rows_add(t, id);
+}
+
+float *rows_add(rows *t, uint64_t id) {
+  float *b = take_block(t);
   rows_init_params(t, id, b);
   for (int k = 0; k < OPTIM_NBUF; k++) {
     if (t->off[k] < 0) continue;

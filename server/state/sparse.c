@@ -143,7 +143,12 @@ static int coalesce_one(instance *in, size_t i, const push_rows *r, float divide
     return derr_set(e, E_NOT_FINITE, "grads.%s: the summed gradient of row %llu overflowed to infinity",
                     tensor_of(in, i)->name, (unsigned long long)s->urows[w->koff + where / D]);
   *sumsq += ss;
-  w->fresh = rows_count_new(&in->rows[i], s->urows + w->koff, w->m);
+  /* each distinct row's block, found once: NULL for the new ones, created
+   * in apply_one (room is reserved first; blocks never move) */
+  float **blk = s->blk + w->koff;
+  const uint64_t *urows = s->urows + w->koff;
+  w->fresh = 0;
+  for (size_t j = 0; j < w->m; j++) w->fresh += (blk[j] = rows_find(&in->rows[i], urows[j])) == NULL;
   return 0;
 }
 
@@ -179,23 +184,38 @@ int sparse__prepare(instance *in, const push_rows *pr, float divide, double *sum
   return 0;
 }
 
-/* Tensor i's step: sent order (entries as given) or the coalesced sums. */
+/* Where id is in the m ascending distinct ids u (it is there). */
+static size_t find_sorted(const uint64_t *u, size_t m, uint64_t id) {
+  size_t lo = 0, hi = m;
+  while (hi - lo > 1) {
+    size_t mid = lo + (hi - lo) / 2;
+    if (u[mid] <= id) lo = mid;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/* Tensor i's step: sent order (entries as given) or the coalesced sums.
+ * The blocks of the distinct rows come from coalesce_one (new ones are made
+ * here); an entry as sent finds its block among them by binary search. */
 static void apply_one(instance *in, size_t i, const optim_plan *pl, push_rows *r, bool sent, bool emit) {
   sparse_work *w = &in->work[i];
   sparse_scratch *s = &in->sscr;
   rows *rt = &in->rows[i];
-  size_t D = rt->D;
-  float **blk = s->blk + w->koff;
+  size_t D = rt->D, m = w->m;
+  float **blk = s->blk + w->koff, **eblk = s->eblk + w->koff;
+  const uint64_t *urows = s->urows + w->koff;
+  for (size_t j = 0; j < m; j++)
+    if (!blk[j]) blk[j] = rows_add(rt, urows[j]);
+  if (sent || emit)
+    for (size_t j = 0; j < r->k; j++) eblk[j] = blk[find_sorted(urows, m, r->rows[j])];
   if (sent) {
-    for (size_t j = 0; j < r->k; j++) blk[j] = rows_get(rt, r->rows[j], NULL);
-    optim_sparse_apply(pl, blk, r->vals, r->k, D, emit ? r->vals : NULL);
+    optim_sparse_apply(pl, eblk, r->vals, r->k, D, emit ? r->vals : NULL);
     return;
   }
-  const uint64_t *urows = s->urows + w->koff;
-  for (size_t j = 0; j < w->m; j++) blk[j] = rows_get(rt, urows[j], NULL);
-  optim_sparse_apply(pl, blk, s->ug + w->foff, w->m, D, NULL);
-  if (!emit) return;
-  for (size_t j = 0; j < r->k; j++) memcpy(r->vals + j * D, rows_find(rt, r->rows[j]), D * sizeof(float));
+  optim_sparse_apply(pl, blk, s->ug + w->foff, m, D, NULL);
+  if (emit)
+    for (size_t j = 0; j < r->k; j++) memcpy(r->vals + j * D, eblk[j], D * sizeof(float));
 }
 
 void sparse__apply(instance *in, const optim_plan *pl, push_rows *pr, bool sent, bool emit) {

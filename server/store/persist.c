@@ -127,7 +127,7 @@ typedef struct sink {
 } sink;
 
 static void put(sink *k, const void *data, size_t n) {
-  if (k->err) return;
+  if (k->err || n == 0) return; /* n == 0: data may be NULL (a sparse tensor holding no row) */
   const unsigned char *d = data;
   size_t done = 0;
   while (done < n) { /* zlib's crc32 takes uInt lengths */

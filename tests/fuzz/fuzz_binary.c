@@ -12,8 +12,15 @@
  *   - an accepted body is applied once: the step advances by one, the reply
  *     buffer holds the new parameters, and the result is bit-identical to
  *     the kernel applied by hand to the same state in two slices cut at an
- *     arbitrary point (what kpool does across cores).
+ *     arbitrary point (what kpool does across cores);
+ *   - the same body read as a push to an instance with sparse tensors
+ *     (W[3], emb[1000, 2] sparse, b[1], in data[0]'s wire dtype): refused
+ *     with bad_length / invalid_value leaving nothing behind, or accepted
+ *     with every id < V, and the binary reply written from the decoded push
+ *     is the body itself, byte for byte (float32), or its re-encoding.
  */
+#include "codec_half.h"
+#include "codec_push.h"
 #include "fuzz_state.h"
 #include "schedule.h"
 
@@ -85,9 +92,44 @@ static void check_scan(const float *v, size_t n) {
   if (bad >= 0) FUZZ_CHECK(where == (size_t)bad, "first bad at %zu, the reference says %ld", where, bad);
 }
 
+/* The body as a binary push with sparse tensors (see the invariants above). */
+static void check_sparse(int dtype, const uint8_t *body, size_t len) {
+  static tensor T[3];
+  memset(T, 0, sizeof T);
+  snprintf(T[0].name, sizeof T[0].name, "W");
+  T[0].ndim = 1, T[0].shape[0] = T[0].count = 3;
+  snprintf(T[1].name, sizeof T[1].name, "emb");
+  T[1].ndim = 2, T[1].shape[0] = T[1].vrows = 1000, T[1].shape[1] = T[1].dim = 2, T[1].sparse = true, T[1].offset = 3;
+  snprintf(T[2].name, sizeof T[2].name, "b");
+  T[2].ndim = 1, T[2].shape[0] = T[2].count = 1, T[2].offset = 3;
+  instance_layout l = {.name = "s", .n = 4, .ntensors = 3, .tensors = T};
+  char *buf = mem_alloc_big(len + 1); /* aligned and writable, as a request body */
+  memcpy(buf, body, len);
+  push p = {0};
+  codec_push_bufs b = {0};
+  derr e = {0};
+  int rc = codec_push_binary(&l, NULL, dtype, buf, len, &p, &b, &e);
+  if (rc < 0) {
+    FUZZ_CHECK(rc == -E_BAD_LENGTH || rc == -E_BAD_VALUE, "code %d: %s", rc, e.msg);
+    FUZZ_CHECK(!b.grad && !b.rows && !p.grad && !p.rows, "a refused body left something behind");
+  } else {
+    for (uint64_t i = 0; i < p.rows[0].k; i++) FUZZ_CHECK(p.rows[0].rows[i] < 1000, "an id >= V was accepted");
+    size_t n = codec_push_reply_size(&l, p.rows, dtype);
+    FUZZ_CHECK(n == len, "the reply of an accepted body is %zu bytes, the body %zu", n, len);
+    char *out = mem_alloc_big(n + 1);
+    codec_push_reply_write(&l, p.grad, p.rows, dtype, out);
+    /* float32 mirrors the body exactly; half types too (widening then narrowing is exact) except NaN payloads */
+    if (dtype == DTYPE_FLOAT32) FUZZ_CHECK(!memcmp(out, body, n), "the reply does not mirror the body");
+    mem_free_big(out, n + 1);
+    codec_push_bufs_release(&b, NULL);
+  }
+  mem_free_big(buf, len + 1);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   fixtures();
   if (size == 0) return 0;
+  check_sparse(data[0] % 3, data + 1, size - 1);
   const instance_state *t = &templates[data[0] % NSPECS];
   const uint8_t *body = data + 1;
   size_t len = size - 1, nf = len / 4, n = t->cfg.n;

@@ -106,7 +106,7 @@ static void check_doc(const jdoc *d, bool round_trip) {
   }
   if (!finite) return; /* non-finite values print as null: no round trip */
   jbuf_array *arr = malloc((d->narrays + 1) * sizeof *arr);
-  for (size_t k = 0; k < d->narrays; k++) arr[k] = (jbuf_array){d->store + d->arrays[k].first, d->arrays[k].n};
+  for (size_t k = 0; k < d->narrays; k++) arr[k] = (jbuf_array){d->store + d->arrays[k].first, d->arrays[k].n, NULL, 0};
   jbuf b;
   jbuf_init(&b, NULL, 256);
   jbuf_json_splice(&b, d->root, arr, d->narrays);
@@ -138,6 +138,9 @@ static void check_create(const jdoc *d) {
   fz_floats_finite(params, cfg.n, "params");
   instance_state s = {.cfg = cfg, .params = params, .best_loss = INFINITY, .next_id = 1};
   s.fresh = optim_buffers(cfg.alg, &cfg.hyper);
+  size_t nsparse = 0;
+  for (size_t i = 0; i < cfg.ntensors; i++) nsparse += cfg.tensors[i].sparse;
+  if (nsparse) s.rows = mem_xcalloc(nsparse, sizeof *s.rows); /* no row held yet (explicit rows come after) */
   fz_state_roundtrips(&s);
   instance_state_free(&s);
 }
@@ -215,14 +218,16 @@ static void push_body(jbuf *b, const instance_cfg *c, const push *p, int64_t seq
 static void check_push(const jdoc *d, const instance_cfg *c) {
   push p = {.step = -1, .loss = NAN, .grad_norm = NAN}, before = p;
   int64_t seq = -1;
-  float *g = NULL;
-  size_t cap = 0;
+  codec_push_bufs pb = {0};
   derr e = {0};
   instance_layout lay = instance_cfg_layout(c);
-  int rc = codec_push_json(d, &lay, NULL, &p, &seq, &g, &cap, &e);
+  int rc = codec_push_json(d, &lay, NULL, &p, &seq, &pb, &e);
+  float *g = pb.grad;
+  size_t cap = pb.grad_cap;
   if (rc < 0) {
     check_failed(rc, &e);
-    FUZZ_CHECK(g == NULL && cap == 0 && seq == -1 && !memcmp(&p, &before, sizeof p), "a refused push changed its outputs");
+    FUZZ_CHECK(g == NULL && cap == 0 && !pb.rows && seq == -1 && !memcmp(&p, &before, sizeof p),
+               "a refused push changed its outputs");
     return;
   }
   FUZZ_CHECK(g && cap >= c->n * sizeof(float));
@@ -238,19 +243,19 @@ static void check_push(const jdoc *d, const instance_cfg *c) {
     FUZZ_CHECK(jdoc_parse(&d2, NULL, b.p, b.len, &e) == 0, "%s", e.msg);
     push q = before;
     int64_t seq2 = -1;
-    float *g2 = NULL;
-    size_t cap2 = 0;
-    rc = codec_push_json(&d2, &lay, NULL, &q, &seq2, &g2, &cap2, &e);
+    codec_push_bufs pb2 = {0};
+    rc = codec_push_json(&d2, &lay, NULL, &q, &seq2, &pb2, &e);
+    float *g2 = pb2.grad;
     FUZZ_CHECK(rc == 0, "a push written back is refused: %s\n%.*s", e.msg, (int)b.len, b.p);
     FUZZ_CHECK(q.step == p.step && seq2 == seq && fz_deq(q.loss, p.loss) && fz_deq(q.grad_norm, p.grad_norm) &&
                    (p.worker ? q.worker && !strcmp(p.worker, q.worker) : !q.worker),
                "a push written back decodes differently");
     FUZZ_CHECK(!memcmp(g, g2, c->n * sizeof(float)), "gradient values changed in the round trip");
-    bufpool_put(NULL, g2, cap2);
+    codec_push_bufs_release(&pb2, NULL);
     jdoc_free(&d2);
     jbuf_release(&b);
   }
-  bufpool_put(NULL, g, cap);
+  codec_push_bufs_release(&pb, NULL);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {

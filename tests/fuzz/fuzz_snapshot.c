@@ -3,7 +3,8 @@
  *
  * Input: a snapshot file when it starts with the magic "DESCENTS";
  * otherwise bytes that choose a state (algorithm, hyperparameters, mode,
- * schedule, tensors, step, which buffers exist, raw parameter bits).
+ * schedule, tensors, step, which buffers exist, raw parameter bits, and
+ * sparse tensors with their held rows where the algorithm allows them).
  * Invariants:
  *   - a refused file leaves the state empty and says why; an accepted one
  *     is a valid configuration whose arrays fill the file exactly;
@@ -13,15 +14,52 @@
  *     (export, then import) unchanged.
  */
 #include "fuzz_state.h"
+#include "optim_sparse.h"
+
+/* Appends nsparse sparse tensors ([V, D], V up to 2^62, an init) with up to
+ * 4 held rows each (ids ascending, every row buffer, raw bits). */
+static void add_sparse(fuzz_in *in, instance_state *s, size_t nsparse) {
+  instance_cfg *c = &s->cfg;
+  if (!nsparse) return;
+  s->rows = mem_xcalloc(nsparse, sizeof *s->rows);
+  unsigned bufs = instance_cfg_row_buffers(c);
+  for (size_t i = 0; i < nsparse; i++) {
+    tensor *t = &c->tensors[c->ntensors++];
+    snprintf(t->name, sizeof t->name, "E%zu", i);
+    t->sparse = true;
+    t->ndim = 2;
+    t->vrows = t->shape[0] = 1 + (fuzz_u64(in, 8) >> 2) % (fuzz_u8(in) & 1 ? (1ull << 62) : 64);
+    t->dim = t->shape[1] = 1 + fuzz_u8(in) % 4;
+    t->offset = c->n;
+    t->origin = fuzz_u8(in) & 1 ? fuzz_u64(in, 4) : 0;
+    uint8_t k = fuzz_u8(in) % 4;
+    t->init = (tensor_init){.kind = k, .a = k == TENSOR_INIT_UNIFORM ? -1 : 0.5, .b = 2, .seed = fuzz_u64(in, 2)};
+    uint64_t m = fuzz_u8(in) % 5, id = 0;
+    if (m > t->vrows) m = t->vrows;
+    FUZZ_CHECK(state_rows_alloc(&s->rows[i], m, t->dim, bufs) == 0);
+    state_rows *r = &s->rows[i];
+    for (uint64_t j = 0; j < m; j++) {
+      uint64_t room = t->vrows - id - (m - j); /* ids left above, keeping one for each row still to come */
+      id += room ? fuzz_u64(in, 8) % (room + 1) : 0;
+      r->ids[j] = id++;
+    }
+    for (size_t f = 0; f < m * t->dim; f++) {
+      uint32_t u = (uint32_t)fuzz_u64(in, 4);
+      memcpy(&r->params[f], &u, 4);
+      for (int b = 0; b < OPTIM_NBUF; b++)
+        if (r->buf[b]) r->buf[b][f] = (float)f * 0.25f + (float)fuzz_u8(in);
+    }
+  }
+}
 
 /* Builds a daemon-like state from the input: n <= 4 * 4 * 4 * 3 floats. */
 static void build_state(fuzz_in *in, instance_state *s) {
-  static const char *const algs[] = {"sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw", "random_search"};
+  static const char *const algs[] = {"sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw", "random_search", "sparse_adam"};
   static const double nums[] = {0, 1e-3, 0.1, 0.5, 0.9, 0.999, 1, 1e-8, 5e-324, 1e308, 0.30000000000000004, 2.5};
   memset(s, 0, sizeof *s);
   instance_cfg *c = &s->cfg;
   derr e = {0};
-  FUZZ_CHECK(optim_alg_parse(algs[fuzz_u8(in) % 8], &c->alg, &c->hyper, &e) == 0);
+  FUZZ_CHECK(optim_alg_parse(algs[fuzz_u8(in) % 9], &c->alg, &c->hyper, &e) == 0);
   optim_hyper h = c->hyper;
   for (const optim_hyper_field *f = optim_hyper_fields; f->name; f++) {
     if (!(f->algs & OPTIM_A(c->alg)) || !(fuzz_u8(in) & 1)) continue;
@@ -71,9 +109,14 @@ static void build_state(fuzz_in *in, instance_state *s) {
       sc->total_iters = 1 + (double)fuzz_u8(in);
     }
   }
-  c->ntensors = 1 + fuzz_u8(in) % 3;
-  c->tensors = mem_xcalloc(c->ntensors, sizeof(tensor));
-  for (size_t i = 0; i < c->ntensors; i++) {
+  derr se = {0};
+  bool sparse_ok = c->clip_grad_norm == 0 && optim_sparse_check(c->alg, &c->hyper, &se) == 0;
+  bool only_sparse = c->alg == OPTIM_SPARSE_ADAM; /* torch's SparseAdam takes no dense tensor */
+  size_t ndense = only_sparse ? 0 : 1 + fuzz_u8(in) % 3, nsparse = sparse_ok ? fuzz_u8(in) % 3 : 0;
+  if (only_sparse && !nsparse) nsparse = 1;
+  c->ntensors = ndense;
+  c->tensors = mem_xcalloc(ndense + nsparse, sizeof(tensor));
+  for (size_t i = 0; i < ndense; i++) {
     tensor *t = &c->tensors[i];
     snprintf(t->name, sizeof t->name, "%c%zu", "Wbv"[fuzz_u8(in) % 3], i);
     t->ndim = fuzz_u8(in) % 4;
@@ -86,6 +129,7 @@ static void build_state(fuzz_in *in, instance_state *s) {
     t->origin = fuzz_u8(in) & 1 ? fuzz_u64(in, 4) : 0;
     c->n += t->count;
   }
+  add_sparse(in, s, nsparse);
   snprintf(c->name, sizeof c->name, "snap-%u", fuzz_u8(in));
   s->step = fuzz_u64(in, 4);
   s->version = fuzz_u64(in, 8);
@@ -105,7 +149,8 @@ static void build_state(fuzz_in *in, instance_state *s) {
   base.amsgrad = false;
   unsigned switched = need & ~optim_buffers(c->alg, &base);
   s->have = need;
-  if ((c->alg == OPTIM_SGD || c->alg == OPTIM_RMSPROP) && (bits & 0x80)) s->have |= 1u << OPTIM_BUF_MOMENTUM;
+  if ((c->alg == OPTIM_SGD || c->alg == OPTIM_RMSPROP) && (bits & 0x80) && !s->rows) /* sparse: never momentum */
+    s->have |= 1u << OPTIM_BUF_MOMENTUM;
   s->fresh = s->step == 0 ? need : switched & bits;
   for (int b = 0; b < OPTIM_NBUF; b++) {
     if (!(s->have & (1u << b))) continue;
@@ -125,6 +170,11 @@ static void build_state(fuzz_in *in, instance_state *s) {
 static bool arrays_finite(const instance_state *s) {
   size_t where;
   if (!optim_all_finite(s->params, s->cfg.n, &where)) return false;
+  for (size_t t = 0, i = 0; s->rows && t < s->cfg.ntensors; t++) {
+    if (!s->cfg.tensors[t].sparse) continue;
+    const state_rows *r = &s->rows[i++];
+    if (!optim_all_finite(r->params, r->m * s->cfg.tensors[t].dim, &where)) return false;
+  }
   for (int b = 0; b < OPTIM_NBUF; b++)
     if ((fz_written(s) & (1u << b)) && !optim_all_finite(s->buf[b], s->cfg.n, &where)) return false;
   return true;
@@ -138,7 +188,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     int rc = persist_decode(data, size, &s, &e);
     if (rc < 0) {
       FUZZ_CHECK(e.code == -rc && e.msg[0], "refused without a message");
-      FUZZ_CHECK(!s.params && !s.cfg.tensors && !s.have, "a refused snapshot left a state behind");
+      FUZZ_CHECK(!s.params && !s.cfg.tensors && !s.have && !s.rows, "a refused snapshot left a state behind");
       for (int b = 0; b < OPTIM_NBUF; b++) FUZZ_CHECK(!s.buf[b]);
       return 0;
     }

@@ -67,6 +67,12 @@ static inline bool fz_cfg_equal(const instance_cfg *a, const instance_cfg *b, ch
     if (strcmp(x->name, y->name) || x->ndim != y->ndim || x->count != y->count || x->offset != y->offset ||
         x->origin != y->origin || memcmp(x->shape, y->shape, (size_t)x->ndim * sizeof x->shape[0]))
       FZ_DIFF("tensors[%zu] ('%s' / '%s')", i, x->name, y->name);
+    if (x->sparse != y->sparse ||
+        (x->sparse && (x->vrows != y->vrows || x->dim != y->dim || x->init.kind != y->init.kind ||
+                       (x->init.kind != TENSOR_INIT_ZEROS && (!fz_deq(x->init.a, y->init.a) ||
+                                                              (x->init.kind >= TENSOR_INIT_NORMAL &&
+                                                               (!fz_deq(x->init.b, y->init.b) || x->init.seed != y->init.seed)))))))
+      FZ_DIFF("tensors[%zu] ('%s'): sparse, V, D or init", i, x->name);
   }
   return true;
 }
@@ -79,12 +85,29 @@ static inline bool fz_state_equal(const instance_state *a, const instance_state 
   size_t n = a->cfg.n;
   if (a->step != b->step) FZ_DIFF("step %llu / %llu", (unsigned long long)a->step, (unsigned long long)b->step);
   if (memcmp(a->params, b->params, n * sizeof(float))) FZ_DIFF("params");
-  if (fz_written(a) != fz_written(b)) FZ_DIFF("buffers written %#x / %#x", fz_written(a), fz_written(b));
   unsigned need = optim_buffers(a->cfg.alg, &a->cfg.hyper);
-  if ((a->fresh & need) != (b->fresh & need)) FZ_DIFF("fresh buffers %#x / %#x", a->fresh & need, b->fresh & need);
+  /* with no dense float (only sparse tensors) a dense buffer holds nothing:
+   * whether it counts as written is not part of the state */
+  if (n && fz_written(a) != fz_written(b)) FZ_DIFF("buffers written %#x / %#x", fz_written(a), fz_written(b));
+  if (n && (a->fresh & need) != (b->fresh & need)) FZ_DIFF("fresh buffers %#x / %#x", a->fresh & need, b->fresh & need);
   for (int k = 0; k < OPTIM_NBUF; k++)
-    if ((fz_written(a) & (1u << k)) && memcmp(a->buf[k], b->buf[k], n * sizeof(float)))
+    if (n && (fz_written(a) & (1u << k)) && memcmp(a->buf[k], b->buf[k], n * sizeof(float)))
       FZ_DIFF("buffer %s", optim_buf_name(k));
+  if (!a->rows != !b->rows) FZ_DIFF("rows %s / %s", a->rows ? "present" : "absent", b->rows ? "present" : "absent");
+  for (size_t t = 0, i = 0; a->rows && t < a->cfg.ntensors; t++) {
+    if (!a->cfg.tensors[t].sparse) continue;
+    const state_rows *x = &a->rows[i], *y = &b->rows[i];
+    size_t D = a->cfg.tensors[t].dim;
+    i++;
+    if (x->m != y->m || (x->m && memcmp(x->ids, y->ids, x->m * sizeof *x->ids)))
+      FZ_DIFF("rows of %s: %llu / %llu ids", a->cfg.tensors[t].name, (unsigned long long)x->m, (unsigned long long)y->m);
+    if (x->m && memcmp(x->params, y->params, x->m * D * sizeof(float))) FZ_DIFF("rows of %s: params", a->cfg.tensors[t].name);
+    for (int k = 0; k < OPTIM_NBUF; k++) {
+      if (!x->buf[k] != !y->buf[k]) FZ_DIFF("rows of %s: buffer %s held / not", a->cfg.tensors[t].name, optim_buf_name(k));
+      if (x->buf[k] && x->m && memcmp(x->buf[k], y->buf[k], x->m * D * sizeof(float)))
+        FZ_DIFF("rows of %s: buffer %s", a->cfg.tensors[t].name, optim_buf_name(k));
+    }
+  }
   if (a->cfg.alg == OPTIM_RANDOM_SEARCH &&
       (!fz_deq(a->best_loss, b->best_loss) || a->next_id != b->next_id || a->tells != b->tells || a->best_id != b->best_id))
     FZ_DIFF("random_search counters");
@@ -153,6 +176,12 @@ static inline void fz_cfg_valid(const instance_cfg *c) {
     FUZZ_CHECK(spec_name_ok(t->name), "tensor name '%s'", t->name);
     for (size_t j = 0; j < i; j++) FUZZ_CHECK(strcmp(c->tensors[j].name, t->name), "tensor '%s' twice", t->name);
     FUZZ_CHECK(t->ndim >= 0 && t->ndim <= TENSOR_MAXDIM);
+    if (t->sparse) { /* [V, D], no room in the flat arrays */
+      FUZZ_CHECK(t->ndim == 2 && t->vrows == t->shape[0] && t->vrows >= 1 && t->vrows <= (1ull << 62) &&
+                     t->dim == t->shape[1] && t->dim >= 1 && t->count == 0 && t->offset == off,
+                 "sparse tensor '%s': V %llu D %zu count %zu", t->name, (unsigned long long)t->vrows, t->dim, t->count);
+      continue;
+    }
     uint64_t count = 1;
     for (int k = 0; k < t->ndim; k++) {
       FUZZ_CHECK(t->shape[k] >= 1);

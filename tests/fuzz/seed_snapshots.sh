@@ -32,9 +32,16 @@ post POST /v1/optimizers '{"name":"sync","algorithm":"rmsprop","hyper":{"centere
 post POST /v1/optimizers '{"name":"rs","algorithm":"random_search","hyper":{"scale":0.5,"seed":7},"tensors":[{"name":"x","shape":[2],"values":[1,-1]}]}'
 curl -sf -X POST "$URL/v1/optimizers/rs/ask" -H "$J" -d '{}' >/dev/null
 post POST /v1/optimizers/rs/tell '{"candidate":1,"loss":0.75}'
+# sparse (version 2 files): adagrad with an embedding table beside a dense tensor, two steps with
+# a repeated row; sparse_adam on a 2^40-row table with a normal init, one step
+post POST /v1/optimizers '{"name":"emb","algorithm":"adagrad","hyper":{"lr":0.1},"tensors":[{"name":"E","shape":[1000,3],"sparse":true,"init":{"uniform":{"low":-0.5,"high":0.5,"seed":3}}},{"name":"w","shape":[2]}]}'
+post POST /v1/optimizers/emb/step '{"grads":{"E":{"rows":[7,2,7],"values":[[1,2,3],[0.5,0.5,0.5],[-1,0,1]]},"w":[1,-1]}}'
+post POST /v1/optimizers/emb/step '{"grads":{"E":{"rows":[999],"values":[[0.25,0,-0.25]]},"w":[0.5,0.5]}}'
+post POST /v1/optimizers '{"name":"sadam","algorithm":"sparse_adam","tensors":[{"name":"T","shape":[1099511627776,2],"sparse":true,"offset":5,"init":{"normal":{"std":0.1,"seed":9}}}]}'
+post POST /v1/optimizers/sadam/step '{"grads":{"T":{"rows":[1099511627775,0],"values":[[1,-1],[2,-2]]}}}'
 
-for n in adam sgd sync rs; do curl -sf "$URL/v1/optimizers/$n/state" >"$OUT_JSON/state-$n.json"; done
+for n in adam sgd sync rs emb sadam; do curl -sf "$URL/v1/optimizers/$n/state" >"$OUT_JSON/state-$n.json"; done
 kill "$PID"
 wait "$PID" || true
-for n in adam sgd sync rs; do cp "$DIR/data/$n.snap" "$OUT_SNAP/daemon-$n.snap"; done
+for n in adam sgd sync rs emb sadam; do cp "$DIR/data/$n.snap" "$OUT_SNAP/daemon-$n.snap"; done
 echo "seeds written: $OUT_SNAP/daemon-*.snap $OUT_JSON/state-*.json"

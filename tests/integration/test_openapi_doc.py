@@ -122,8 +122,11 @@ class Document(unittest.TestCase):
                     self.assertIn(s, resp)
                 self.assertEqual(resp["405"], {"$ref": "#/components/responses/MethodNotAllowed"})
                 self.assertEqual("413" in resp, bool(body), "413 iff the route takes a body")
-                self.assertEqual(resp["503"]["$ref"].rsplit("/", 1)[1], "Unavailable" if body else "ShuttingDown",
-                                 "503 busy iff the route takes a body")
+                want503 = "Unavailable" if body else "ShuttingDownOrNoLeader" if "R_REPL" in flags else "ShuttingDown"
+                self.assertEqual(resp["503"]["$ref"].rsplit("/", 1)[1], want503,
+                                 "503 busy iff the route takes a body; no_leader iff it is replicated (R_REPL)")
+                self.assertEqual("307" in resp, path.startswith("/v1/"),
+                                 "307 to the leader on the API (writes; reads with Descent-Read: leader)")
                 if "{name}" in path and (method, path) not in CREATES:
                     self.assertIn("404", resp)
 

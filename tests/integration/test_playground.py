@@ -101,6 +101,8 @@ class Playground(DaemonTest):
             ({"objective": "ravine", "algorithm": "sgd", "start": [0, 0], "steps": 1, "noise": -1}, 422, "invalid_value"),
             ({"objective": "ravine", "algorithm": "sgd", "hyper": {"lr": -1}, "start": [0, 0], "steps": 1}, 422, "invalid_value"),
             ({"objective": "ravine", "algorithm": "sgd", "start": [0, 0], "steps": 1, "x": 1}, 400, "bad_request"),
+            # torch.optim.SparseAdam refuses dense gradients; the playground's are dense
+            ({"objective": "ravine", "algorithm": "sparse_adam", "start": [0, 0], "steps": 1}, 422, "invalid_value"),
         ]:
             with self.subTest(body=body):
                 self.assertError(self.d.req("POST", "/v1/playground", body), status, code)

@@ -21,6 +21,7 @@
   X(registry)         \
   X(persist)          \
   X(spec)             \
+  X(codec_push)       \
   X(review)           \
   X(timers)           \
   X(auth)             \

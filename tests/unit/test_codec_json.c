@@ -117,7 +117,7 @@ START_TEST(writer_round_trips) {
   for (int i = 0; i < 100; i++) v[i] = (float)sin(i) * 1e-3f;
   json_t *root = json_pack("{s:i, s:{s:o, s:o}}", "step", 3, "params", "W", jbuf_placeholder(0), "b",
                            jbuf_placeholder(1));
-  jbuf_array arrays[2] = {{v, 100}, {v, 3}};
+  jbuf_array arrays[2] = {{v, 100, NULL, 0}, {v, 3, NULL, 0}};
   jbuf b;
   jbuf_init(&b, NULL, 16);
   jbuf_json_splice(&b, root, arrays, 2);

@@ -168,14 +168,15 @@ static int pair_cmp(const void *a, const void *b) {
   return x->idx < y->idx ? -1 : x->idx > y->idx;
 }
 
-/* The coalesce against a brute-force one (qsort): every k from 0 to 300 and a few large ones, ids from small,
- * wide (2^62) and clustered ranges, with and without repeats. */
+/* The coalesce against a brute-force one (qsort): k from 0 to 10^5, ids
+ * from small, wide (2^62) and clustered ranges, with and without repeats,
+ * D = 3 and 1 (the two radix sorts). */
 static const size_t coalesce_k[] = {0, 1, 2, 3, 31, 32, 33, 100, 300, 4096, 100000};
 
 START_TEST(coalesce_matches_brute_force) {
   size_t k = coalesce_k[_i % 11];
-  int range = _i / 11; /* 0: ids < 50 (many repeats), 1: < 2^62, 2: 2^40 + i, 3: sorted distinct */
-  const size_t D = 3;
+  int range = (_i / 11) % 4; /* 0: ids < 50 (many repeats), 1: < 2^62, 2: 2^40 + i, 3: sorted distinct */
+  const size_t D = _i < 44 ? 3 : 1; /* the keyed radix sort (D >= 3) and the other */
   uint64_t *rows = malloc((k + 1) * 8), *ur = malloc((k + 1) * 8), *br = malloc((k + 1) * 8);
   float *g = malloc((k * D + 1) * 4), *ug = malloc((k * D + 1) * 4), *bg = malloc((k * D + 1) * 4);
   uint32_t *order = malloc((k + 1) * 4);
@@ -217,6 +218,13 @@ START_TEST(coalesce_order) {
   ck_assert(ur[0] == 4 && ur[1] == 9);
   ck_assert(ug[0] == (1.0f + -1e8f) + 1e8f); /* 0: in order, not 1 */
   ck_assert(ug[1] == 1e8f + 1.0f);
+  /* 100 copies of one row (the radix path with no bits to sort on): in order */
+  uint64_t same[100], us[100];
+  float gs[100], ugs[100], want = 0;
+  uint32_t ord[100];
+  for (int i = 0; i < 100; i++) same[i] = 1ull << 61, gs[i] = i % 2 ? 1e7f : 0.3f * (float)i, want += gs[i];
+  ck_assert_uint_eq(optim_sparse_coalesce(same, gs, 100, 1, us, ugs, ord), 1);
+  ck_assert(us[0] == 1ull << 61 && ugs[0] == want);
 }
 END_TEST
 
@@ -515,7 +523,7 @@ Suite *suite_optim_sparse(void) {
   tcase_add_test(tc, check_refusals);
   tcase_add_test(tc, sparse_adam_hyper);
   tcase_add_test(tc, row_layout);
-  tcase_add_loop_test(tc, coalesce_matches_brute_force, 0, 44);
+  tcase_add_loop_test(tc, coalesce_matches_brute_force, 0, 88);
   tcase_add_test(tc, coalesce_order);
   tcase_add_loop_test(tc, kernels_match_formulas, 0, 20);
   suite_add_tcase(s, tc);

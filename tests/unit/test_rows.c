@@ -3,17 +3,19 @@
  * iteration, seeded init that depends only on (seed, logical row, column)),
  * then through instance_push: sgd applies entries in the order sent while
  * adagrad coalesces, the quota refuses a push whole, rows pulled without
- * being held, sync rounds combining rows in worker-name order, and
- * export/import continuing bit for bit.  The test thread drives everything. */
+ * being held, sync rounds combining rows in worker-name order,
+ * export/import and snapshots (persist) continuing bit for bit.  The test thread drives everything. */
 #include <check.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <zlib.h>
 
 #include "instance.h"
 #include "mem.h"
 #include "optim.h"
+#include "persist.h"
 #include "registry.h"
 #include "rng.h"
 #include "rows.h"
@@ -361,6 +363,48 @@ START_TEST(sync_round_combines_rows_in_worker_order) {
 }
 END_TEST
 
+START_TEST(sync_round_over_the_quota_fails_whole) {
+  registry *reg = registry_new(4, 6);
+  instance *in = sp_instance(&(sp_spec){.alg = "adagrad", .D = 1, .mode = MODE_SYNC, .workers = 2, .reg = reg});
+  twaiter ta, tb;
+  tw_init(&ta);
+  tw_init(&tb);
+  /* each push alone fits (2 floats a row, 6 allowed), together their 4 new rows do not */
+  uint64_t ia[3] = {1, 2, 3}, ib[2] = {3, 4}, ic[1] = {2};
+  float va[3] = {1, 1, 1}, vb[2] = {1, 1}, vc[1] = {1};
+  ck_assert_int_eq(sp_push(in, &ta, "a", ia, va, 3, NULL, false), PUSH_WAITING);
+  ck_assert_int_eq(sp_push(in, &tb, "b", ib, vb, 2, NULL, false), PUSH_FAILED);
+  ck_assert_int_eq(tb.w.code, E_QUOTA);
+  ck_assert_int_eq(ta.wakes, 1);
+  ck_assert_int_eq(ta.w.code, E_QUOTA);
+  ck_assert_ptr_null(ta.w.rows);
+  ck_assert_uint_eq(registry_floats(reg), 0);
+  ck_assert_uint_eq(instance_floats(in), 0);
+  instance_info info;
+  instance_info_get(in, &info);
+  ck_assert_uint_eq(info.step, 0);
+  /* the next round fits: 3 rows */
+  twaiter tc, td;
+  tw_init(&tc);
+  tw_init(&td);
+  ck_assert_int_eq(sp_push(in, &tc, "a", ia, va, 3, NULL, true), PUSH_WAITING);
+  ck_assert_int_eq(sp_push(in, &td, "b", ic, vc, 1, NULL, true), PUSH_DONE);
+  ck_assert_uint_eq(registry_floats(reg), 6);
+  ck_assert_int_eq(tc.w.code, 0);
+  ck_assert_ptr_nonnull(tc.w.rows);
+  ck_assert_uint_eq(tc.w.rows->n, 3);
+  psnap_unref(tc.w.rows);
+  psnap_unref(td.w.rows);
+  tw_cleanup(&ta);
+  tw_cleanup(&tb);
+  tw_cleanup(&tc);
+  tw_cleanup(&td);
+  registry_uncharge(reg, instance_floats(in));
+  instance_unref(in);
+  registry_free(reg);
+}
+END_TEST
+
 /* Two instances stepped alike: their exports are equal, array by array. */
 static void ck_same_state(instance *a, instance *b) {
   instance_state x, y;
@@ -437,6 +481,77 @@ START_TEST(init_rows_are_held_from_the_start) {
 }
 END_TEST
 
+/* ---- snapshots ------------------------------------------------------------------ */
+
+static uint32_t le32(const unsigned char *b) { return (uint32_t)b[0] | b[1] << 8 | b[2] << 16 | (uint32_t)b[3] << 24; }
+
+static void fix_crc(unsigned char *b, size_t len) {
+  uint32_t c = (uint32_t)crc32(0, b, (uInt)(len - 4));
+  for (int i = 0; i < 4; i++) b[len - 4 + i] = (unsigned char)(c >> (8 * i));
+}
+
+START_TEST(snapshot_round_trip_byte_equal) {
+  sp_spec sp = {.alg = "adagrad", .lr = 0.5, .ndense = 3, .D = 3, .V = (uint64_t)1 << 40,
+                .init = {.kind = TENSOR_INIT_UNIFORM, .a = -1, .b = 1, .seed = 5}};
+  instance *in = sp_instance(&sp);
+  twaiter t;
+  tw_init(&t);
+  uint64_t ids[3] = {((uint64_t)1 << 40) - 1, 3, 3};
+  float v[9] = {1, 2, 3, 4, 5, 6, 7, 8, 9}, g[3] = {0.5f, -0.25f, 1};
+  ck_assert_int_eq(sp_push(in, &t, NULL, ids, v, 3, g, false), PUSH_DONE);
+  instance_state s;
+  ck_assert_int_eq(instance_export(in, &s), 0);
+  unsigned char *b1, *b2;
+  size_t l1, l2;
+  ck_assert_int_eq(persist_encode(&s, &b1, &l1), 0);
+  instance_state_free(&s);
+  ck_assert_uint_eq(le32(b1 + 8), 2); /* version 2: it has sparse rows */
+  size_t hl = le32(b1 + 12);
+  /* dense: params and sum of 3 floats; rows: 2 ids, 2 x 3 params, 2 x 3 sums */
+  ck_assert_uint_eq(l1, 16 + hl + 4 * 3 * 2 + 8 * 2 + 4 * 2 * 3 * 2 + 4);
+  const char *rows_field = "\"rows\":[{\"tensor\":\"E\",\"count\":2,\"buffers\":[\"sum\"]}]";
+  ck_assert_msg(memmem(b1 + 16, hl, rows_field, strlen(rows_field)) != NULL, "header: %.*s", (int)hl, b1 + 16);
+  derr e = {0};
+  instance_state d;
+  ck_assert_int_eq(persist_decode(b1, l1, &d, &e), 0);
+  instance *back = instance_from_state(&d, &F.env);
+  instance_state_free(&d);
+  ck_assert_ptr_nonnull(back);
+  ck_assert_int_eq(instance_export(back, &s), 0);
+  ck_assert_int_eq(persist_encode(&s, &b2, &l2), 0);
+  instance_state_free(&s);
+  ck_assert_uint_eq(l2, l1);
+  ck_assert(memcmp(b1, b2, l1) == 0);
+  free(b2);
+  /* the next step is the same on both */
+  float v2[9], g2[3];
+  for (int i = 0; i < 9; i++) v[i] = (float)i / 3 - 1;
+  memcpy(v2, v, sizeof v);
+  g[0] = g[1] = g[2] = 0.125f;
+  memcpy(g2, g, sizeof g);
+  ck_assert_int_eq(sp_push(in, &t, NULL, ids, v, 3, g, true), PUSH_DONE);
+  ck_assert_int_eq(sp_push(back, &t, NULL, ids, v2, 3, g2, true), PUSH_DONE);
+  ck_floats_bits(v2, v, 9, "rows after the restored step");
+  ck_floats_bits(g2, g, 3, "dense after the restored step");
+  /* refused: ids out of order (swapped), and cut short */
+  size_t ids_at = 16 + hl + 4 * 3 * 2;
+  unsigned char tmp[8];
+  memcpy(tmp, b1 + ids_at, 8);
+  memcpy(b1 + ids_at, b1 + ids_at + 8, 8);
+  memcpy(b1 + ids_at + 8, tmp, 8);
+  fix_crc(b1, l1);
+  ck_assert_int_eq(persist_decode(b1, l1, &d, &e), -E_BAD_REQUEST);
+  ck_assert_str_eq(e.msg, "rows of E: id 3 (entry 1) out of range or out of order");
+  fix_crc(b1, l1 - 4); /* one float short, with a good CRC */
+  ck_assert_int_eq(persist_decode(b1, l1 - 4, &d, &e), -E_BAD_REQUEST);
+  ck_assert_str_eq(e.msg, "size mismatch: the arrays do not match the header");
+  free(b1);
+  tw_cleanup(&t);
+  instance_unref(in);
+  instance_unref(back);
+}
+END_TEST
+
 Suite *suite_rows(void) {
   Suite *s = suite_create("rows");
   TCase *tc = tcase_create("store");
@@ -450,8 +565,10 @@ Suite *suite_rows(void) {
   tcase_add_test(tc, bad_rows_change_nothing);
   tcase_add_test(tc, quota_refuses_a_push_whole);
   tcase_add_test(tc, sync_round_combines_rows_in_worker_order);
+  tcase_add_test(tc, sync_round_over_the_quota_fails_whole);
   tcase_add_test(tc, export_import_continues_bit_for_bit);
   tcase_add_test(tc, init_rows_are_held_from_the_start);
+  tcase_add_test(tc, snapshot_round_trip_byte_equal);
   suite_add_tcase(s, tc);
   return s;
 }

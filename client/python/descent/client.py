@@ -48,7 +48,7 @@ from array import array
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from .errors import DescentError, DescentStepMismatch
-from .http import BINARY, Endpoint, quote as _quote, query as _query
+from .http import BINARY, Endpoint, endpoint, quote as _quote, query as _query
 from .sharding import FanOut, Layout, shard_plan, shard_ranges, slice_chunks
 from . import rows as _rows
 from . import wire
@@ -165,7 +165,12 @@ class Client:
     catch up before the shards count as out of step (async mode); kind: what
     push and pull return by default ("list", "array", "numpy", "torch");
     sync_timeout: the longest a sync push waits for its round (also when the
-    instance's round_timeout_ms is longer), plus timeout."""
+    instance's round_timeout_ms is longer), plus timeout.
+    Replicas: a URL that lists the members of one Raft group, comma-separated
+    ("http://a:8080,http://b:8080,http://c:8080"), is one shard served by that
+    group: writes follow the leader, failovers are retried (pushes with an
+    Idempotency-Key, one is made up if none is given: applied exactly once),
+    reads go through the leader (descent.http.Group)."""
 
     def __init__(self, urls: Union[str, Sequence[str]], token: Optional[str] = None, timeout: float = 60.0,
                  settle_ms: float = 2000, ssl_context: Any = None, kind: str = "list",
@@ -179,7 +184,7 @@ class Client:
             raise ValueError("kind must be one of %s, not %r" % (", ".join(wire.KINDS), kind))
         self.kind = kind
         self.sync_timeout = sync_timeout
-        self.endpoints = [Endpoint(u, token, timeout, ssl_context) for u in urls]
+        self.endpoints = [endpoint(u, token, timeout, ssl_context) for u in urls]
         self.urls = [e.url for e in self.endpoints]
         self.sharded = len(self.endpoints) > 1
         self.timeout = timeout

@@ -18,11 +18,12 @@ import ssl
 import threading
 import time
 import urllib.parse
+import uuid
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .errors import DescentError
 
-__all__ = ["Endpoint", "BINARY", "quote", "query"]
+__all__ = ["Endpoint", "Group", "endpoint", "BINARY", "quote", "query"]
 
 BINARY = "application/octet-stream"
 IDLE_MAX_S = 20.0           # drop pooled connections idle longer than this
@@ -193,3 +194,99 @@ class Endpoint:
                                    "cannot carry") from None
         _, _, data = self.request(method, path, body, timeout=timeout)
         return json.loads(data) if data else None
+
+
+def _json_request(ep: Any, method: str, path: str, body: Any, timeout: Optional[float]) -> Any:
+    if body is not None and not isinstance(body, (bytes, str)):
+        try:
+            body = json.dumps(body, allow_nan=False)
+        except ValueError:
+            raise DescentError(422, "not_finite", "the request holds a NaN or infinite number, which JSON "
+                               "cannot carry") from None
+    _, _, data = ep.request(method, path, body, timeout=timeout)
+    return json.loads(data) if data else None
+
+
+FAILOVER_S = 30.0  # how long a Group keeps trying to reach a leader
+
+
+class Group:
+    """The members of one replica group (descentd --cluster), given as one
+    comma-separated string "http://a:8080,http://b:8080,http://c:8080".
+
+    Behaves as one Endpoint: a write goes to the member believed to lead and
+    follows 307 to the leader; 503 no_leader (nothing was done), a member
+    that cannot be reached, and 503 leadership_lost are retried on the
+    members in turn for up to FAILOVER_S seconds, with the same headers.  A
+    retry that could apply a change twice is never made: only reads, requests
+    the daemon was never handed (no_leader, a refused connection) and pushes
+    with an Idempotency-Key or a worker+seq are retried after an ambiguous
+    failure; a push sent without either gets a random Idempotency-Key here,
+    so that a failover applies it exactly once.  Reads go to the leader too
+    (Descent-Read: leader): a client reads its own writes.  Thread-safe."""
+
+    def __init__(self, urls: Sequence[str], token: Optional[str], timeout: Optional[float],
+                 ssl_context: Optional[ssl.SSLContext], failover: float = FAILOVER_S) -> None:
+        self.members = [Endpoint(u, token, timeout, ssl_context) for u in urls]
+        self.args = (token, timeout, ssl_context)
+        self.failover = failover
+        self.lock = threading.Lock()
+        self.leader = 0
+        self.url = ",".join(m.url for m in self.members)
+
+    def close(self) -> None:
+        for m in list(self.members):
+            m.close()
+
+    def _member(self, location: str) -> int:
+        u = urllib.parse.urlsplit(location)
+        base = "%s://%s" % (u.scheme, u.netloc)
+        with self.lock:
+            for i, m in enumerate(self.members):
+                if m.url == base:
+                    return i
+            self.members.append(Endpoint(base, *self.args))  # a member added since
+            return len(self.members) - 1
+
+    def request(self, method: str, path: str, body: Any = None, headers: Optional[Dict[str, str]] = None,
+                timeout: Optional[float] = -1, into: Optional[Sequence[memoryview]] = None
+                ) -> Tuple[int, Dict[str, str], Optional[bytes]]:
+        hdrs = dict(headers or {})
+        keyed = "Idempotency-Key" in hdrs or ("seq=" in path and "worker=" in path)
+        if method == "POST" and path.split("?")[0].endswith("/step") and not keyed:
+            hdrs["Idempotency-Key"] = "g-" + uuid.uuid4().hex
+            keyed = True
+        safe = method in ("GET", "HEAD") or keyed
+        if method in ("GET", "HEAD"):
+            hdrs.setdefault("Descent-Read", "leader")
+        deadline = time.monotonic() + self.failover
+        i, tries = self.leader, 0
+        while True:
+            m = self.members[i % len(self.members)]
+            try:
+                st, h, data = m.request(method, path, body, hdrs, timeout, into)
+            except DescentError as e:
+                never_got_there = e.code in ("no_leader", "shutting_down") or (
+                    e.code == "unreachable" and "refused" in e.message.lower())
+                ambiguous = e.code in ("leadership_lost", "unreachable", "timeout")
+                if not (never_got_there or (ambiguous and safe)) or time.monotonic() > deadline:
+                    raise
+                tries += 1
+                i += 1
+                time.sleep(min(0.02 * tries, 0.3))
+                continue
+            if st == 307 and "location" in h:
+                i = self._member(h["location"])
+                continue
+            self.leader = i % len(self.members)
+            return st, h, data
+
+    def json(self, method: str, path: str, body: Any = None, timeout: Optional[float] = -1) -> Any:
+        return _json_request(self, method, path, body, timeout)
+
+
+def endpoint(url: str, token: Optional[str], timeout: Optional[float], ssl_context: Optional[ssl.SSLContext]) -> Any:
+    """An Endpoint for one daemon's URL, a Group for "url,url,..." (the members of one replica group)."""
+    if "," in url:
+        return Group([u.strip() for u in url.split(",") if u.strip()], token, timeout, ssl_context)
+    return Endpoint(url, token, timeout, ssl_context)

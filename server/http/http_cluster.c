@@ -1,0 +1,274 @@
+/* http_cluster: a replica's writes as Raft entries (see http_cluster.h).
+ *
+ * Entry bytes (after replica's own header): u8 version (1), u8 route index,
+ * u8 content kind, u8 dtype + 1, u8 accept_binary, u8 accept_dtype + 1,
+ * u16 name length, u16 key length, u32 query length, f64 the leader's wall
+ * clock when it took the write (all little-endian), then the name, the Idempotency-Key with its NUL, the query as
+ * key\0value\0 pairs, and the body to the end.
+ */
+#include "http_cluster.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "app.h"
+#include "bufpool.h"
+#include "http_reply.h"
+#include "http_routes.h"
+#include "http_server.h"
+#include "instance.h"
+#include "log.h"
+#include "replica.h"
+
+#define ENTRY_VERSION 1
+#define FIXED 22
+#define ARGS_MAX 2048
+
+typedef struct args_buf {
+  char b[ARGS_MAX];
+  size_t n;
+  bool overflow;
+} args_buf;
+
+static enum MHD_Result collect_arg(void *cls, enum MHD_ValueKind kind, const char *key, const char *value) {
+  (void)kind;
+  args_buf *a = cls;
+  const char *v = value ? value : "";
+  size_t kl = strlen(key) + 1, vl = strlen(v) + 1;
+  if (a->n + kl + vl > sizeof a->b) {
+    a->overflow = true;
+    return MHD_NO;
+  }
+  memcpy(a->b + a->n, key, kl);
+  memcpy(a->b + a->n + kl, v, vl);
+  a->n += kl + vl;
+  return MHD_YES;
+}
+
+static double wall_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void put16(unsigned char *b, size_t v) {
+  b[0] = (unsigned char)(v & 0xff);
+  b[1] = (unsigned char)(v >> 8);
+}
+static size_t get16(const unsigned char *b) { return (size_t)b[0] | (size_t)b[1] << 8; }
+
+/* ---- 307 to the leader ---------------------------------------------------------- */
+
+static void url_escape(char *out, size_t cap, size_t *o, const char *s) {
+  static const char hex[] = "0123456789ABCDEF";
+  for (; *s && *o + 4 < cap; s++) {
+    unsigned char c = (unsigned char)*s;
+    if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || strchr("-._~", c)) {
+      out[(*o)++] = (char)c;
+    } else {
+      out[(*o)++] = '%';
+      out[(*o)++] = hex[c >> 4];
+      out[(*o)++] = hex[c & 15];
+    }
+  }
+  out[*o] = 0;
+}
+
+/* leader + the route's path with r's name + r's query. */
+static void location(request *r, const char *leader, const args_buf *q, char *out, size_t cap) {
+  size_t o = (size_t)snprintf(out, cap, "%s", leader);
+  for (const char *p = r->route->path; *p && o + 1 < cap;) {
+    if (!strncmp(p, "{name}", 6)) {
+      url_escape(out, cap, &o, r->name);
+      p += 6;
+    } else {
+      out[o++] = *p++;
+      out[o] = 0;
+    }
+  }
+  for (size_t i = 0, k = 0; i < q->n && o + 2 < cap; k++) {
+    const char *key = q->b + i, *val = key + strlen(key) + 1;
+    out[o++] = k ? '&' : '?';
+    out[o] = 0;
+    url_escape(out, cap, &o, key);
+    if (o + 2 < cap) out[o++] = '=', out[o] = 0;
+    url_escape(out, cap, &o, val);
+    i += strlen(key) + 1 + strlen(val) + 1;
+  }
+}
+
+/* 307 on the leader this member knows, or 503 no_leader. */
+static enum MHD_Result not_leader(request *r, const args_buf *q) {
+  replica_status st;
+  replica_status_get(r->app->rp, &st);
+  if (!st.leader_id || st.leader_id == st.id || !st.leader_http[0]) {
+    derr e;
+    derr_set(&e, E_NO_LEADER, "no leader now (term %llu): retry later, with the same Idempotency-Key",
+             (unsigned long long)st.term);
+    return reply_error(r, E_NO_LEADER, &e);
+  }
+  char loc[4096];
+  location(r, st.leader_http, q, loc, sizeof loc);
+  struct MHD_Response *resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+  if (!resp) return MHD_NO;
+  MHD_add_response_header(resp, MHD_HTTP_HEADER_LOCATION, loc);
+  char id[32];
+  snprintf(id, sizeof id, "%llu", (unsigned long long)st.leader_id);
+  MHD_add_response_header(resp, "Descent-Leader", id);
+  return reply_queue(r, MHD_HTTP_TEMPORARY_REDIRECT, resp, NULL);
+}
+
+bool http_cluster_misread(request *r) {
+  const char *v = http_header(r, "Descent-Read");
+  return v && !strcasecmp(v, "leader") && !replica_is_leader(r->app->rp);
+}
+
+enum MHD_Result http_cluster_redirect(request *r) {
+  args_buf q = {.n = 0};
+  MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, collect_arg, &q);
+  return not_leader(r, &q);
+}
+
+/* ---- proposing ---------------------------------------------------------------------- */
+
+/* Sync rounds close on timers and leases, which a log replayed elsewhere
+ * would not reproduce: replicas serve async instances only (for now). */
+static bool asks_sync(const request *r) {
+  if (r->content != CT_JSON || !r->body) return false;
+  const char *p = r->body, *end = r->body + r->len;
+  while ((p = memchr(p, '"', (size_t)(end - p))) && end - p > 6) {
+    if (!strncmp(p, "\"mode\"", 6)) {
+      const char *q = p + 6;
+      while (q < end && (*q == ' ' || *q == ':' || *q == '\t' || *q == '\n' || *q == '\r')) q++;
+      if (end - q >= 6 && !strncmp(q, "\"sync\"", 6)) return true;
+    }
+    p++;
+  }
+  return false;
+}
+
+static enum MHD_Result resumed(request *r) { return reply_held(r); }
+
+enum MHD_Result http_cluster_write(request *r) {
+  args_buf q = {.n = 0};
+  MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, collect_arg, &q);
+  derr e;
+  if (q.overflow) {
+    derr_set(&e, E_BAD_REQUEST, "the query string is longer than %d bytes", ARGS_MAX);
+    return reply_error(r, E_BAD_REQUEST, &e);
+  }
+  if (!replica_is_leader(r->app->rp)) return not_leader(r, &q);
+  if (asks_sync(r)) {
+    derr_set(&e, E_BAD_VALUE, "replicas (--cluster) serve async instances only: sync rounds are not replicated yet");
+    return reply_error(r, E_BAD_VALUE, &e);
+  }
+  const char *idem = http_header(r, "Idempotency-Key");
+  size_t nl = strlen(r->name), kl = idem ? strlen(idem) + 1 : 0;
+  if (kl > 1024) {
+    derr_set(&e, E_BAD_REQUEST, "Idempotency-Key: 1 to 100 characters");
+    return reply_error(r, E_BAD_REQUEST, &e);
+  }
+  unsigned char head[FIXED + NAME_MAX_LEN + 1024 + ARGS_MAX];
+  head[0] = ENTRY_VERSION;
+  head[1] = (unsigned char)routes_index(r->route);
+  head[2] = (unsigned char)r->content;
+  head[3] = (unsigned char)(r->dtype + 1);
+  head[4] = r->accept_binary;
+  head[5] = (unsigned char)(r->accept_dtype + 1);
+  put16(head + 6, nl);
+  put16(head + 8, kl);
+  head[10] = (unsigned char)(q.n & 0xff), head[11] = (unsigned char)(q.n >> 8), head[12] = head[13] = 0;
+  double now = wall_now();
+  memcpy(head + 14, &now, sizeof now);
+  memcpy(head + FIXED, r->name, nl);
+  if (kl) memcpy(head + FIXED + nl, idem, kl);
+  memcpy(head + FIXED + nl + kl, q.b, q.n);
+  r->on_resume = resumed;
+  http__request_ref(r); /* the proposal's: dropped once answered */
+  http_suspend(r);
+  replica_propose2(r->app->rp, head, FIXED + nl + kl + q.n, r->body, r->len, r);
+  return MHD_YES;
+}
+
+/* ---- answering -------------------------------------------------------------------------- */
+
+/* Hands s's held reply to the proposer o and resumes it. */
+static void answer(request *o, request *s) {
+  o->held = s->held;
+  o->status = s->status;
+  s->held = NULL;
+  http__resume(o);
+  http__request_unref(o);
+}
+
+void http_cluster_fail(void *ctx, void *origin, int code) {
+  (void)ctx;
+  request *o = origin;
+  o->capture = true;
+  if (code == E_NO_LEADER) {
+    args_buf q = {.n = 0};
+    MHD_get_connection_values(o->conn, MHD_GET_ARGUMENT_KIND, collect_arg, &q);
+    not_leader(o, &q);
+  } else if (code == E_LEADERSHIP_LOST) {
+    derr e;
+    derr_set(&e, E_LEADERSHIP_LOST, "the leader lost its leadership before this write committed; it may still "
+             "commit: retry with the same Idempotency-Key");
+    reply_error(o, code, &e);
+  } else {
+    reply_error(o, code, NULL);
+  }
+  http__resume(o);
+  http__request_unref(o);
+}
+
+/* The replayed request of one entry, or NULL (logged) if it is malformed. */
+static request *replayed(app *a, const unsigned char *b, size_t len) {
+  if (len < FIXED || b[0] != ENTRY_VERSION) return NULL;
+  size_t nl = get16(b + 6), kl = get16(b + 8), ql = get16(b + 10);
+  const route *rt = routes_at(b[1]);
+  if (!rt || !(rt->flags & R_REPL) || nl > NAME_MAX_LEN || FIXED + nl + kl + ql > len) return NULL;
+  if ((kl && b[FIXED + nl + kl - 1]) || (ql && b[FIXED + nl + kl + ql - 1])) return NULL;
+  request *s = http__request_new(a->http, rt->method);
+  s->route = rt;
+  memcpy(s->name, b + FIXED, nl);
+  s->name[nl] = 0;
+  s->content = b[2];
+  s->dtype = (int)b[3] - 1;
+  s->accept_binary = b[4];
+  s->accept_dtype = (int)b[5] - 1;
+  s->ridem = kl ? (const char *)b + FIXED + nl : NULL;
+  s->rargs = (const char *)b + FIXED + nl + kl;
+  s->rargs_len = ql;
+  size_t off = FIXED + nl + kl + ql, bl = len - off;
+  if (bl) {
+    s->body = bufpool_get(a->pool, bl, &s->cap);
+    if (!s->body) abort(); /* a member that cannot apply an entry cannot stay identical */
+    memcpy(s->body, b + off, bl);
+    s->len = bl;
+  }
+  s->capture = true;
+  s->state = RS_HANDLER;
+  return s;
+}
+
+void http_cluster_apply(void *ctx, const void *data, size_t len, void *origin, uint64_t index) {
+  app *a = ctx;
+  request *o = origin;
+  request *s = a->http ? replayed(a, data, len) : NULL;
+  if (!s) {
+    log_error("replica: entry not applied", "index=%llu bytes=%zu%s", (unsigned long long)index, len,
+              a->http ? " malformed=true" : " stopped=true");
+    if (o) http_cluster_fail(ctx, o, E_INTERNAL);
+    return;
+  }
+  double t;
+  memcpy(&t, (const unsigned char *)data + 14, sizeof t);
+  instance_clock_pin(t > 0 ? t : 0);
+  s->route->fn(s);
+  instance_clock_pin(0);
+  if (o) answer(o, s);
+  http__request_unref(s);
+}

@@ -1,0 +1,34 @@
+/* http_cluster: writes on a replica (--cluster).  A follower answers a
+ * write 307 with Location on the leader (503 no_leader when it knows none);
+ * the leader suspends the request, proposes it as one Raft entry (route,
+ * name, query, Idempotency-Key, body), and every member runs that entry
+ * through the route's own handler, in log order, on the loop thread (the
+ * replayed request has no connection; its reply is held).  On the member that
+ * proposed it, the held reply is the answer to the suspended request.
+ * Threads: http_cluster_write on HTTP threads; apply and fail on the loop
+ * thread (replica's callbacks).  Never replies twice, never applies a
+ * refused write.
+ */
+#ifndef DESCENT_HTTP_CLUSTER_H
+#define DESCENT_HTTP_CLUSTER_H
+
+#include <microhttpd.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct request request;
+
+/* A write (route flag R_REPL) on a replica: redirected, refused or proposed. */
+enum MHD_Result http_cluster_write(request *r);
+
+/* A read that asked for the leader (Descent-Read: leader) on a member that
+ * does not lead: http_cluster_redirect answers it 307 (or 503 no_leader). */
+bool http_cluster_misread(request *r);
+enum MHD_Result http_cluster_redirect(request *r);
+
+/* replica_apply_fn and replica_fail_fn, ctx = the app. */
+void http_cluster_apply(void *ctx, const void *data, size_t len, void *origin, uint64_t index);
+void http_cluster_fail(void *ctx, void *origin, int code);
+
+#endif
