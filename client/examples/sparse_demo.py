@@ -95,10 +95,14 @@ def rows_held(c, name, tensor="W"):
 
 # ---- evaluation -----------------------------------------------------------------------------
 
-def accuracy(s, logits_of):
-    """Test accuracy of a model given as logits_of(offs, flat) over one CSR subset."""
-    offs, flat, y = s.batch(np.arange(s.n))
-    return float((logits_of(offs, flat).argmax(axis=1) == y).mean()) if s.n else 0.0
+def predict(s, logits_of):
+    """The predicted class of every example of one CSR subset, by a model given as logits_of(offs, flat)."""
+    offs, flat, _ = s.batch(np.arange(s.n))
+    return logits_of(offs, flat).argmax(axis=1)
+
+
+def accuracy(s, pred):
+    return float((pred == s.y).mean()) if s.n else 0.0
 
 
 def descent_logits(c, name, chunk=65536):
@@ -144,13 +148,12 @@ def torch_baseline(tr, te, V, C, lr, batch, epochs, every):
     def logits_of(offs, flat):
         with torch.no_grad():
             return (emb(torch.from_numpy(flat.astype(np.int64)), torch.from_numpy(offs[:-1])) + bias).double().numpy()
-    acc = accuracy(te, logits_of)
+    pred = predict(te, logits_of)
     touched = int((opt.state[emb.weight]["sum"].sum(dim=1) > 0).sum())  # sums of squares: > 0 once touched
     held = (emb.weight.numel() + opt.state[emb.weight]["sum"].numel()) * 4
     hwm = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"test_acc": acc, "seconds": seconds, "examples_per_s": n / seconds, "curve": curve,
-            "bytes_held": held, "rss_growth": (hwm - hwm0) * 1024, "rows_touched": touched,
-            "logits": logits_of}
+    return {"test_acc": accuracy(te, pred), "pred": pred, "seconds": seconds, "examples_per_s": n / seconds, "curve": curve,
+            "bytes_held": held, "rss_growth": (hwm - hwm0) * 1024, "rows_touched": touched}
 
 
 # ---- descent ---------------------------------------------------------------------------------
@@ -422,11 +425,10 @@ def main():
         say("descent at %s: W sparse [2^%d, %d], adagrad lr %g, sync, %d worker processes" % (
             url, args.bits, C, args.lr, args.workers))
         d = descent_run(args, c, daemon, data_path, lists, tr.n, C, V, every)
-        logits = descent_logits(c, NAME)
-        d["test_acc"] = accuracy(te, logits)
+        pred = predict(te, descent_logits(c, NAME))
+        d["test_acc"] = accuracy(te, pred)
         d["rows_held_after_eval"] = rows_held(c, NAME)
-        offs, flat, _ = te.batch(np.arange(te.n))
-        agree = float((logits(offs, flat).argmax(1) == t["logits"](offs, flat).argmax(1)).mean())
+        agree = float((pred == t.pop("pred")).mean())
     finally:
         if daemon:
             daemon.stop()
@@ -435,7 +437,6 @@ def main():
         100 * d["test_acc"], 100 * t["test_acc"], d["examples_per_s"], format(d["rows_held"], ","),
         mib(d["bytes_held"]), mib(V * C * 8)))
     train_rows = int(len(np.unique(tr.ids)))
-    t.pop("logits")
     res = {"quick": args.quick, "lists": sorted(set(os.path.basename(p).split("_dists_")[1].split("_")[0]
                                                      for p in sf.list_files(lists)[0])),
            "have_long": bool(data["have_long"]), "packages_total": int(data["packages_total"]),

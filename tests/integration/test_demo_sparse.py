@@ -107,7 +107,7 @@ print("ok")
             self.assertIn("| descent, 4 workers, sparse tensor | **%.1f%%**" % (100 * d["test_acc"]), md)
             with open(os.path.join(out, "sparse.svg")) as f:
                 svg = f.read()
-            self.assertTrue(svg.startswith("<svg") and svg.count("<path") == 2)
+            self.assertTrue(svg.startswith("<svg") and svg.count("<path") == 4)  # two charts, two curves each
         finally:
             shutil.rmtree(out, ignore_errors=True)
 
