@@ -157,7 +157,8 @@ typedef struct descent_tensor {
   int ndim;
   uint64_t shape[8]; /* sharded: a tensor split over shards shows [count] */
   size_t offset;     /* first index in the instance's flat layout */
-  size_t count;      /* number of floats */
+  size_t count;      /* number of floats (0 for a sparse tensor) */
+  int sparse;        /* a sparse [V, D] tensor, addressed by row (descent_push_rows) */
 } descent_tensor;
 
 typedef struct descent_info {
@@ -230,6 +231,46 @@ DESCENT_API int descent_pull_dtype(descent *d, const char *name, void *params, s
  * arrives). */
 DESCENT_API int descent_pull(descent *d, const char *name, float *params, size_t n, int64_t wait_for_step,
                              long timeout_ms, uint64_t *step, descent_error *err);
+
+/* ---- sparse tensors: rows ----------------------------------------------------------
+ * A tensor created with "sparse": true and shape [V, D] (an embedding table,
+ * hashed features; V up to 2^62) is addressed by row: a push carries, for
+ * each sparse tensor, k row ids and k*D gradient values; the daemon applies
+ * them as torch.optim applies a sparse gradient (sgd in the order sent,
+ * adagrad and sparse_adam summing repeated rows first).  Rows never touched
+ * hold their seeded initial values and take no memory.
+ * Sharded: a sparse tensor's rows are split by the split rule on [0, V)
+ * (proto/sharding.md); a push goes only to the shards it touches (dense
+ * floats or rows), unless a result depends on the step count (sync mode, a
+ * schedule, sparse_adam, adagrad's lr_decay): then every shard gets it, the
+ * untouched ones with no rows, so all count the same steps. */
+
+/* One sparse tensor's part of a push. */
+typedef struct descent_rows {
+  const char *tensor;   /* the sparse tensor's name */
+  size_t k;             /* entries (0: none this step) */
+  const uint64_t *rows; /* k row ids in [0, V); repeats and any order are fine */
+  const float *values;  /* k*D gradient values, entry after entry */
+  float *out;           /* NULL, or k*D floats: each entry's row after the step, in the order sent */
+} descent_rows;
+
+/* Pushes a gradient of an instance with sparse tensors: the dense tensors'
+ * n floats (creation order, the instance's size; 0 when all are sparse) and
+ * rows[0..nrows) for sparse tensors (one entry per tensor at most; a sparse
+ * tensor not listed gets no rows).  params (NULL: not wanted) receives the
+ * dense parameters, each rows[].out its rows.  opts and *step as in
+ * descent_push.  Row ids >= V, an unknown or repeated tensor: DESCENT_EINVAL
+ * with nothing sent.  The body is built in one buffer per shard (one copy). */
+DESCENT_API int descent_push_rows(descent *d, const char *name, const float *grads, size_t n,
+                                  const descent_rows *rows, size_t nrows, const descent_push_opts *opts,
+                                  float *params, uint64_t *step, descent_error *err);
+
+/* The current values of k rows of sparse tensor `tensor` (k*D floats into
+ * values, in the order asked); never-touched rows come back at their
+ * initial values and the daemon allocates nothing.  *step (may be NULL):
+ * the step (sharded: the largest step of the shards asked). */
+DESCENT_API int descent_pull_rows(descent *d, const char *name, const char *tensor, const uint64_t *rows, size_t k,
+                                  float *values, uint64_t *step, descent_error *err);
 
 /* random_search instances (one daemon only): ask for a candidate (n floats
  * into x, its id into *candidate), evaluate it, tell its loss.  *improved and

@@ -19,6 +19,7 @@
 #include "app.h"
 #include "http_cluster.h"
 #include "http_server.h"
+#include "journal.h"
 #include "log.h"
 #include "mem.h"
 #include "persist.h"
@@ -114,6 +115,7 @@ static void finish(daemon_state *d) {
   uv_timer_stop(&d->drain_timer);
   http_server_stop(d->a.http);
   d->a.http = NULL;
+  if (d->a.jr) journal_stop(d->a.jr); /* what is queued is written and applied first */
   if (d->a.ps) final_snapshots(d);
   uv_close((uv_handle_t *)&d->sigint, NULL);
   uv_close((uv_handle_t *)&d->sigterm, NULL);
@@ -157,6 +159,35 @@ static void on_signal(uv_signal_t *s, int signum) {
 
 /* ---- run ----------------------------------------------------------------------------- */
 
+/* --durability log: the local log as the journal's backend (before the
+ * snapshots load: loaded instances take the journal's sink). */
+static int start_journal(app *a, derr *e) {
+  const journal_backend *be;
+  void *self = wal_open(a->cfg->data_dir, &be, e);
+  if (!self) {
+    fprintf(stderr, "descentd: %s\n", e->msg);
+    return -e->code;
+  }
+  a->jr = journal_new(a->reg, be, self);
+  a->env.changes = journal_sink(a->jr);
+  persist_set_journal(a->ps, a->jr);
+  return 0;
+}
+
+/* --durability: snapshot or log (which needs --data-dir). */
+static int durability_mode(const config *cfg, bool *log_mode) {
+  *log_mode = !strcmp(cfg->durability, "log");
+  if (!*log_mode && strcmp(cfg->durability, "snapshot")) {
+    fprintf(stderr, "descentd: --durability %s: expected snapshot or log\n", cfg->durability);
+    return -E_BAD_VALUE;
+  }
+  if (*log_mode && !cfg->data_dir) {
+    fprintf(stderr, "descentd: --durability log needs --data-dir (the log lives beside the snapshots)\n");
+    return -E_BAD_VALUE;
+  }
+  return 0;
+}
+
 /* The modules every request needs, and the instances of the data dir.
  * Returns 0, or a negative error code after printing why (the caller
  * cleans up). */
@@ -164,6 +195,8 @@ static int start_modules(daemon_state *d, uv_loop_t *loop) {
   app *a = &d->a;
   const config *cfg = a->cfg;
   derr e = {0};
+  bool log_mode;
+  if (durability_mode(cfg, &log_mode) < 0) return -E_BAD_VALUE;
   a->pool = bufpool_new((size_t)1 << 30);
   a->tm = timers_new(loop);
   a->kp = kpool_new((int)cfg->threads);
@@ -181,7 +214,7 @@ static int start_modules(daemon_state *d, uv_loop_t *loop) {
     log_info("replica: state comes from the Raft log", "dir=%s/raft", cfg->data_dir);
     replica_opts o = {.id = (uint64_t)cfg->node_id, .cluster = cfg->cluster, .data_dir = cfg->data_dir,
                       .election_timeout_ms = (unsigned)cfg->election_timeout,
-                      .snapshot_entries = (unsigned)cfg->raft_snapshot_entries, .reg = a->reg, .env = &a->env,
+                      .snapshot_entries = (unsigned)cfg->raft_snapshot_entries, .join = cfg->join, .reg = a->reg, .env = &a->env,
                       .apply = http_cluster_apply, .fail = http_cluster_fail, .ctx = a};
     a->rp = replica_new(&o);
   } else if (cfg->data_dir) {
@@ -189,8 +222,13 @@ static int start_modules(daemon_state *d, uv_loop_t *loop) {
       fprintf(stderr, "descentd: %s\n", e.msg);
       return -e.code;
     }
+    if (log_mode && start_journal(a, &e) < 0) return -e.code;
     int n = persist_load_all(a->ps, a->reg, &a->env);
-    log_info("data dir ready", "dir=%s instances=%d", cfg->data_dir, n);
+    log_info("data dir ready", "dir=%s instances=%d durability=%s", cfg->data_dir, n, cfg->durability);
+    if (a->jr && journal_replay(a->jr, &e) < 0) {
+      fprintf(stderr, "descentd: %s\n", e.msg);
+      return -e.code;
+    }
   }
   return 0;
 }
@@ -288,6 +326,7 @@ out:
     uv_close((uv_handle_t *)&d->pool_timer, NULL);
   }
   if (a->http) http_server_stop(a->http);
+  journal_free(a->jr);
   registry_free(a->reg);
   replica_free(a->rp);
   persist_close(a->ps);

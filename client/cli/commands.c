@@ -39,8 +39,9 @@ static int write_params(const cli *c, const descent_info *info, const float *v, 
     io_write_binary(f, v, info->size);
   } else if (c->json && json_ok) {
     fprintf(f, "{\"step\":%llu,\"params\":{", (unsigned long long)step);
-    for (size_t i = 0; i < info->ntensors; i++) {
-      fprintf(f, "%s\"%s\":", i ? "," : "", info->tensors[i].name);
+    for (size_t i = 0, m = 0; i < info->ntensors; i++) {
+      if (info->tensors[i].sparse) continue; /* by row: descent rows */
+      fprintf(f, "%s\"%s\":", m++ ? "," : "", info->tensors[i].name);
       io_write_array(f, v + info->tensors[i].offset, info->tensors[i].count);
     }
     fprintf(f, "}}\n");
@@ -53,6 +54,7 @@ static int write_params(const cli *c, const descent_info *info, const float *v, 
     fprintf(f, "step %llu\n", (unsigned long long)step);
     for (size_t i = 0; i < info->ntensors; i++) {
       char sh[96];
+      if (info->tensors[i].sparse) continue; /* by row: descent rows */
       shape_str(sh, sizeof sh, &info->tensors[i]);
       fprintf(f, "%s %s:", info->tensors[i].name, sh);
       for (size_t k = 0; k < info->tensors[i].count; k++) {
@@ -198,6 +200,14 @@ static int cmd_show(cli *c) {
   printf("\n  tensors (%lld floats):\n", (long long)json_integer_value(json_object_get(o, "size")));
   json_array_foreach(ts, i, t) {
     char *shape = json_dumps(json_object_get(t, "shape"), JSON_COMPACT);
+    json_t *held = json_object_get(t, "rows_held");
+    if (json_is_true(json_object_get(t, "sparse"))) {
+      printf("    %-20s %-16s sparse (by row)", json_string_value(json_object_get(t, "name")), shape ? shape : "?");
+      if (json_is_integer(held)) printf(", %lld rows held", (long long)json_integer_value(held));
+      printf("\n");
+      free(shape);
+      continue;
+    }
     printf("    %-20s %-16s offset %-10lld count %lld\n", json_string_value(json_object_get(t, "name")),
            shape ? shape : "?", (long long)json_integer_value(json_object_get(t, "offset")),
            (long long)json_integer_value(json_object_get(t, "count")));
@@ -341,6 +351,153 @@ static int cmd_pull(cli *c) {
     }
   }
   free(p);
+  descent_info_free(&info);
+  return rc;
+}
+
+/* ---- rows of sparse tensors ---------------------------------------------------------------- */
+
+/* "3,17,42" into *rows (new); 0, or a usage error. */
+static int parse_rows(const cli *c, const char *s, uint64_t **rows, size_t *k) {
+  size_t cap = 1;
+  for (const char *p = s; *p; p++) cap += *p == ',';
+  *rows = malloc(cap * sizeof **rows);
+  *k = 0;
+  if (!*rows) return cli_usage(c, "out of memory");
+  const char *p = s;
+  while (*p) {
+    char *end;
+    if (*p < '0' || *p > '9') break;
+    unsigned long long v = strtoull(p, &end, 10);
+    (*rows)[(*k)++] = v;
+    p = end;
+    if (*p == ',') p++;
+    else if (*p) break;
+  }
+  if (*p || !*k) {
+    free(*rows);
+    *rows = NULL;
+    return cli_usage(c, "ROWS: expected row ids separated by commas (3,17,42), got '%.60s'", s);
+  }
+  return 0;
+}
+
+/* The sparse tensor `tensor` of info: its D, or 0 with a usage error printed. */
+static size_t sparse_dim(const cli *c, const descent_info *info, const char *name, const char *tensor) {
+  for (size_t i = 0; i < info->ntensors; i++)
+    if (!strcmp(info->tensors[i].name, tensor) && info->tensors[i].sparse && info->tensors[i].ndim == 2)
+      return (size_t)info->tensors[i].shape[1];
+  cli_usage(c, "'%s' has no sparse tensor '%s'", name, tensor);
+  return 0;
+}
+
+/* k rows of D values: --binary float32, --output one number a line, --json
+ * {"step", "rows", "values"}, else the step and a line per row. */
+static int write_rows(const cli *c, const uint64_t *rows, size_t k, size_t D, const float *v, uint64_t step) {
+  FILE *f = io_open_out(c->output, c->binary);
+  if (!f) return cli_usage(c, "%s: cannot write", c->output);
+  char b[32];
+  if (c->binary) {
+    io_write_binary(f, v, k * D);
+  } else if (c->json) {
+    fprintf(f, "{\"step\":%llu,\"rows\":[", (unsigned long long)step);
+    for (size_t i = 0; i < k; i++) fprintf(f, "%s%llu", i ? "," : "", (unsigned long long)rows[i]);
+    fprintf(f, "],\"values\":[");
+    for (size_t i = 0; i < k; i++) {
+      if (i) fputc(',', f);
+      io_write_array(f, v + i * D, D);
+    }
+    fprintf(f, "]}\n");
+  } else if (c->output) {
+    for (size_t i = 0; i < k * D; i++) {
+      io_float(b, sizeof b, v[i]);
+      fprintf(f, "%s\n", b);
+    }
+  } else {
+    fprintf(f, "step %llu\n", (unsigned long long)step);
+    for (size_t i = 0; i < k; i++) {
+      fprintf(f, "%llu:", (unsigned long long)rows[i]);
+      for (size_t j = 0; j < D; j++) {
+        io_float(b, sizeof b, v[i * D + j]);
+        fprintf(f, " %s", b);
+      }
+      fprintf(f, "\n");
+    }
+  }
+  return io_close_out(f) ? cli_usage(c, "%s: write failed", c->output ? c->output : "stdout") : EXIT_OK;
+}
+
+static int cmd_rows(cli *c) {
+  const char *name = c->args[0], *tensor = c->args[1];
+  descent_error err = {0};
+  descent_info info = {0};
+  uint64_t *rows = NULL, step = 0;
+  float *v = NULL;
+  size_t k = 0, D;
+  int rc = descent_info_get(c->d, name, &info, &err);
+  if (rc < 0) {
+    rc = cli_fail(c, rc, &err);
+  } else if (!(D = sparse_dim(c, &info, name, tensor))) {
+    rc = EXIT_USAGE;
+  } else if (!(rc = parse_rows(c, c->args[2], &rows, &k))) {
+    if (!(v = malloc(k * D * sizeof *v + 1))) rc = cli_usage(c, "out of memory");
+    else if ((rc = descent_pull_rows(c->d, name, tensor, rows, k, v, &step, &err)) < 0) rc = cli_fail(c, rc, &err);
+    else rc = write_rows(c, rows, k, D, v, step);
+  }
+  free(rows);
+  free(v);
+  descent_info_free(&info);
+  return rc;
+}
+
+static int cmd_push_rows(cli *c) {
+  const char *name = c->args[0], *tensor = c->args[1];
+  descent_error err = {0};
+  descent_info info = {0};
+  uint64_t *rows = NULL, step = 0;
+  float *g = NULL, *out = NULL;
+  size_t k = 0, n = 0, D;
+  int rc = descent_info_get(c->d, name, &info, &err);
+  if (rc < 0) {
+    rc = cli_fail(c, rc, &err);
+    goto out;
+  }
+  if (!(D = sparse_dim(c, &info, name, tensor))) {
+    rc = EXIT_USAGE;
+    goto out;
+  }
+  if ((rc = parse_rows(c, c->args[2], &rows, &k)) || (rc = read_floats(c, c->nargs > 3 ? c->args[3] : NULL, &g, &n)))
+    goto out;
+  if (n != k * D + info.size) {
+    rc = cli_usage(c, "%s: %zu numbers; expected %zu (%zu rows of %zu) followed by the %zu dense gradient values", name,
+                   n, k * D + info.size, k, D, info.size);
+    goto out;
+  }
+  bool want = c->params || c->output;
+  if (want && !(out = malloc(k * D * sizeof *out + 1))) {
+    rc = cli_usage(c, "out of memory");
+    goto out;
+  }
+  descent_push_opts o = DESCENT_PUSH_OPTS_INIT;
+  o.worker = c->worker;
+  o.step = c->step;
+  o.loss = c->loss;
+  o.idempotency_key = c->key;
+  o.seq = c->seq;
+  descent_rows r = {tensor, k, rows, g, out};
+  if ((rc = descent_push_rows(c->d, name, g + k * D, info.size, &r, 1, &o, NULL, &step, &err)) < 0) {
+    rc = cli_fail(c, rc, &err);
+  } else if (want) {
+    rc = write_rows(c, rows, k, D, out, step);
+  } else if (c->json) {
+    printf("{\"step\":%llu}\n", (unsigned long long)step);
+  } else {
+    printf("%s: step %llu\n", name, (unsigned long long)step);
+  }
+out:
+  free(rows);
+  free(g);
+  free(out);
   descent_info_free(&info);
   return rc;
 }
@@ -557,6 +714,17 @@ const cli_cmd cli_commands[] = {
      "passes (then the current, older parameters are still printed, and the exit code is 5).\n"
      "--dtype bfloat16 (or float16) receives them rounded to that type (half the bytes).",
      "bWTod", 1, 1},
+    {"rows", cmd_rows, "NAME TENSOR ROWS", "print rows of a sparse tensor",
+     "ROWS are row ids separated by commas: `descent rows m E 3,17,42` prints the step and a line per\n"
+     "row (rows never touched show their initial values); --json prints {\"step\", \"rows\", \"values\"};\n"
+     "--output FILE writes the values alone (one number a line; float32 with --binary).",
+     "bo", 3, 3},
+    {"push-rows", cmd_push_rows, "NAME TENSOR ROWS [FILE|-]", "push a gradient by rows of a sparse tensor",
+     "FILE (or stdin) holds the k x D gradient values of the k ROWS (ids separated by commas; repeats\n"
+     "are applied as torch applies a sparse gradient), then, if the instance has dense tensors,\n"
+     "their gradient (every dense tensor in creation order).  Other sparse tensors get no rows.\n"
+     "Prints the new step; with --params (or --output) the rows' new values, as rows prints them.",
+     "bwslkqPo", 3, 4},
     {"set", cmd_set, "NAME KEY=VALUE...", "change hyperparameters or run-time settings",
      "e.g. `descent set m lr=0.0005 betas=[0.9,0.99]` or `descent set m clip_grad_norm=1`.  VALUE is\n"
      "JSON (a number, true/false, an array) or else a string.  max_staleness, workers, min_workers,\n"

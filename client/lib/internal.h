@@ -118,9 +118,21 @@ int descent__req_result(const descent *d, const descent__req *r, descent_error *
  * descent__split(n, s, k + 1)). */
 size_t descent__split(size_t n, size_t s, size_t k);
 
+/* A sparse tensor ("sparse": true, [V, D]) of a layout: split by rows with
+ * the split rule, shard k holding local rows [rlo[k], rlo[k + 1]). */
+typedef struct descent__sparse {
+  char name[DESCENT__NAME_MAX + 1];
+  uint64_t V;      /* logical rows */
+  size_t D;        /* row length */
+  uint64_t origin; /* its "offset": the first row in the logical table */
+  uint64_t *rlo;   /* nshards + 1 row bounds */
+  size_t pieces;   /* shards seen while building */
+  size_t after;    /* dense tensors before it in creation order */
+} descent__sparse;
+
 struct descent__layout {
   char name[DESCENT__NAME_MAX + 1];
-  size_t n;            /* logical floats */
+  size_t n;            /* logical floats (dense tensors only) */
   size_t *lo;          /* nshards + 1 bounds by the split rule */
   bool sync;           /* mode */
   double clip;         /* clip_grad_norm, 0: off */
@@ -129,10 +141,16 @@ struct descent__layout {
   size_t ntensors;
   descent_tensor *tensors; /* logical */
   uint64_t *origins;       /* each logical tensor's own "offset" (usually 0) */
+  size_t nsparse;
+  descent__sparse *sparse; /* sparse tensors, creation order */
+  size_t norder;
+  long *order;             /* every tensor in creation order: i >= 0 dense i, -(j + 1) sparse j */
+  bool step_free;          /* no result depends on the step count (no schedule, not sync, not
+                              sparse_adam, no adagrad lr_decay): a push may leave untouched shards out */
   descent__layout *next;
 };
 
-/* The layout of `name` on a sharded handle: from the cache, or read from
+/* The layout of `name` (a sharded handle, or rows.c on any handle): from the cache, or read from
  * every shard (descent__layout_read).  Borrowed until the next call that
  * changes the cache.  fresh: ignore the cache. */
 int descent__layout_get(descent *d, const char *name, bool fresh, const descent__layout **out, descent_error *err);
@@ -166,6 +184,9 @@ int descent__settle(descent *d, const char *name, const descent__layout *l, int6
 /* ---- wire precision (half.c) ---- */
 size_t descent__dtype_size(descent_dtype t);             /* bytes per value */
 const char *descent__dtype_type(descent_dtype t);        /* the media type with its dtype */
+
+/* The sparse tensor `tensor` of l (NULL if none). */
+const descent__sparse *descent__layout_sparse(const descent__layout *l, const char *tensor);
 
 /* Splits a create body into one body per shard (*bodies: nshards new
  * strings in a new array); the instance's name into name.  See

@@ -8,7 +8,12 @@
  * has the same name and holds the slices of the tensors that meet its range,
  * each created with "offset" = the slice's first index in its tensor, so the
  * shard's own flat layout is exactly that contiguous range: a push or pull
- * needs no gathering, only pointer arithmetic.  Runs on the handle's thread.
+ * needs no gathering, only pointer arithmetic.  A sparse tensor ([V, D],
+ * "sparse": true) takes no floats in that range: it is split by rows with
+ * the same rule over [0, V), every shard holding its row range as a [rows,
+ * D] sparse tensor created with "offset" = its first row; an instance with
+ * sparse tensors may leave shards without dense floats.  Runs on the
+ * handle's thread.
  */
 #include <inttypes.h>
 #include <jansson.h>
@@ -27,6 +32,9 @@ size_t descent__split(size_t n, size_t s, size_t k) {
 
 static void layout_free(descent__layout *l) {
   if (!l) return;
+  for (size_t j = 0; j < l->nsparse; j++) free(l->sparse[j].rlo);
+  free(l->sparse);
+  free(l->order);
   free(l->lo);
   free(l->tensors);
   free(l->origins);
@@ -89,6 +97,92 @@ static int64_t jint(json_t *o, const char *key) {
   return json_is_integer(v) ? (int64_t)json_integer_value(v) : -1;
 }
 
+const descent__sparse *descent__layout_sparse(const descent__layout *l, const char *tensor) {
+  for (size_t j = 0; j < l->nsparse; j++)
+    if (!strcmp(l->sparse[j].name, tensor)) return &l->sparse[j];
+  return NULL;
+}
+
+static bool is_sparse(json_t *t) { return json_is_true(json_object_get(t, "sparse")); }
+
+/* Whether the description ts (a tensors array) holds a sparse tensor. */
+static bool has_sparse(json_t *ts) {
+  size_t i;
+  json_t *t;
+  json_array_foreach(ts, i, t) if (is_sparse(t)) return true;
+  return false;
+}
+
+/* Shard k's piece of sparse tensor t (its description) into l: a new entry
+ * on shard 0, the next row range on the others. */
+static int sparse_piece(descent *d, descent__layout *l, json_t *t, size_t k, size_t ndense_before,
+                        descent_error *err) {
+  const char *tn = json_string_value(json_object_get(t, "name"));
+  json_t *shape = json_object_get(t, "shape");
+  int64_t origin = jint(t, "origin");
+  if (origin < 0) origin = 0;
+  json_t *V = json_array_get(shape, 0), *D = json_array_get(shape, 1);
+  if (!tn || json_array_size(shape) != 2 || !json_is_integer(V) || !json_is_integer(D) || json_integer_value(V) < 1 ||
+      json_integer_value(D) < 1) {
+    descent__fail(err, DESCENT_EPROTO, "the description of '%s' has a malformed sparse tensor", l->name);
+    descent__prefix_shard(err, d, k);
+    return DESCENT_EPROTO;
+  }
+  descent__sparse *x = (descent__sparse *)descent__layout_sparse(l, tn);
+  if (!x) {
+    if (k > 0) {
+      descent__fail(err, DESCENT_ESHARDS, "'%s': sparse tensor '%s' is not on shard 0", l->name, tn);
+      descent__set_code(err, "shard_layout");
+      return DESCENT_ESHARDS;
+    }
+    x = &l->sparse[l->nsparse];
+    if (!(x->rlo = calloc(d->nshards + 1, sizeof *x->rlo))) return descent__fail(err, DESCENT_ENOMEM, NULL);
+    snprintf(x->name, sizeof x->name, "%s", tn);
+    x->D = (size_t)json_integer_value(D);
+    x->origin = (uint64_t)origin;
+    l->nsparse++;
+  } else if ((uint64_t)origin != x->origin + x->rlo[k] || x->pieces != k || x->D != (size_t)json_integer_value(D)) {
+    descent__fail(err, DESCENT_ESHARDS, "'%s': the row ranges of sparse tensor '%s' on the shards are not contiguous",
+                  l->name, tn);
+    descent__set_code(err, "shard_layout");
+    return DESCENT_ESHARDS;
+  }
+  x->rlo[k + 1] = x->rlo[k] + (uint64_t)json_integer_value(V);
+  x->V = x->rlo[k + 1];
+  x->pieces++;
+  if (ndense_before > x->after) x->after = ndense_before;
+  return 0;
+}
+
+/* After every shard: each sparse tensor's rows follow the split rule, the
+ * creation order (a sparse tensor is on every shard: it comes after the
+ * dense tensors any shard lists before it), and whether a push may leave
+ * untouched shards out. */
+static int sparse_finish(descent *d, descent__layout *l, json_t *desc0, descent_error *err) {
+  for (size_t i = 0; i <= l->ntensors; i++) {
+    for (size_t j = 0; j < l->nsparse; j++)
+      if (l->sparse[j].after == i) l->order[l->norder++] = -(long)(j + 1);
+    if (i < l->ntensors) l->order[l->norder++] = (long)i;
+  }
+  for (size_t j = 0; j < l->nsparse; j++) {
+    const descent__sparse *x = &l->sparse[j];
+    for (size_t k = 0; k <= d->nshards; k++)
+      if (x->pieces != d->nshards || x->rlo[k] != (uint64_t)(((unsigned __int128)x->V * k) / d->nshards)) {
+        descent__fail(err, DESCENT_ESHARDS,
+                      "'%s': the rows of sparse tensor '%s' are not laid out by the split rule over these %zu "
+                      "daemons: list the daemons in the order the instance was created with",
+                      l->name, x->name, d->nshards);
+        descent__set_code(err, "shard_layout");
+        return DESCENT_ESHARDS;
+      }
+  }
+  json_t *sched = json_object_get(desc0, "schedule");
+  double lr_decay = json_number_value(json_object_get(json_object_get(desc0, "hyper"), "lr_decay"));
+  l->step_free = !l->sync && (!sched || json_is_null(sched)) && strcmp(l->algorithm, "sparse_adam") &&
+                 !(!strcmp(l->algorithm, "adagrad") && lr_decay != 0);
+  return 0;
+}
+
 /* Builds the logical layout from every shard's description (checked against
  * the split rule) and caches it, replacing an older one. */
 int descent__layout_build(descent *d, const char *name, json_t *const *descs, const descent__layout **out,
@@ -104,7 +198,7 @@ int descent__layout_build(descent *d, const char *name, json_t *const *descs, co
   for (size_t k = 0; k < s; k++) {
     int64_t size = jint(descs[k], "size");
     json_t *ts = json_object_get(descs[k], "tensors");
-    if (size < 1 || !json_is_array(ts)) {
+    if (size < 0 || !json_is_array(ts) || (size == 0 && !has_sparse(ts))) {
       rc = descent__fail(err, DESCENT_EPROTO, "the description of '%s' has no size or tensors", name);
       descent__prefix_shard(err, d, k);
       goto fail;
@@ -145,7 +239,8 @@ int descent__layout_build(descent *d, const char *name, json_t *const *descs, co
       goto fail;
     }
   }
-  if (!(l->tensors = calloc(pieces, sizeof *l->tensors)) || !(l->origins = calloc(pieces, sizeof *l->origins))) {
+  if (!(l->tensors = calloc(pieces + 1, sizeof *l->tensors)) || !(l->origins = calloc(pieces + 1, sizeof *l->origins)) ||
+      !(l->sparse = calloc(pieces + 1, sizeof *l->sparse)) || !(l->order = calloc(pieces + 1, sizeof *l->order))) {
     rc = descent__fail(err, DESCENT_ENOMEM, NULL);
     goto fail;
   }
@@ -156,8 +251,14 @@ int descent__layout_build(descent *d, const char *name, json_t *const *descs, co
   bool whole = false;
   for (size_t k = 0; k < s; k++) {
     json_t *ts = json_object_get(descs[k], "tensors"), *t;
-    size_t i;
+    size_t i, ndense = 0;
     json_array_foreach(ts, i, t) {
+      if (is_sparse(t)) {
+        /* dense tensors before it on this shard: the logical index after the last one seen */
+        size_t before = ndense ? nt : 0;
+        if ((rc = sparse_piece(d, l, t, k, before, err)) < 0) goto fail;
+        continue;
+      }
       const char *tn = json_string_value(json_object_get(t, "name"));
       int64_t count = jint(t, "count"), origin = jint(t, "origin");
       json_t *shape = json_object_get(t, "shape");
@@ -168,7 +269,7 @@ int descent__layout_build(descent *d, const char *name, json_t *const *descs, co
         goto fail;
       }
       descent_tensor *prev = nt ? &l->tensors[nt - 1] : NULL;
-      if (i == 0 && k > 0 && prev && !strcmp(prev->name, tn) && (uint64_t)origin == next_origin) {
+      if (ndense++ == 0 && k > 0 && prev && !strcmp(prev->name, tn) && (uint64_t)origin == next_origin) {
         prev->count += (size_t)count; /* the same tensor continues on this shard */
         whole = false;
       } else {
@@ -208,6 +309,7 @@ int descent__layout_build(descent *d, const char *name, json_t *const *descs, co
                        total);
     goto fail;
   }
+  if ((rc = sparse_finish(d, l, descs[0], err)) < 0) goto fail;
   descent__layout_forget(d, name);
   l->next = d->layouts;
   d->layouts = l;
@@ -279,7 +381,9 @@ int descent__settle(descent *d, const char *name, const descent__layout *l, int6
     if (steps[k] > hi) hi = steps[k];
     if (steps[k] < lo) lo = steps[k];
   }
-  if (lo == hi) {
+  if (lo == hi || (l && l->nsparse && l->step_free)) {
+    /* with sparse tensors and no result depending on the step count, a push
+     * leaves untouched shards out: their steps differ by design */
     *step = (uint64_t)hi;
     return 0;
   }
@@ -402,6 +506,66 @@ static int slice_values(json_t *t, json_t *t2, size_t count, size_t a, size_t b,
   return 0;
 }
 
+/* A sparse tensor's [V, D] from its create entry: 0, or EINVAL. */
+static int sparse_shape(json_t *t, size_t i, uint64_t *V, uint64_t *D, descent_error *err) {
+  json_t *shape = json_object_get(t, "shape");
+  json_t *v = json_array_get(shape, 0), *dd = json_array_get(shape, 1);
+  if (json_array_size(shape) != 2 || !json_is_integer(v) || !json_is_integer(dd) || json_integer_value(v) < 1 ||
+      json_integer_value(dd) < 1)
+    return descent__fail(err, DESCENT_EINVAL, "tensors[%zu].shape: a sparse tensor is [V, D]", i);
+  *V = (uint64_t)json_integer_value(v);
+  *D = (uint64_t)json_integer_value(dd);
+  return 0;
+}
+
+/* Shard k's entry of sparse tensor t: rows [lo, hi) as [hi - lo, D] with
+ * "offset" at its first row; explicit rows ({"rows", "values"}) split. */
+static int sparse_part(json_t *t, size_t i, uint64_t org, uint64_t lo, uint64_t hi, uint64_t D, json_t **out,
+                       descent_error *err) {
+  json_t *t2 = json_copy(t), *init = json_object_get(t, "init");
+  *out = NULL;
+  if (!t2) return descent__fail(err, DESCENT_ENOMEM, NULL);
+  json_object_set_new(t2, "shape", json_pack("[I,I]", (json_int_t)(hi - lo), (json_int_t)D));
+  json_object_del(t2, "origin");
+  json_object_del(t2, "offset");
+  if (org + lo) json_object_set_new(t2, "offset", json_integer((json_int_t)(org + lo)));
+  json_t *rows = json_object_get(init, "rows");
+  if (!json_is_array(rows)) {
+    *out = t2;
+    return 0;
+  }
+  json_t *flat = json_array(), *prow = json_array(), *pval = json_array();
+  flatten(json_object_get(init, "values"), flat);
+  size_t k = json_array_size(rows), j;
+  json_t *r;
+  if (json_array_size(flat) != k * D) {
+    descent__fail(err, DESCENT_EINVAL, "tensors[%zu].init.values: %zu values for %zu rows of %" PRIu64, i,
+                  json_array_size(flat), k, D);
+    descent__set_code(err, "bad_length");
+    goto fail;
+  }
+  json_array_foreach(rows, j, r) {
+    if (!json_is_integer(r) || json_integer_value(r) < 0) {
+      descent__fail(err, DESCENT_EINVAL, "tensors[%zu].init.rows[%zu]: not a row id", i, j);
+      goto fail;
+    }
+    uint64_t id = (uint64_t)json_integer_value(r);
+    if (id < lo || id >= hi) continue;
+    json_array_append_new(prow, json_integer((json_int_t)(id - lo)));
+    json_array_append_new(pval, slice(flat, j * D, (j + 1) * D));
+  }
+  json_object_set_new(t2, "init", json_pack("{s:o,s:o}", "rows", prow, "values", pval));
+  json_decref(flat);
+  *out = t2;
+  return 0;
+fail:
+  json_decref(flat);
+  json_decref(prow);
+  json_decref(pval);
+  json_decref(t2);
+  return DESCENT_EINVAL;
+}
+
 int descent__split_spec(const descent *d, const char *spec, char ***bodies, char *name, size_t name_cap,
                         descent_error *err) {
   size_t s = d->nshards;
@@ -434,11 +598,26 @@ int descent__split_spec(const descent *d, const char *spec, char ***bodies, char
     goto out;
   }
   uint64_t total = 0;
+  bool any_sparse = false;
   for (size_t i = 0; i < nt; i++) {
     json_t *t = json_array_get(ts, i), *shape = json_object_get(t, "shape");
     if (!json_is_object(t) || !json_is_array(shape) || json_array_size(shape) > 8) {
       rc = descent__fail(err, DESCENT_EINVAL, "tensors[%zu]: expected {\"name\", \"shape\": [sizes]}", i);
       goto out;
+    }
+    if (is_sparse(t)) {
+      uint64_t V, D;
+      if ((rc = sparse_shape(t, i, &V, &D, err)) < 0) goto out;
+      if (V < s) {
+        rc = descent__fail(err, DESCENT_EINVAL, "tensors[%zu]: %" PRIu64 " rows cannot be spread over %zu daemons", i,
+                           V, s);
+        goto out;
+      }
+      any_sparse = true;
+      int64_t o = jint(t, "offset");
+      org[i] = o < 0 ? 0 : (size_t)o;
+      cnt[i] = 0;
+      continue;
     }
     uint64_t c = 1;
     size_t j;
@@ -461,7 +640,7 @@ int descent__split_spec(const descent *d, const char *spec, char ***bodies, char
       goto out;
     }
   }
-  if (total < s) {
+  if (total < s && !any_sparse) {
     rc = descent__fail(err, DESCENT_EINVAL, "'%s' has %" PRIu64 " parameters, fewer than the %zu daemons", nm,
                        total, s);
     goto out;
@@ -476,6 +655,16 @@ int descent__split_spec(const descent *d, const char *spec, char ***bodies, char
       goto out;
     }
     for (size_t i = 0; i < nt; off += cnt[i], i++) {
+      json_t *ti = json_array_get(ts, i);
+      if (is_sparse(ti)) {
+        uint64_t V, D;
+        sparse_shape(ti, i, &V, &D, NULL);
+        uint64_t rl = (uint64_t)(((unsigned __int128)V * k) / s), rh = (uint64_t)(((unsigned __int128)V * (k + 1)) / s);
+        json_t *t2;
+        if ((rc = sparse_part(ti, i, org[i], rl, rh, D, &t2, err)) < 0) break;
+        json_array_append_new(nts, t2);
+        continue;
+      }
       if (off + cnt[i] <= lo || off >= hi) continue;
       size_t a = (lo > off ? lo : off) - off, b = (hi < off + cnt[i] ? hi : off + cnt[i]) - off;
       json_t *t = json_array_get(ts, i), *t2 = json_copy(t);
@@ -513,7 +702,16 @@ out:
 
 json_t *descent__layout_tensors_json(const descent__layout *l) {
   json_t *ts = json_array();
-  for (size_t i = 0; i < l->ntensors; i++) {
+  for (size_t o = 0; o < l->norder; o++) {
+    if (l->order[o] < 0) {
+      const descent__sparse *x = &l->sparse[-l->order[o] - 1];
+      json_t *tj = json_pack("{s:s,s:[I,I],s:b,s:I}", "name", x->name, "shape", (json_int_t)x->V, (json_int_t)x->D,
+                             "sparse", 1, "count", (json_int_t)0);
+      if (x->origin) json_object_set_new(tj, "origin", json_integer((json_int_t)x->origin));
+      json_array_append_new(ts, tj);
+      continue;
+    }
+    size_t i = (size_t)l->order[o];
     const descent_tensor *t = &l->tensors[i];
     json_t *shape = json_array();
     for (int j = 0; j < t->ndim; j++) json_array_append_new(shape, json_integer((json_int_t)t->shape[j]));

@@ -340,6 +340,7 @@ static int info_from_json(json_t *o, descent_info *info, descent_error *err) {
     snprintf(x->name, sizeof x->name, "%s", json_string_value(json_object_get(t, "name")) ? json_string_value(json_object_get(t, "name")) : "");
     x->offset = (size_t)json_integer_value(json_object_get(t, "offset"));
     x->count = (size_t)json_integer_value(json_object_get(t, "count"));
+    x->sparse = json_is_true(json_object_get(t, "sparse"));
     x->ndim = (int)(json_array_size(shape) > 8 ? 8 : json_array_size(shape));
     for (int j = 0; j < x->ndim; j++) x->shape[j] = (uint64_t)json_integer_value(json_array_get(shape, (size_t)j));
   }

@@ -214,6 +214,11 @@ static int export_sharded(descent *d, const char *name, descent__req *r, char **
     }
   const descent__layout *l;
   if ((rc = descent__layout_build(d, name, descs, &l, err)) < 0) goto out;
+  if (l->nsparse) {
+    rc = descent__fail(err, DESCENT_ENOTSUP, "'%s' has sparse tensors: libdescent does not gather their rows from "
+                       "the shards yet (the Python client's export_state does)", name);
+    goto out;
+  }
   const member *pb = find(&top[0], "buffers");
   if (pb && members_of(&bufs0, top[0].base, pb->vb, pb->ve) < 0) {
     rc = descent__fail(err, DESCENT_EPROTO, "shard 0's state: buffers is not an object");
@@ -378,6 +383,13 @@ static int import_split(descent *d, const char *name, const char *doc, size_t le
   /* imported under `name` whatever the document's own "name" says: it is left out of every part */
   if ((rc = descent__check_shardable(cfg, err)) < 0) goto out;
   ts = small(&top, "tensors");
+  size_t ti;
+  json_t *tv;
+  json_array_foreach(ts, ti, tv) if (json_is_true(json_object_get(tv, "sparse"))) {
+    rc = descent__fail(err, DESCENT_ENOTSUP, "import: tensor %zu is sparse: libdescent does not split rows over "
+                       "shards yet (the Python client's import_state does)", ti);
+    goto out;
+  }
   nt = json_array_size(ts);
   const member *pm = find(&top, "params"), *bm = find(&top, "buffers");
   if (!nt || !pm || members_of(&params, doc, pm->vb, pm->ve) < 0 || (bm && members_of(&bufs, doc, bm->vb, bm->ve) < 0)) {

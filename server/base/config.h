@@ -20,6 +20,7 @@ typedef struct config {
   char *data_dir;           /* NULL: nothing is persisted */
   double snapshot_interval; /* seconds */
   double final_snapshot_timeout; /* seconds a clean stop retries its last snapshots */
+  char *durability;         /* "snapshot" or "log" */
   char *token_file, *tls_cert, *tls_key;
   long threads;             /* HTTP worker threads */
   long max_body;            /* bytes */
@@ -33,6 +34,7 @@ typedef struct config {
   char *cluster;            /* replicas: ID=HOST:PORT,... (the members' Raft addresses) */
   long election_timeout;    /* replicas: Raft's election timeout, ms */
   long raft_snapshot_entries; /* replicas: entries between Raft snapshots */
+  bool join;                /* replicas: join a running group (never bootstrap) */
   bool version, help, help_markdown, print_routes;
 } config;
 
@@ -47,6 +49,9 @@ typedef struct config {
     "changes, POST .../snapshot and a clean stop still write one)")                           \
   X("final-snapshot-timeout", NUM, final_snapshot_timeout, "10", "SECONDS",                    \
     "how long a clean stop retries snapshots it cannot write before exiting 74")               \
+  X("durability", STR, durability, "snapshot", "MODE",                                         \
+    "snapshot: changes since the last snapshot are lost to a crash; log: every acknowledged "  \
+    "change is in an fsynced log first (needs --data-dir)")                                    \
   X("token-file", STR, token_file, NULL, "FILE",                                               \
     "bearer tokens, one per line (ro:TOKEN = read-only); none: no auth")                      \
   X("tls-cert", STR, tls_cert, NULL, "FILE", "PEM certificate: serve HTTPS")                   \
@@ -68,6 +73,8 @@ typedef struct config {
     "replicas: every member's id and Raft address (needs --node-id and --data-dir)")         \
   X("election-timeout", INT, election_timeout, "1000", "MS",                                   \
     "replicas: Raft's election timeout (heartbeats every tenth of it)")                      \
+  X("join", FLAG, join, NULL, NULL,                                                            \
+    "replicas: join a running group (added with POST /v1/cluster/members) instead of bootstrapping --cluster") \
   X("raft-snapshot-entries", INT, raft_snapshot_entries, "512", "N",                           \
     "replicas: a Raft snapshot (every instance's state) after this many log entries; the log keeps a quarter of them behind it") \
   X("print-routes", FLAG, print_routes, NULL, NULL, "print the route table and exit")          \

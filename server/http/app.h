@@ -17,6 +17,7 @@
 #include "timers.h"
 
 typedef struct persist persist;
+typedef struct journal journal;
 typedef struct http_server http_server;
 typedef struct metrics metrics;
 typedef struct replica replica;
@@ -30,6 +31,7 @@ typedef struct app {
   kpool *kp;
   instance_env env;
   persist *ps;   /* NULL without --data-dir */
+  journal *jr;   /* --durability log: the change log; NULL in snapshot mode */
   auth *au;      /* NULL without --token-file */
   http_server *http;
   metrics *mx;

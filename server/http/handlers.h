@@ -39,6 +39,8 @@ enum MHD_Result h_tell(request *r);
 enum MHD_Result h_workers(request *r);
 enum MHD_Result h_history(request *r);
 enum MHD_Result h_cluster(request *r);
+enum MHD_Result h_member_add(request *r);
+enum MHD_Result h_member_remove(request *r);
 
 /* ---- shared by the handler files (handlers_common.c) ----------------------------
  *

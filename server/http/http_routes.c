@@ -41,6 +41,8 @@ static const route routes[] = {
     {"GET", "/v1/optimizers/{name}/workers", h_workers, ONE, no_params},
     {"GET", "/v1/optimizers/{name}/history", h_history, ONE, history_params},
     {"GET", "/v1/cluster", h_cluster, API, no_params},
+    {"POST", "/v1/cluster/members", h_member_add, API | R_WRITE | R_JSON, no_params},
+    {"DELETE", "/v1/cluster/members/{name}", h_member_remove, ONE | R_WRITE | R_BODY_OPT, no_params},
     {"POST", "/v1/playground", h_playground, API | R_WRITE | R_JSON, no_params},
 };
 #undef API

@@ -7,6 +7,7 @@
 
 #include "http_routes.h"
 #include "http_server.h"
+#include "journal.h"
 #include "mem.h"
 #include "optim.h"
 #include "persist.h"
@@ -17,6 +18,8 @@ static double wall(void) {
   clock_gettime(CLOCK_REALTIME, &ts);
   return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
+
+static void log_metrics(jbuf *b, app *a);
 
 static void head(jbuf *b, const char *name, const char *type, const char *help) {
   jbuf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
@@ -99,6 +102,25 @@ static void process_metrics(app *a, http_server *hs, jbuf *b) {
     jbuf_puts(b, "descent_snapshot_duration_seconds");
     val(b, ps.last_duration);
   }
+  if (a->jr) log_metrics(b, a);
+}
+
+/* --durability log: the journal's counters. */
+static void log_metrics(jbuf *b, app *a) {
+  journal_stats st;
+  journal_get_stats(a->jr, &st);
+  head(b, "descent_log_entries_total", "counter", "Changes made durable in the log (--durability log).");
+  jbuf_printf(b, "descent_log_entries_total %llu\n", (unsigned long long)st.entries);
+  head(b, "descent_log_batches_total", "counter", "Log writes (group commits).");
+  jbuf_printf(b, "descent_log_batches_total %llu\n", (unsigned long long)st.batches);
+  head(b, "descent_log_fsyncs_total", "counter", "fdatasync calls of the log.");
+  jbuf_printf(b, "descent_log_fsyncs_total %llu\n", (unsigned long long)st.fsyncs);
+  head(b, "descent_log_bytes_total", "counter", "Bytes appended to the log.");
+  jbuf_printf(b, "descent_log_bytes_total %llu\n", (unsigned long long)st.bytes);
+  head(b, "descent_log_failures_total", "counter", "Changes refused because their batch could not be written.");
+  jbuf_printf(b, "descent_log_failures_total %llu\n", (unsigned long long)st.failed);
+  head(b, "descent_log_replayed_total", "counter", "Log entries applied at start-up.");
+  jbuf_printf(b, "descent_log_replayed_total %llu\n", (unsigned long long)st.replayed);
 }
 
 /* A consistent copy of each instance's figures, each part taken under the

@@ -1,6 +1,6 @@
 /* optim_sparse: torch.optim 1.13's rules for sparse (row) gradients: the
- * refusals (optim_sparse_check), the coalesce (a stable radix sort on row ids,
- * repeats summed in the order given) and the row kernels of sgd, adagrad and
+ * refusals (optim_sparse_check), the coalesce (a radix sort on row ids, and
+ * libstdc++'s std::sort replayed where torch's summation order matters) and the row kernels of sgd, adagrad and
  * sparse_adam, each loop over a row's D floats vectorised (GCC target_clones,
  * like optim_kernels.c; -ffp-contract=off, fmaf() only where torch fuses).
  * Never does I/O, JSON or allocation; writes only the arrays it is given.
@@ -180,6 +180,139 @@ static void sort_pairs(const uint64_t *rows, size_t k, uint64_t *keys, uint32_t 
   }
 }
 
+/* ---- torch's order: libstdc++'s std::sort, step for step ------------------
+ * torch 1.13 coalesces by sorting the flattened ids with std::sort (not
+ * stable) on (id, position) pairs compared by id, and sums each run in the
+ * resulting order.  For three or more copies of a row that order decides
+ * the bits, so it is reproduced here exactly: introsort with libstdc++'s
+ * median-of-three (first + 1, middle, last - 1), unguarded partition,
+ * recursion on the right part, heapsort past depth 2 floor(log2 n), and the
+ * final insertion sort with threshold 16 (GCC's libstdc++, which Debian's
+ * torch is built with; checked against torch in test_optim_sparse).  Pairs
+ * are (K[i], P[i]); only K is compared. */
+enum { TS_THRESHOLD = 16 };
+
+typedef struct tsort {
+  uint64_t *K;
+  uint32_t *P;
+} tsort;
+
+static inline void ts_swap(tsort *t, size_t a, size_t b) {
+  uint64_t k = t->K[a];
+  uint32_t p = t->P[a];
+  t->K[a] = t->K[b], t->P[a] = t->P[b];
+  t->K[b] = k, t->P[b] = p;
+}
+
+static inline void ts_move(tsort *t, size_t to, size_t from) { t->K[to] = t->K[from], t->P[to] = t->P[from]; }
+
+static void ts_move_median_to_first(tsort *t, size_t r, size_t a, size_t b, size_t c) {
+  const uint64_t *K = t->K;
+  if (K[a] < K[b]) {
+    if (K[b] < K[c]) ts_swap(t, r, b);
+    else if (K[a] < K[c]) ts_swap(t, r, c);
+    else ts_swap(t, r, a);
+  } else if (K[a] < K[c]) ts_swap(t, r, a);
+  else if (K[b] < K[c]) ts_swap(t, r, c);
+  else ts_swap(t, r, b);
+}
+
+static size_t ts_unguarded_partition(tsort *t, size_t first, size_t last, size_t pivot) {
+  const uint64_t *K = t->K;
+  for (;;) {
+    while (K[first] < K[pivot]) first++;
+    last--;
+    while (K[pivot] < K[last]) last--;
+    if (!(first < last)) return first;
+    ts_swap(t, first, last);
+    first++;
+  }
+}
+
+/* __adjust_heap over [base, base + len) with the hole at hole and (vk, vp). */
+static void ts_adjust_heap(tsort *t, size_t base, size_t hole, size_t len, uint64_t vk, uint32_t vp) {
+  const uint64_t *K = t->K;
+  size_t top = hole, child = hole;
+  while (len > 0 && child < (len - 1) / 2) {
+    child = 2 * (child + 1);
+    if (K[base + child] < K[base + child - 1]) child--;
+    ts_move(t, base + hole, base + child);
+    hole = child;
+  }
+  if ((len & 1) == 0 && child == (len - 2) / 2) {
+    child = 2 * (child + 1);
+    ts_move(t, base + hole, base + child - 1);
+    hole = child - 1;
+  }
+  size_t parent = hole ? (hole - 1) / 2 : 0;
+  while (hole > top && K[base + parent] < vk) {
+    ts_move(t, base + hole, base + parent);
+    hole = parent;
+    parent = hole ? (hole - 1) / 2 : 0;
+  }
+  t->K[base + hole] = vk, t->P[base + hole] = vp;
+}
+
+/* std::__partial_sort(first, last, last): make_heap, then sort_heap. */
+static void ts_heapsort(tsort *t, size_t first, size_t last) {
+  size_t len = last - first;
+  if (len >= 2)
+    for (size_t parent = (len - 2) / 2;; parent--) {
+      ts_adjust_heap(t, first, parent, len, t->K[first + parent], t->P[first + parent]);
+      if (parent == 0) break;
+    }
+  while (last - first > 1) {
+    last--;
+    uint64_t vk = t->K[last];
+    uint32_t vp = t->P[last];
+    ts_move(t, last, first);
+    ts_adjust_heap(t, first, 0, last - first, vk, vp);
+  }
+}
+
+static void ts_introsort_loop(tsort *t, size_t first, size_t last, size_t depth) {
+  while (last - first > TS_THRESHOLD) {
+    if (depth == 0) {
+      ts_heapsort(t, first, last);
+      return;
+    }
+    depth--;
+    size_t mid = first + (last - first) / 2;
+    ts_move_median_to_first(t, first, first + 1, mid, last - 1);
+    size_t cut = ts_unguarded_partition(t, first + 1, last, first);
+    ts_introsort_loop(t, cut, last, depth);
+    last = cut;
+  }
+}
+
+/* __unguarded_linear_insert of element i; guarded when `guard` (it may
+ * reach first), as __insertion_sort's two branches do. */
+static void ts_linear_insert(tsort *t, size_t first, size_t i, bool guard) {
+  uint64_t vk = t->K[i];
+  uint32_t vp = t->P[i];
+  if (guard && vk < t->K[first]) { /* move_backward(first, i, i + 1) */
+    memmove(t->K + first + 1, t->K + first, (i - first) * sizeof *t->K);
+    memmove(t->P + first + 1, t->P + first, (i - first) * sizeof *t->P);
+    t->K[first] = vk, t->P[first] = vp;
+    return;
+  }
+  size_t last = i;
+  while (vk < t->K[last - 1]) {
+    ts_move(t, last, last - 1);
+    last--;
+  }
+  t->K[last] = vk, t->P[last] = vp;
+}
+
+static void torch_sort(uint64_t *K, uint32_t *P, size_t n) {
+  tsort t = {K, P};
+  if (n < 2) return;
+  ts_introsort_loop(&t, 0, n, 2 * (size_t)(63 - __builtin_clzll((unsigned long long)n)));
+  size_t head = n > TS_THRESHOLD ? TS_THRESHOLD : n;
+  for (size_t i = 1; i < head; i++) ts_linear_insert(&t, 0, i, true);
+  for (size_t i = head; i < n; i++) ts_linear_insert(&t, 0, i, false);
+}
+
 /* Sums the sorted entries' rows into (urows, ug): keys are the sorted ids
  * (urows itself, compacted in place) or NULL (then rows[order[i]]). */
 KCLONES static void rows_gather(const float *g, const uint64_t *rows, const uint32_t *order, size_t k,
@@ -213,10 +346,24 @@ size_t optim_sparse_coalesce(const uint64_t *rows, const float *g, size_t k, siz
     if (k && ug != g) memmove(ug, g, k * D * sizeof *ug);
     return k;
   }
-  bool keyed = k > 32 && D >= 3;
-  if (k <= 32) sort_small(rows, k, order);
-  else if (keyed) sort_pairs(rows, k, urows, order, ug);
-  else sort_radix(rows, k, order, (u32a *)urows);
+  bool keyed = false;
+  if (k <= TS_THRESHOLD) {
+    sort_small(rows, k, order); /* stable: what std::sort's insertion sort gives */
+  } else {
+    /* A radix sort first (linear); its stable order is torch's wherever no
+     * row has three or more copies (two copies sum alike in either order). */
+    keyed = D >= 3;
+    if (keyed) sort_pairs(rows, k, urows, order, ug);
+    else sort_radix(rows, k, order, (u32a *)urows);
+    bool triple = false;
+    for (size_t j = 2; j < k && !triple; j++)
+      triple = keyed ? urows[j] == urows[j - 2] : rows[order[j]] == rows[order[j - 2]];
+    if (triple) { /* then only torch's own order gives torch's bits */
+      for (size_t j = 0; j < k; j++) urows[j] = rows[j], order[j] = (uint32_t)j;
+      torch_sort(urows, order, k);
+      keyed = true;
+    }
+  }
   size_t m;
   rows_gather(g, rows, order, k, D, urows, ug, keyed, &m);
   return m;

@@ -60,15 +60,19 @@ int optim_sparse_check_dense(optim_alg alg, derr *e);
 bool optim_sparse_coalesces(optim_alg alg);
 
 /* torch's coalesce: the k (row, D values) entries as m <= k distinct rows in
- * ascending order, values of repeated rows summed in the order given
- * ((g1 + g2) + g3; two copies are bit-identical to torch, whose order for
- * three or more is undefined).  urows (k) and ug (k*D) receive the result
+ * ascending order, values of repeated rows summed in torch 1.13's order, so
+ * the sums are bit-identical to torch's for any number of copies: torch
+ * sorts (id, position) pairs with libstdc++'s std::sort (not stable) and
+ * sums each run in that order; for k <= 16, or no row with 3+ copies, that
+ * is the order given.  urows (k) and ug (k*D) receive the result
  * and must not overlap rows or g; order (k uint32, k < 2^32) is scratch,
  * and so are urows and ug until the result is written.  A stable LSD radix
  * sort (11-bit digits) over only the digits in which the ids differ, the
  * keys carried along (ug's room is the second buffer when D >= 3); an
  * insertion sort for k <= 32; a copy when the rows are already distinct and
- * ascending.  Returns m.  No allocation.  maximize's sign is applied later, to the sums (exact). */
+ * ascending; then, only if some row has three or more copies, std::sort's
+ * exact steps on (urows, order) to get torch's order (O(k log k)).
+ * Returns m.  No allocation.  maximize's sign is applied later, to the sums (exact). */
 size_t optim_sparse_coalesce(const uint64_t *rows, const float *g, size_t k, size_t D, uint64_t *urows,
                              float *ug, uint32_t *order);
 

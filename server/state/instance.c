@@ -141,6 +141,8 @@ instance *instance__alloc(const instance_cfg *cfg, const instance_env *env) {
   in->tm = env->tm;
   in->kp = env->kp;
   in->reg = env->reg;
+  in->changes = env->changes;
+  in->log_id = journal__new_id();
   in->incarnation = env->incarnations ? atomic_fetch_add(env->incarnations, 1) + 1 : 0;
   in->created = instance__wall_now();
   in->params = mem_alloc_floats(cfg->n);

@@ -17,6 +17,7 @@
  *   push.c       the push path: replay, staleness, async apply, round entry
  *   transfer.c   export, import, reconfigure
  *   search.c     random-search ask/tell
+ *   journal_state.c  --durability log: changes queued before they apply
  *   registry.c   the named instances and the memory quota
  *
  * Invariants (all under the instance lock):
@@ -42,7 +43,8 @@
  *   -> persist's lock
  *   -> instance lock (private; every function below takes it itself)
  *   -> leaves: timers, kpool, bufpool, the HTTP suspended list, the
- *      registry's table lock and its quota mutex.
+ *      registry's table lock and its quota mutex, the log's queue mutex
+ *      (change_sink.submit, --durability log).
  * One exception: import holds the replaced instance's change lock while it
  * takes the new one's, which no other thread can see yet (not published).
  * Wake callbacks run after the instance lock is released.  Debug builds
@@ -467,8 +469,10 @@ int instance_change_name(const unsigned char *entry, size_t len, char *name, der
 /* Applies an entry made elsewhere or read back (replay, a Raft follower)
  * with the same code as a live change.  0; 1 if it is not this instance's
  * next change (another log id, or seq <= the instance's: already in its
- * state) and was skipped; or a negative code with e (malformed, wrong sizes,
- * E_QUOTA).  Takes the lock. */
+ * state) and was skipped; 2 if it was refused as the live daemon refused it
+ * after logging it (a sparse step over the quota: e says why, nothing
+ * changed but the seq); or a negative code with e (malformed, wrong sizes,
+ * out of memory).  Takes the lock. */
 int instance_apply_change(instance *in, const unsigned char *entry, size_t len, derr *e);
 
 /* Copies of the worker table and the history ring (caller frees). */

@@ -24,10 +24,13 @@
 
 #define IDEM_SNAP_BUDGET (64u << 20) /* bytes of kept parameters per instance */
 
+typedef struct logged logged; /* a change queued in the journal (journal_state.c) */
+
 typedef struct idem_entry {
   idem_record r;   /* key (empty: free slot), outcome */
   psnap *snap;     /* the first reply's parameters, kept while within budget */
   waiter *pending; /* sync: requests attached while the round is open */
+  logged *queued;  /* log mode: the change carrying this key, not yet done */
 } idem_entry;
 
 struct participant {
@@ -112,6 +115,14 @@ struct instance {
   int *sparse_t;
   sparse_work *work;
   sparse_scratch sscr;
+  /* --durability log (journal_state.c); changes NULL: snapshot mode */
+  const change_sink *changes;
+  uint64_t log_id;   /* immutable once published */
+  uint64_t log_seq;  /* seq of the last change applied */
+  uint64_t log_next; /* seq of the last change submitted */
+  uint64_t queued;   /* changes submitted, not yet done: logical step = step + queued */
+  unsigned log_hold; /* a PATCH is writing its snapshot: durable changes wait on `deferred` */
+  logged *deferred, *deferred_tail;
   struct instance_stats stats;
 };
 
@@ -233,6 +244,26 @@ void round__close(instance *in, wake_list *wl, waiter *self);
 void round__fail(instance *in, int code, const char *msg, wake_list *wl, waiter *self);
 void round__reset(instance *in); /* empties the round, cancels its timers */
 void round__init(instance *in);  /* timers' callbacks (at allocation) */
+
+/* ---- journal_state.c ---- (under the lock) */
+/* The step the next change will apply to: the applied step plus the changes queued. */
+uint64_t journal__logical_step(const instance *in);
+/* Log mode, async: queues the validated push (copied; its buffers stay the
+ * request's), suspends the request; PUSH_WAITING. */
+int journal__push(instance *in, push *p, waiter *w, double sumsq, void (*suspend)(void *), void *arg);
+/* Log mode, a round closing: queues its combined gradient (copied from the
+ * scratch, the sparse rows concatenated in worker-name order) with the
+ * participants (their waiters stay linked) and empties the round; or fails
+ * the round (out of memory). */
+void journal__round(instance *in, double loss, wake_list *wl, waiter *self);
+/* A retry of a key whose change is queued: w waits with it.  false if none. */
+bool journal__attach_retry(instance *in, int k, waiter *w);
+/* PATCH: changes that become durable from now on wait (hold), until
+ * release applies them in order (after the new configuration is set). */
+void journal__hold(instance *in);
+void journal__release(instance *in, wake_list *wl);
+/* A fresh random log id. */
+uint64_t journal__new_id(void);
 
 /* ---- transfer.c ---- */
 uint64_t instance__held_floats(const instance *in); /* under the lock, or unpublished */

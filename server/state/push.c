@@ -33,6 +33,10 @@ static int replay(instance *in, push *p, waiter *w, void (*suspend)(void *), voi
   int k = idem__find(in, p->key);
   if (k < 0) return -1;
   idem_entry *ie = &in->idem[k];
+  if (ie->queued && journal__attach_retry(in, k, w)) { /* log mode: the first is not durable yet */
+    suspend(arg);
+    return PUSH_WAITING;
+  }
   if (ie->pending && round__attach_retry(in, k, w)) { /* the first is still in its round */
     suspend(arg);
     return PUSH_WAITING;
@@ -46,15 +50,16 @@ static int replay(instance *in, push *p, waiter *w, void (*suspend)(void *), voi
 /* Step 3 and the async staleness check: 0, or the refusal (w completed). */
 static int refuse_step(instance *in, push *p, waiter *w, worker_info *wk) {
   derr e = {0};
-  if (p->step > (int64_t)in->step)
+  uint64_t at = journal__logical_step(in); /* log mode: with the changes queued */
+  if (p->step > (int64_t)at)
     derr_set(&e, E_STEP_AHEAD, "step %lld is ahead of the instance, which is at step %llu", (long long)p->step,
-             (unsigned long long)in->step);
+             (unsigned long long)at);
   else if (in->cfg.mode == MODE_ASYNC && in->cfg.max_staleness >= 0 && p->step >= 0 &&
-           (int64_t)in->step - p->step > in->cfg.max_staleness)
+           (int64_t)at - p->step > in->cfg.max_staleness)
     derr_set(&e, E_STALE,
              "gradient computed at step %lld is %lld steps old (max_staleness %lld); the instance is at step %llu",
-             (long long)p->step, (long long)((int64_t)in->step - p->step), (long long)in->cfg.max_staleness,
-             (unsigned long long)in->step);
+             (long long)p->step, (long long)((int64_t)at - p->step), (long long)in->cfg.max_staleness,
+             (unsigned long long)at);
   else
     return 0;
   apply__reject(in, w, e.code, &e);
@@ -104,6 +109,7 @@ static int push_locked(instance *in, push *p, waiter *w, double sumsq, void (*su
     if (status >= 0) return status;
   }
   if (refuse_step(in, p, w, wk) < 0) return PUSH_FAILED;
+  if (in->cfg.mode == MODE_ASYNC && in->changes) return journal__push(in, p, w, sumsq, suspend, arg);
   if (in->cfg.mode == MODE_ASYNC) return apply_async(in, p, w, wk, sumsq, wl);
   return round__join(in, p, w, wk, suspend, arg, wl);
 }

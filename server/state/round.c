@@ -158,6 +158,10 @@ void round__close(instance *in, wake_list *wl, waiter *self) {
     round__fail(in, E_NOT_FINITE, "the combined gradient overflowed to infinity", wl, self);
     return;
   }
+  if (in->changes) { /* log mode: one entry; the participants wait for it to be durable */
+    journal__round(in, loss, wl, self);
+    return;
+  }
   push_rows pr[in->nsparse ? in->nsparse : 1];
   if (in->nsparse && combine_rows(in, pr, &sumsq, &e) < 0) {
     round__fail(in, e.code, e.msg, wl, self);
@@ -276,9 +280,10 @@ bool round__attach_retry(instance *in, int k, waiter *w) {
 /* A sync push that cannot join: stale, or its worker already pushed. */
 static int refuse_member(instance *in, push *p, waiter *w, worker_info *wk) {
   derr e = {0};
-  if (p->step >= 0 && p->step < (int64_t)in->step)
+  uint64_t at = journal__logical_step(in);
+  if (p->step >= 0 && p->step < (int64_t)at)
     derr_set(&e, E_STALE, "the round for step %lld has closed; the instance is at step %llu: pull and resync",
-             (long long)p->step, (unsigned long long)in->step);
+             (long long)p->step, (unsigned long long)at);
   else if (in_round(in, wk))
     derr_set(&e, E_ALREADY_PUSHED, "worker %s already pushed for step %llu", wk->name,
              (unsigned long long)in->step);
@@ -304,7 +309,7 @@ int round__join(instance *in, push *p, waiter *w, worker_info *wk, void (*suspen
   }
   wk->dropped = false;
   wk->last_push_time = instance__wall_now();
-  wk->last_push_step = (int64_t)in->step;
+  wk->last_push_step = (int64_t)journal__logical_step(in);
   wk->staleness = 0;
   wk->pushes++;
   struct round *r = &in->round;
@@ -321,6 +326,10 @@ int round__join(instance *in, push *p, waiter *w, worker_info *wk, void (*suspen
   if (slot >= 0) in->idem[slot].pending = w;
   if (r->count >= round__expected(in)) {
     round__close(in, wl, w);
+    if (w->linked) { /* log mode: queued with its round */
+      suspend(arg);
+      return PUSH_WAITING;
+    }
     return w->code ? PUSH_FAILED : PUSH_DONE;
   }
   arm_deadline(in);

@@ -101,6 +101,8 @@ int instance_export(instance *in, instance_state *out) {
   out->version = in->version;
   out->created = in->created;
   out->incarnation = in->incarnation;
+  out->log_id = in->log_id;
+  out->log_seq = in->log_seq;
   if (in->rs) {
     out->best_loss = in->rs->best_loss;
     out->next_id = in->rs->next_id;
@@ -167,6 +169,8 @@ instance *instance_from_state(const instance_state *s, const instance_env *env) 
   }
   in->step = s->step;
   in->version = s->version;
+  if (s->log_id) in->log_id = s->log_id;
+  in->log_seq = in->log_next = s->log_seq;
   if (s->created > 0) in->created = s->created;
   if (in->rs) {
     in->rs->best_loss = s->best_loss;
@@ -207,6 +211,7 @@ int instance_reconfigure_prepare(instance *in, const instance_cfg *c, unsigned *
   unsigned before = in->have;
   int rc = instance__alloc_buffers(in, optim_buffers(c->alg, &c->hyper));
   *added = in->have & ~before;
+  if (rc == 0) journal__hold(in); /* log mode: until reconfigure or abort */
   instance__unlock(in);
   return rc < 0 ? derr_set(e, E_QUOTA, "not enough memory for the new optimizer state") : 0;
 }
@@ -215,7 +220,10 @@ void instance_reconfigure_abort(instance *in, unsigned added) {
   instance__lock(in);
   /* only buffers the current configuration does not use: they are still fresh */
   instance__free_buffers(in, added & in->fresh & ~optim_buffers(in->cfg.alg, &in->cfg.hyper));
+  wake_list wl = {0};
+  journal__release(in, &wl); /* the changes held meanwhile, under the old configuration */
   instance__unlock(in);
+  waiters__run(&wl);
 }
 
 /* The fields a PATCH may change; name, algorithm, mode and tensors never do
@@ -240,14 +248,18 @@ int instance_reconfigure(instance *in, const instance_cfg *c, derr *e) {
     return -E_BAD_VALUE;
   }
   if (instance__alloc_buffers(in, optim_buffers(c->alg, &c->hyper)) < 0) { /* none if prepared */
+    wake_list held = {0};
+    journal__release(in, &held);
     instance__unlock(in);
+    waiters__run(&held);
     return derr_set(e, E_QUOTA, "not enough memory for the new optimizer state");
   }
   set_mutable(&in->cfg, c);
   in->lr_now = schedule_lr(&in->cfg.sched, in->cfg.hyper.lr, in->step);
   in->version++;
-  /* fewer workers (or members) may complete the round that is waiting */
   wake_list wl = {0};
+  journal__release(in, &wl); /* the changes held since prepare: after the new configuration */
+  /* fewer workers (or members) may complete the round that is waiting */
   if (in->cfg.mode == MODE_SYNC && in->round.count && in->round.count >= round__expected(in))
     round__close(in, &wl, NULL);
   instance__unlock(in);

@@ -78,7 +78,8 @@ typedef struct journal_backend {
    * a change of it still queued is written nowhere the new instance of that
    * name could replay. */
   void (*forget)(void *self, const char *name);
-  /* Stops: every change still queued gets done(c, E_SHUTTING_DOWN). */
+  /* Stops: every change still queued is still written (or refused) and
+   * done, then the backend's threads end.  Idempotent. */
   void (*stop)(void *self);
   void (*free)(void *self);
   void (*stats)(void *self, journal_stats *out);
@@ -96,10 +97,19 @@ const change_sink *journal_sink(journal *j);
 /* A change's bytes (proto/log.md's entry, without the local log's frame):
  * finds its instance by name and applies it with the push path's code.  0;
  * 1 if it is already in the instance's state (seq <= the instance's) and
- * was skipped; or a negative code (unknown instance, a seq that skips one,
+ * was skipped; 2 if it was refused as live (a sparse step over the quota,
+ * e says why); or a negative code (unknown instance, a seq that skips one,
  * a step that does not follow, a malformed entry) with e saying why.  For
  * backends: replay at start-up, Raft followers' FSM apply. */
 int journal_apply(journal *j, const unsigned char *entry, size_t len, derr *e);
+
+/* Stops the backend: what is queued is still made durable (or refused) and
+ * done; then its thread ends.  Idempotent.  Shutdown, after the HTTP
+ * server stopped and before the final snapshots. */
+void journal_stop(journal *j);
+
+/* Whether instance `name` is loaded (replay: segments of others are orphans). */
+bool journal_knows(journal *j, const char *name);
 
 /* Calls the backend's replay (start-up).  As the backend's replay. */
 int journal_replay(journal *j, derr *e);

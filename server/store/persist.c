@@ -36,6 +36,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "journal.h"
 #include "log.h"
 #include "mem.h"
 #include "spec.h"
@@ -59,6 +60,7 @@ struct persist {
   written *w;
   size_t nw, capw;
   persist_stats stats;
+  journal *jr; /* --durability log: cut after each snapshot, forget at delete */
 };
 
 static double wall(void) {
@@ -97,8 +99,15 @@ static json_t *rows_json(const instance_state *s) {
   return a;
 }
 
-static json_t *header_json(const instance_state *s) {
+/* with_log: the log identity and seq (--durability log, proto/log.md). */
+static json_t *header_json(const instance_state *s, bool with_log) {
   json_t *h = spec_cfg_json(&s->cfg);
+  if (with_log) {
+    char id[17];
+    snprintf(id, sizeof id, "%016llx", (unsigned long long)s->log_id);
+    json_object_set_new(h, "log_id", json_string(id));
+    json_object_set_new(h, "log_seq", json_integer((json_int_t)s->log_seq));
+  }
   json_object_set_new(h, "step", json_integer((json_int_t)s->step));
   json_object_set_new(h, "version", json_integer((json_int_t)s->version));
   json_object_set_new(h, "created", jbuf_real(s->created));
@@ -196,8 +205,8 @@ static void put_rows(sink *k, const instance_state *s) {
   }
 }
 
-static void encode(sink *k, const instance_state *s) {
-  json_t *h = header_json(s);
+static void encode(sink *k, const instance_state *s, bool with_log) {
+  json_t *h = header_json(s, with_log);
   jbuf hb;
   jbuf_init(&hb, NULL, 4096);
   jbuf_json_splice(&hb, h, NULL, 0);
@@ -219,7 +228,7 @@ static void encode(sink *k, const instance_state *s) {
 
 int persist_encode(const instance_state *s, unsigned char **out, size_t *len) {
   sink k = {.fd = -1, .crc = crc32(0, NULL, 0)};
-  encode(&k, s);
+  encode(&k, s, s->log_seq > 0);
   *out = k.mem;
   *len = k.len;
   return 0;
@@ -238,6 +247,19 @@ static void get_floats(float *out, const unsigned char *b, size_t n) {
     memcpy(&out[i], &u, 4);
   }
 #endif
+}
+
+/* The header's optional log_id and log_seq (--durability log). */
+static int decode_log_fields(json_t *h, instance_state *s, derr *e) {
+  json_t *lid = json_object_get(h, "log_id"), *lseq = json_object_get(h, "log_seq");
+  if (!lid && !lseq) return 0;
+  char *end = NULL;
+  const char *hex = json_string_value(lid);
+  s->log_id = hex ? strtoull(hex, &end, 16) : 0;
+  if (!hex || strlen(hex) != 16 || *end || !json_is_integer(lseq) || json_integer_value(lseq) < 0)
+    return derr_set(e, E_BAD_REQUEST, "header: log_id (16 hex digits) and log_seq go together");
+  s->log_seq = (uint64_t)json_integer_value(lseq);
+  return 0;
 }
 
 static uint64_t get_u64(const unsigned char *b) { return (uint64_t)get_u32(b) | (uint64_t)get_u32(b + 4) << 32; }
@@ -371,6 +393,7 @@ int persist_decode(const unsigned char *buf, size_t len, instance_state *s, derr
   }
   s->step = (uint64_t)json_integer_value(step);
   s->version = json_is_integer(ver) ? (uint64_t)json_integer_value(ver) : 0;
+  if ((rc = decode_log_fields(h, s, e)) < 0) goto out;
   json_t *created = json_object_get(h, "created");
   s->created = json_is_number(created) && json_number_value(created) > 0 ? json_number_value(created) : 0;
   size_t n = s->cfg.n, nb = 0;
@@ -485,7 +508,7 @@ static int write_file(persist *p, const instance_state *s, derr *e) {
   int fd = openat(p->dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) return derr_set(e, E_IO, "cannot write %s/%s: %s", p->dir, tmp, strerror(errno));
   sink k = {.fd = fd, .crc = crc32(0, NULL, 0)};
-  encode(&k, s);
+  encode(&k, s, p->jr != NULL);
   if (!k.err && fsync(fd) < 0) k.err = errno;
   if (close(fd) < 0 && !k.err) k.err = errno;
   if (!k.err) {
@@ -523,6 +546,7 @@ int persist_save_state(persist *p, const instance_state *s, derr *e) {
       p->stats.written++;
       p->stats.last_time = wall();
       p->stats.last_duration = p->stats.last_time - t0;
+      if (p->jr) journal_cut(p->jr, s->cfg.name, s->log_seq); /* the log up to it is no longer needed */
     } else {
       p->stats.failed++;
     }
@@ -558,6 +582,7 @@ int persist_remove(persist *p, const char *name, derr *e) {
   else if (fsync(p->dirfd) < 0)
     rc = derr_set(e, E_IO, "cannot sync the data dir: %s", strerror(errno));
   if (rc == 0) w->deleted = true; /* a refused delete keeps the instance, and its later saves */
+  if (rc == 0 && p->jr) journal_forget(p->jr, name);
   pthread_mutex_unlock(&p->lock);
   return rc;
 }
@@ -705,6 +730,8 @@ int persist_snapshot_changed(persist *p, registry *r, const char *fail_msg, size
   if (failed) *failed = bad;
   return count;
 }
+
+void persist_set_journal(persist *p, journal *j) { p->jr = j; }
 
 void persist_get_stats(persist *p, persist_stats *out) {
   pthread_mutex_lock(&p->lock);

@@ -74,6 +74,12 @@ int persist_save_now(persist *p, instance *in, uint64_t *step, derr *e);
 int persist_encode(const instance_state *s, unsigned char **out, size_t *len);
 int persist_decode(const unsigned char *buf, size_t len, instance_state *s, derr *e);
 
+/* --durability log: snapshots record the log seq they hold (log_id,
+ * log_seq), each durable snapshot cuts j's log up to it, and a delete makes
+ * j forget the instance's log.  Before serving (start-up). */
+typedef struct journal journal;
+void persist_set_journal(persist *p, journal *j);
+
 /* Last snapshot figures, for metrics. */
 typedef struct persist_stats {
   uint64_t written, failed;

@@ -49,6 +49,17 @@ typedef struct prop {
   bool pending; /* on the in-flight list */
 } prop;
 
+typedef struct job { /* a membership change on its way to the loop */
+  struct raft_change req;
+  struct job *next;
+  replica *rp;
+  bool add;
+  uint64_t id;
+  char address[64];
+  replica_change_fn done;
+  void *ctx;
+} job;
+
 typedef struct announced {
   uint64_t id;
   char url[128];
@@ -70,6 +81,7 @@ struct replica {
   bool qclosed;          /* under qlock: replica_close ran */
   pthread_mutex_t qlock; /* the queue from other threads */
   prop *qhead, *qtail;
+  job *jobs;             /* under qlock */
   prop *flight;          /* loop thread: proposals raft holds */
   uint64_t nonce, next_seq;
   uint64_t announced_term;
@@ -279,12 +291,81 @@ static void submit(replica *rp, prop *p) {
   }
 }
 
+static int change_code(int rv) {
+  switch (rv) {
+  case RAFT_NOTLEADER: case RAFT_LEADERSHIPLOST: return E_NO_LEADER;
+  case RAFT_DUPLICATEID: case RAFT_DUPLICATEADDRESS: case RAFT_BADID: case RAFT_CANTCHANGE: return E_CONFLICT;
+  case RAFT_BADROLE: return E_CONFLICT;
+  case RAFT_SHUTDOWN: return E_SHUTTING_DOWN;
+  default: return E_INTERNAL;
+  }
+}
+
+static void job_end(job *j, int rv) {
+  const char *msg = rv ? raft_strerror(rv) : "";
+  if (rv == 0) log_info("replica: membership changed", "%s=%" PRIu64, j->add ? "added" : "removed", j->id);
+  if (!j->rp->closing) refresh(j->rp); /* the reply shows the new configuration */
+  j->done(j->ctx, rv ? change_code(rv) : 0, msg);
+  free(j);
+}
+
+static void promoted_cb(struct raft_change *req, int status) { job_end(req->data, status); }
+
+static void added_cb(struct raft_change *req, int status) {
+  job *j = req->data;
+  if (status != 0 || j->rp->closing) {
+    job_end(j, status ? status : RAFT_SHUTDOWN);
+    return;
+  }
+  int rv = raft_assign(&j->rp->raft, &j->req, j->id, RAFT_VOTER, promoted_cb); /* after it caught up */
+  if (rv != 0) job_end(j, rv);
+}
+
+static void removed_cb(struct raft_change *req, int status) { job_end(req->data, status); }
+
+static void run_job(replica *rp, job *j) {
+  j->req.data = j;
+  int rv = rp->closing ? RAFT_SHUTDOWN
+           : j->add    ? raft_add(&rp->raft, &j->req, j->id, j->address, added_cb)
+                       : raft_remove(&rp->raft, &j->req, j->id, removed_cb);
+  if (rv != 0) job_end(j, rv);
+}
+
+void replica_change(replica *rp, bool add, uint64_t id, const char *address, replica_change_fn done, void *ctx) {
+  job *j = mem_xcalloc(1, sizeof *j);
+  *j = (job){.rp = rp, .add = add, .id = id, .done = done, .ctx = ctx};
+  snprintf(j->address, sizeof j->address, "%s", address ? address : "");
+  if (id == 0 || (add && (!address || !strchr(address, ':') || strlen(address) >= sizeof j->address))) {
+    free(j);
+    done(ctx, E_BAD_VALUE, "a member needs an id >= 1 and a Raft address HOST:PORT");
+    return;
+  }
+  pthread_mutex_lock(&rp->qlock);
+  if (rp->qclosed) {
+    pthread_mutex_unlock(&rp->qlock);
+    free(j);
+    done(ctx, E_SHUTTING_DOWN, "the member is not running");
+    return;
+  }
+  j->next = rp->jobs;
+  rp->jobs = j;
+  pthread_mutex_unlock(&rp->qlock);
+  uv_async_send(&rp->async);
+}
+
 static void on_async(uv_async_t *h) {
   replica *rp = h->data;
   pthread_mutex_lock(&rp->qlock);
   prop *p = rp->qhead;
   rp->qhead = rp->qtail = NULL;
+  job *jobs = rp->jobs;
+  rp->jobs = NULL;
   pthread_mutex_unlock(&rp->qlock);
+  while (jobs) {
+    job *nx = jobs->next;
+    run_job(rp, jobs);
+    jobs = nx;
+  }
   while (p) {
     prop *nx = p->next;
     p->next = NULL;
@@ -564,7 +645,7 @@ static int setup_raft(replica *rp, const replica_opts *o, derr *e) {
   if (raft_init(&rp->raft, &rp->io, &rp->fsm, o->id, rp->addr) != 0)
     return derr_set(e, E_IO, "raft: %s", raft_errmsg(&rp->raft));
   rp->raft.data = rp;
-  if (bootstrap(rp, ids, addrs, n, e) < 0) return -e->code;
+  if (!o->join && bootstrap(rp, ids, addrs, n, e) < 0) return -e->code;
   unsigned et = o->election_timeout_ms ? o->election_timeout_ms : 1000;
   raft_set_election_timeout(&rp->raft, et);
   raft_set_heartbeat_timeout(&rp->raft, et / 10 ? et / 10 : 1);

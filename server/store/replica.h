@@ -51,6 +51,7 @@ typedef struct replica_opts {
   const char *data_dir; /* the Raft dir is data_dir/raft */
   unsigned election_timeout_ms;
   unsigned snapshot_entries; /* 0: 512 */
+  bool join;                 /* --join: never bootstrap; wait to be added by the leader */
   registry *reg;
   const instance_env *env;
   replica_apply_fn apply;
@@ -81,6 +82,15 @@ void replica_propose(replica *rp, const void *data, size_t len, void *origin);
 
 /* Two writes of one header then a body, as one entry (avoids a copy). */
 void replica_propose2(replica *rp, const void *head, size_t hlen, const void *body, size_t blen, void *origin);
+
+/* Membership (the leader only): adds member id at its Raft address (a spare
+ * first, promoted to voter once it has caught up from a snapshot and the
+ * log), or removes id.  done(ctx, code, msg) runs once on the loop thread:
+ * code 0 done; E_NO_LEADER not the leader; E_CONFLICT another change is
+ * under way or the id is taken/unknown; E_BAD_VALUE bad id or address;
+ * E_SHUTTING_DOWN.  Any thread. */
+typedef void (*replica_change_fn)(void *ctx, int code, const char *msg);
+void replica_change(replica *rp, bool add, uint64_t id, const char *address, replica_change_fn done, void *ctx);
 
 enum replica_role { REPLICA_FOLLOWER, REPLICA_CANDIDATE, REPLICA_LEADER, REPLICA_UNAVAILABLE };
 

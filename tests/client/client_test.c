@@ -258,7 +258,7 @@ START_TEST(test_errors) {
   ck_assert_ptr_nonnull(strstr(err.message, "nope"));
   expect_err(descent_pull(d, "nope", v, 8, -1, 0, &step, &err), &err, DESCENT_EREFUSED, 404, "unknown_instance");
   expect_err(descent_push(d, "quad", v, 7, NULL, v, &step, &err), &err, DESCENT_EREFUSED, 400, "bad_length");
-  ck_assert_ptr_nonnull(strstr(err.message, "32 bytes"));
+  ck_assert_msg(strstr(err.message, "32 bytes") || strstr(err.message, "8 float32"), "%s", err.message);
   expect_err(descent_pull(d, "quad", v, 5, -1, 0, &step, &err), &err, DESCENT_EINVAL, 0, "bad_length");
   expect_err(descent_create(d, quad_spec, NULL, &err), &err, DESCENT_EREFUSED, 409, "already_exists");
   expect_err(descent_create(d, "{\"name\":\"x\",\"algorithm\":\"lbfgs\",\"tensors\":[{\"name\":\"w\",\"shape\":[2]}]}",

@@ -12,7 +12,8 @@
 #define CLIENT_SUITES(X) \
   X(client)              \
   X(tools)               \
-  X(sharding)
+  X(sharding)            \
+  X(rows)
 
 #define CLIENT_SUITE_DECL(name) Suite *suite_##name(void);
 CLIENT_SUITES(CLIENT_SUITE_DECL)

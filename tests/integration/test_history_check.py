@@ -172,9 +172,16 @@ class ConcurrentHistory(unittest.TestCase):
     CLIENTS = 8
     maxDiff = None
     phases = quick(3, 2)  # kill -9 cycles
+    daemon_args = ("--snapshot-interval", "0.05")
+    window = WINDOW  # test_log_faults: 0 (--durability log loses nothing acknowledged)
+    min_pushes, min_reads = 200, 100
+
+    def phase_length(self, k):
+        """Seconds of load before kill -9 number k (the last: before the clean stop)."""
+        return quick(3.0, 2.5)
 
     def setUp(self):
-        self.d = Daemon("--snapshot-interval", "0.05")
+        self.d = Daemon(*self.daemon_args)
         self.addCleanup(self.d.cleanup)
         st, body, _ = self.d.req("POST", "/v1/optimizers", {
             "name": "h", "algorithm": "sgd", "hyper": {"lr": 1.0},
@@ -317,15 +324,14 @@ class ConcurrentHistory(unittest.TestCase):
         self.addCleanup(self.done.set)
         for t in threads:
             t.start()
-        phase = quick(3.0, 2.5)
-        for _ in range(self.phases):
-            time.sleep(phase)
+        for k in range(self.phases):
+            time.sleep(self.phase_length(k))
             self.up.clear()
             t_kill = time.monotonic()
             self.d.kill9()
             self.restarted(t_kill, clean=False)
             self.up.set()
-        time.sleep(phase)
+        time.sleep(self.phase_length(self.phases))
         self.done.set()
         for t in threads:
             t.join(30)
@@ -340,10 +346,10 @@ class ConcurrentHistory(unittest.TestCase):
         self.assertEqual(self.errors, [], "pushes or reads refused")
         pushes = [e for e in self.events if e["op"] == "push" and e["ok"] and not e["retry"]]
         reads = [e for e in self.events if e["op"] == "read"]
-        self.assertGreater(len(pushes), 200, "too few pushes to test anything")
-        self.assertGreater(len(reads), 100, "too few reads to test anything")
+        self.assertGreater(len(pushes), self.min_pushes, "too few pushes to test anything")
+        self.assertGreater(len(reads), self.min_reads, "too few reads to test anything")
         self.assertGreater(self.retries, 0, "no retry was made after a restart")
-        violations = hc.check(self.events, window=WINDOW)
+        violations = hc.check(self.events, window=self.window)
         self.assertEqual(violations, [], "%d pushes, %d reads, %d retries" % (len(pushes), len(reads), self.retries))
 
         # the same history, tampered, is rejected: a lost update and a doubled push
@@ -358,11 +364,11 @@ class ConcurrentHistory(unittest.TestCase):
         i = p["id"]
         # checked on the history as it stood when that read ended (a cut of a valid history is valid), for speed
         prefix = hc.cut([x for x in self.events if x is not e], e["end"])
-        self.assertEqual(hc.check(prefix + [e], window=WINDOW), [])
+        self.assertEqual(hc.check(prefix + [e], window=self.window), [])
         for delta in (-1, 1):  # push i taken out of the read, or added to it again
             victim = dict(e, values=bytes_to_floats(e["values"]), step=e["step"] + min(delta, 0))
             victim["values"][i // hc.PER_SLOT] += delta * 4 ** (i % hc.PER_SLOT)
-            v = hc.check(prefix + [victim], window=WINDOW)
+            v = hc.check(prefix + [victim], window=self.window)
             if delta < 0:
                 self.assertTrue(any("lost update" in x and "%d" % i in x for x in v), v)
             else:

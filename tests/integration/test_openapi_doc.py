@@ -122,7 +122,8 @@ class Document(unittest.TestCase):
                     self.assertIn(s, resp)
                 self.assertEqual(resp["405"], {"$ref": "#/components/responses/MethodNotAllowed"})
                 self.assertEqual("413" in resp, bool(body), "413 iff the route takes a body")
-                want503 = "Unavailable" if body else "ShuttingDownOrNoLeader" if "R_REPL" in flags else "ShuttingDown"
+                leader_only = "R_REPL" in flags or path.startswith("/v1/cluster/")
+                want503 = "Unavailable" if body else "ShuttingDownOrNoLeader" if leader_only else "ShuttingDown"
                 self.assertEqual(resp["503"]["$ref"].rsplit("/", 1)[1], want503,
                                  "503 busy iff the route takes a body; no_leader iff it is replicated (R_REPL)")
                 self.assertEqual("307" in resp, path.startswith("/v1/"),

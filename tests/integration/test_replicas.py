@@ -22,7 +22,7 @@ import time
 import unittest
 
 from harness import Daemon, bytes_to_floats, floats_to_bytes
-from replicas import Group
+from replicas import Group, free_ports
 
 SPEC = {"name": "m", "algorithm": "adam", "hyper": {"lr": 0.01, "weight_decay": 0.1},
         "tensors": [{"name": "w", "shape": [5], "init": {"normal": {"std": 1, "seed": 3}}},
@@ -257,6 +257,49 @@ class Snapshots(unittest.TestCase):
                 self.assertEqual(d.req("GET", "/v1/optimizers/s/state", raw=True)[1], raw[0])
         finally:
             g.stop()
+
+
+class Membership(unittest.TestCase):
+    def test_add_and_remove(self):
+        """A fourth member started with --join is added through a follower
+        (307 to the leader), catches up and votes; then member 1 is removed."""
+        g = Group(3)
+        new = None
+        try:
+            st, body, _, _ = g.write("POST", "/v1/optimizers", dict(SPEC, name="j"))
+            self.assertEqual(st, 201, body)
+            for k in range(10):
+                g.write("POST", "/v1/optimizers/j/step", floats_to_bytes(grad(k)),
+                        {"Content-Type": "application/octet-stream", "Idempotency-Key": "j%d" % k})
+            port = free_ports(1)[0]
+            new = Daemon("--node-id", "4", "--cluster", "4=127.0.0.1:%d" % port, "--join",
+                         "--election-timeout", str(g.election_ms))
+            self.assertEqual(g.cluster_of(new)["members"], [])  # not bootstrapped: waits to be added
+            lead = g.wait_leader()
+            fol = next(d for d in g.live() if d is not lead)
+            st, body, h = fol.req("POST", "/v1/cluster/members", {"id": 4, "address": "127.0.0.1:%d" % port})
+            self.assertEqual(st, 307, body)
+            st, body, _, _ = g.write("POST", "/v1/cluster/members", {"id": 4, "address": "127.0.0.1:%d" % port})
+            self.assertEqual(st, 200, body)
+            self.assertEqual([(m["id"], m["role"]) for m in body["members"]],
+                             [(1, "voter"), (2, "voter"), (3, "voter"), (4, "voter")])
+            st, body, _, _ = g.write("POST", "/v1/cluster/members", {"id": 4, "address": "127.0.0.1:1"})
+            self.assertEqual((st, body["error"]["code"]), (409, "conflict"))
+            g.members[4] = new
+            g.wait_applied()
+            want = lead.req("GET", "/v1/optimizers/j/state", raw=True)[1]
+            self.assertEqual(new.req("GET", "/v1/optimizers/j/state", raw=True)[1], want)
+            st, body, _, _ = g.write("DELETE", "/v1/cluster/members/1")
+            self.assertEqual(st, 200, body)
+            self.assertEqual([m["id"] for m in body["members"]], [2, 3, 4])
+            st, body, _, _ = g.write("POST", "/v1/optimizers/j/step", floats_to_bytes(grad(10)),
+                                     {"Content-Type": "application/octet-stream"})
+            self.assertEqual(st, 200, body)
+        finally:
+            g.stop()
+            if new is not None and 4 not in g.members:
+                new.stop(expect_clean=False)
+                new.cleanup()
 
 
 if __name__ == "__main__":

@@ -79,13 +79,13 @@ class Failover(unittest.TestCase):
                 time.sleep(0.01)
             cl.close()
 
+        old = g.wait_leader()
         threads = [threading.Thread(target=writer, args=(i,)) for i in range(WRITERS)]
         rt = threading.Thread(target=reader)
         for t in threads + [rt]:
             t.start()
-        while sum(acked) < WRITERS * PUSHES // 3 and any(t.is_alive() for t in threads):
-            time.sleep(0.01)
-        old = g.wait_leader()
+        while sum(acked) < WRITERS * PUSHES // 4 and any(t.is_alive() for t in threads):
+            time.sleep(0.002)
         killed_at = time.monotonic()
         before = sum(acked)
         g.kill9(old)

@@ -353,15 +353,26 @@ def case_valueerrors():
                 msgs.append(str(e))
         if msgs[0] is None or msgs[0] != msgs[1]:
             fails.append("%s(%s): %s" % (cls, kw, msgs))
+    emb = torch.nn.Embedding(5, 2, sparse=True)
+    for kw in (dict(lr=-1), dict(eps=0), dict(betas=(1.0, 0.9)), dict(betas=(0.9, -0.1))):
+        msgs = []
+        for mod in (torch.optim, dt):
+            try:
+                getattr(mod, "SparseAdam")(emb.parameters(), **kw, **({"url": URL} if mod is dt else {}))
+                msgs.append(None)
+            except ValueError as e:
+                msgs.append(str(e))
+        if msgs[0] is None or msgs[0] != msgs[1]:
+            fails.append("SparseAdam(%s): %s" % (kw, msgs))
     try:
-        dt.SparseAdam(m.parameters(), url=URL)
-        fails.append("SparseAdam did not raise")
-    except NotImplementedError as e:
-        if "sparse" not in str(e):
+        dt.SparseAdam(m.parameters(), url=URL)  # a CNN's 4-D kernels are not [V, D] tables
+        fails.append("SparseAdam took a 4-D parameter")
+    except ValueError as e:
+        if "2-D" not in str(e):
             fails.append("SparseAdam: %s" % e)
     # the same signature as torch's, plus the keyword-only descent options
     import inspect
-    for cls in ("SGD", "Adagrad", "RMSprop", "Adam", "AdamW"):
+    for cls in ("SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "SparseAdam"):
         ta = inspect.signature(getattr(torch.optim, cls).__init__).parameters
         da = inspect.signature(getattr(dt, cls).__init__).parameters
         for k, p in ta.items():

@@ -88,6 +88,8 @@ def row_plan(rng, V, T, hot):
             rows = [hot[3]] * 4 + [hot[4], hot[4]]    # 4 copies and 2
         if t == 5:
             rows = []                                 # empty push
+        if t == 12:                                   # k > 16, many copies: torch's std::sort order
+            rows = list(rng.choice(hot[:5], size=40, replace=True))
         if t == T - 1:
             rows += [V - 4, hot[0], hot[0]]
         plan.append([int(r) for r in rows])
@@ -158,10 +160,8 @@ def run_case(name, alg, hyper, tables, dense=None, schedule=None, T=30, seed=1):
             vals = grad_values(rng, len(rows), D, t)
             params[tn].grad = sparse(rows, vals, V, D)
             rec["grads"][tn] = {"rows": rows, "values": Raw(jarr(vals) if rows else "[]")}
-            if COALESCES[alg]:
-                for r in set(rows):
-                    if rows.count(r) >= 3:
-                        inexact[tn].add(r)   # torch's order of a 3+ copy sum is undefined
+            # inexact[tn] stays empty: the kernels reproduce torch's summation
+            # order (libstdc++'s std::sort) for any number of copies.
         if dense:
             g = (rng.standard_normal(dense[1]) * 10.0 ** rng.uniform(-2, 1)).astype(np.float32)
             params[dense[0]].grad = torch.from_numpy(g)
@@ -221,6 +221,28 @@ ADAGRAD = dict(lr=0.01, lr_decay=0, weight_decay=0, initial_accumulator_value=0,
 SPADAM = dict(lr=1e-3, betas=[0.9, 0.999], eps=1e-8, maximize=False)
 
 
+def coalesce_cases():
+    """torch's coalesce itself: (rows, values) -> coalesced (rows, values),
+    where the order of a sum of three or more copies is std::sort's."""
+    rng = np.random.default_rng(12)
+    out = []
+    for name, k, V, kind in [("k17", 17, 3, "rand"), ("k40", 40, 5, "rand"), ("k2000", 2000, 50, "rand"),
+                             ("same", 300, 1, "rand"), ("sorted", 500, 40, "sorted"), ("reversed", 500, 40, "rev"),
+                             ("wide", 1000, 1 << 40, "rand")]:
+        D = 2
+        rows = rng.integers(0, V, k)
+        if kind == "sorted":
+            rows.sort()
+        if kind == "rev":
+            rows = np.sort(rows)[::-1].copy()
+        vals = (rng.standard_normal((k, D)) * 10.0 ** rng.uniform(-3, 3, (k, 1))).astype(np.float32)
+        g = torch.sparse_coo_tensor(torch.from_numpy(rows[None, :].astype(np.int64)), torch.from_numpy(vals),
+                                    (int(V), D)).coalesce()
+        out.append({"name": name, "D": D, "rows": [int(r) for r in rows], "values": Raw(jarr(vals)),
+                    "coalesced_rows": [int(r) for r in g._indices()[0]], "coalesced_values": Raw(jarr(g._values().numpy()))})
+    return {"case": "coalesce", "torch_version": torch.__version__, "cases": out}
+
+
 def cases():
     yield run_case("sgd_plain", "sgd", SGD, [("emb", 40, 5)])
     yield run_case("sgd_maximize_cosine", "sgd", dict(SGD, lr=0.1, dampening=0.3, maximize=True), [("emb", 24, 3)],
@@ -248,8 +270,9 @@ def main():
     ap.add_argument("--out", default=os.path.join(here, "..", "data", "optim_sparse"))
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
-    for doc in cases():
-        path = os.path.join(a.out, doc["case"] + ".json")
+    os.makedirs(os.path.join(a.out, "coalesce"), exist_ok=True)
+    for doc in list(cases()) + [coalesce_cases()]:
+        path = os.path.join(a.out, "coalesce/torch.json" if doc["case"] == "coalesce" else doc["case"] + ".json")
         with open(path, "w") as f:
             f.write(dump(doc) + "\n")
         print(path, os.path.getsize(path))

@@ -27,7 +27,8 @@
   X(auth)             \
   X(routes)           \
   X(history)           \
-  X(rows)
+  X(rows)              \
+  X(journal)
 
 #define TEST_SUITE_DECL(name) Suite *suite_##name(void);
 TEST_SUITES(TEST_SUITE_DECL)

@@ -218,13 +218,14 @@ START_TEST(coalesce_order) {
   ck_assert(ur[0] == 4 && ur[1] == 9);
   ck_assert(ug[0] == (1.0f + -1e8f) + 1e8f); /* 0: in order, not 1 */
   ck_assert(ug[1] == 1e8f + 1.0f);
-  /* 100 copies of one row (the radix path with no bits to sort on): in order */
-  uint64_t same[100], us[100];
-  float gs[100], ugs[100], want = 0;
-  uint32_t ord[100];
-  for (int i = 0; i < 100; i++) same[i] = 1ull << 61, gs[i] = i % 2 ? 1e7f : 0.3f * (float)i, want += gs[i];
-  ck_assert_uint_eq(optim_sparse_coalesce(same, gs, 100, 1, us, ugs, ord), 1);
-  ck_assert(us[0] == 1ull << 61 && ugs[0] == want);
+  /* 17 and more entries with a row of 3+ copies: torch's order, not the
+   * order sent (data/optim_sparse/coalesce/torch.json checks it against torch) */
+  uint64_t same[17], us[17];
+  float gs[17], ugs[17], in_order = 0;
+  uint32_t ord[17];
+  for (int i = 0; i < 17; i++) same[i] = 5, gs[i] = i % 2 ? 1e8f : (float)i, in_order += gs[i];
+  ck_assert_uint_eq(optim_sparse_coalesce(same, gs, 17, 1, us, ugs, ord), 1);
+  ck_assert(us[0] == 5 && ugs[0] != in_order);
 }
 END_TEST
 
@@ -517,6 +518,35 @@ START_TEST(torch_sparse_vectors) {
 }
 END_TEST
 
+/* torch's own coalesce (data/optim_sparse/coalesce/torch.json): the same rows and
+ * the same bits, for any number of copies (std::sort's summation order). */
+START_TEST(coalesce_matches_torch) {
+  json_error_t err;
+  json_t *j = json_load_file("data/optim_sparse/coalesce/torch.json", 0, &err);
+  ck_assert_msg(j, "coalesce/torch.json: %s", err.text);
+  json_t *cases = json_object_get(j, "cases");
+  ck_assert(json_array_size(cases) >= 5);
+  for (size_t c = 0; c < json_array_size(cases); c++) {
+    json_t *cj = json_array_get(cases, c), *rj = json_object_get(cj, "rows"), *cr = json_object_get(cj, "coalesced_rows");
+    size_t k = json_array_size(rj), D = json_integer_value(json_object_get(cj, "D")), m = json_array_size(cr);
+    uint64_t *rows = malloc(k * 8), *ur = malloc(k * 8);
+    float *g = malloc(k * D * 4), *ug = malloc(k * D * 4), *want = malloc(m * D * 4 + 1);
+    uint32_t *order = malloc(k * 4);
+    for (size_t i = 0; i < k; i++) rows[i] = (uint64_t)json_integer_value(json_array_get(rj, i));
+    rows2d(json_object_get(cj, "values"), g, k, D, D);
+    rows2d(json_object_get(cj, "coalesced_values"), want, m, D, D);
+    const char *name = json_string_value(json_object_get(cj, "name"));
+    ck_assert_uint_eq(optim_sparse_coalesce(rows, g, k, D, ur, ug, order), m);
+    for (size_t i = 0; i < m; i++)
+      ck_assert_msg(ur[i] == (uint64_t)json_integer_value(json_array_get(cr, i)), "%s: row %zu", name, i);
+    for (size_t i = 0; i < m * D; i++)
+      CHECK(memcmp(&ug[i], &want[i], 4) == 0, "%s: value %zu: ours %.9g torch %.9g", name, i, ug[i], want[i]);
+    free(rows), free(ur), free(g), free(ug), free(want), free(order);
+  }
+  json_decref(j);
+}
+END_TEST
+
 Suite *suite_optim_sparse(void) {
   Suite *s = suite_create("optim_sparse");
   TCase *tc = tcase_create("core");
@@ -529,6 +559,7 @@ Suite *suite_optim_sparse(void) {
   suite_add_tcase(s, tc);
   TCase *tv = tcase_create("torch");
   tcase_add_loop_test(tv, torch_sparse_vectors, 0, 2 * NVECTORS);
+  tcase_add_test(tv, coalesce_matches_torch);
   suite_add_tcase(s, tv);
   return s;
 }

@@ -264,10 +264,11 @@ class Client:
         """The logical layout of a sharded instance from its shards' descriptions."""
         names, counts, origins, shapes = [], [], [], []
         sizes = []
-        tensors = []   # the logical tensors in creation order (dense ones by index into names)
         sparse = {}    # name -> [logical desc, [(origin, V) per shard]]
+        after = {}     # sparse name -> how many dense tensors come before it (creation order)
         for k, d in enumerate(descs):
             sizes.append(int(d["size"]))
+            last = -1  # the logical index of the last dense tensor seen on this shard
             for t in d["tensors"]:
                 o = int(t.get("origin", 0) or 0)
                 if t.get("sparse"):
@@ -277,8 +278,8 @@ class Client:
                             raise DescentError(409, "conflict", "'%s': sparse tensor '%s' is not on shard 0 (not a "
                                                "sharded instance of this client?)" % (name, t["name"]))
                         sparse[t["name"]] = [dict(t, shape=[V, D]), []]
-                        tensors.append(("s", t["name"]))
                     sparse[t["name"]][1].append((o, V))
+                    after[t["name"]] = max(after.get(t["name"], 0), last + 1)
                     continue
                 if names and names[-1] == t["name"] and origins[-1] + counts[-1] == o:
                     counts[-1] += int(t["count"])  # the next slice of the same tensor
@@ -291,7 +292,7 @@ class Client:
                     names.append(t["name"])
                     counts.append(int(t["count"]))
                     origins.append(o)
-                    tensors.append(("d", len(names) - 1))
+                last = len(names) - 1
         n = sum(sizes)
         nsh = len(descs)
         want = [hi - lo for lo, hi in shard_ranges(n, nsh, empty_ok=bool(sparse))]
@@ -316,10 +317,10 @@ class Client:
             shapes = [x if x is not None else [c] for x, c in zip(shapes, counts)]
         logical = dict(descs[0])
         logical["tensors"] = []
-        for kind, i in tensors:
-            if kind == "s":
-                logical["tensors"].append(sparse[i][0])
-            else:
+        for i in range(len(names) + 1):
+            # sparse tensors are on every shard; their place among the dense ones is where any shard has them
+            logical["tensors"].extend(sparse[nm][0] for nm in sparse if after[nm] == i)
+            if i < len(names):
                 logical["tensors"].append({"name": names[i], "shape": shapes[i], "count": counts[i],
                                            "origin": origins[i]})
         lay = Layout(logical, shapes)
@@ -909,7 +910,7 @@ class Client:
         """One daemon's rows (pt.enc.ids, local) into ans at pt.pos: its step."""
         path = "/v1/optimizers/%s/rows" % _quote(name)
         k = pt.enc.k
-        if binary:
+        if binary and k:
             h = {"Content-Type": BINARY, "Accept": wire.media_type(dtype)}
             es = 4 if dtype == "float32" else 2
             _, rh, data = e.request("POST", path + _query(tensor=tensor), [_rows.ids_bytes(pt.enc.ids)], h)
@@ -1027,19 +1028,34 @@ class Client:
         docs = self._all(lambda k, e: e.json("GET", "/v1/optimizers/%s/state" % _quote(name), timeout=None),
                          "export", name)
         steps = [d["step"] for d in docs]
-        if len(set(steps)) != 1:
-            raise DescentStepMismatch(name, self.urls, steps, "an export")
         lay = self._merge_layout(name, docs)
+        if len(set(steps)) != 1 and not (lay.sparse and lay.step_free):
+            raise DescentStepMismatch(name, self.urls, steps, "an export")
         out = {k: v for k, v in docs[0].items() if k not in ("params", "buffers", "tensors", "size")}
+        # shards a push left out (no result depends on the step count) count fewer steps
+        out["step"] = max(steps)
         out["tensors"] = lay.tensor_docs()
         out["size"] = lay.n
 
         def gather(get):
             per = {nm: [] for nm in lay.names}
-            for d in docs:
+            for st in lay.sparse:
+                per[st.name] = {"rows": [], "values": []}
+            for k, d in enumerate(docs):
                 part = get(d)
                 for t in d["tensors"]:
-                    per[t["name"]].extend(part[t["name"]])
+                    if t.get("sparse"):
+                        # a shard's held rows, local ids: shift to the logical table's
+                        base = lay.sparse_by_name[t["name"]].ranges[k][0]
+                        got = part.get(t["name"]) or {"rows": [], "values": []}
+                        per[t["name"]]["rows"].extend(int(r) + base for r in got["rows"])
+                        vals = got["values"]
+                        if vals and not isinstance(vals[0], list):  # flat k*D: as rows
+                            D = lay.sparse_by_name[t["name"]].D
+                            vals = [vals[i:i + D] for i in range(0, len(vals), D)]
+                        per[t["name"]]["values"].extend(vals)
+                    else:
+                        per[t["name"]].extend(part[t["name"]])
             return per
 
         out["params"] = gather(lambda d: d["params"])
@@ -1061,22 +1077,58 @@ class Client:
         tensors = doc.get("tensors")
         if not isinstance(tensors, list) or not tensors:
             raise DescentError(400, "bad_request", "tensors: expected a non-empty array of {\"name\", \"shape\"}")
-        shapes = [list(t["shape"]) for t in tensors]
+        nsh = len(self.endpoints)
+        dense = [t for t in tensors if not t.get("sparse")]
+        shapes = [list(t["shape"]) for t in dense]
         counts = [math.prod(s) for s in shapes]
-        plan = shard_plan(counts, len(self.endpoints))
+        plan = shard_plan(counts, nsh, empty_ok=len(dense) < len(tensors))
         flat_params = {t["name"]: _flat_array(doc["params"][t["name"]], s, "params." + t["name"])
-                       for t, s in zip(tensors, shapes)}
+                       for t, s in zip(dense, shapes)}
         flat_bufs = {b: {t["name"]: _flat_array(per[t["name"]], s, "buffers.%s.%s" % (b, t["name"]))
-                         for t, s in zip(tensors, shapes)}
+                         for t, s in zip(dense, shapes)}
                      for b, per in (doc.get("buffers") or {}).items()}
+        sparse_parts = {}  # name -> per shard: (piece, params part, {buffer: part})
+        for i, t in enumerate(tensors):
+            if not t.get("sparse"):
+                continue
+            V, D = int(t["shape"][0]), int(t["shape"][1])
+            base = int(t.get("origin", 0) or 0)  # in a state document "offset" is the flat position
+            ranges = _rows.row_ranges(V, nsh)
+
+            def cut(held, what):
+                held = held or {"rows": [], "values": []}
+                enc = _rows.encode(_rows.Rows(held["rows"], held["values"]), V, D, what)
+                return [pt.enc.json() for pt in _rows.split(enc, ranges)]
+
+            pp = cut(doc["params"].get(t["name"]), "params." + t["name"])
+            bb = {b: cut(per.get(t["name"]), "buffers.%s.%s" % (b, t["name"]))
+                  for b, per in (doc.get("buffers") or {}).items()}
+            pieces = []
+            for k, (lo, hi) in enumerate(ranges):
+                piece = {key: v for key, v in t.items() if key not in ("shape", "offset", "origin", "count")}
+                piece["shape"] = [hi - lo, D]
+                if base + lo:
+                    piece["origin"] = base + lo
+                pieces.append((piece, pp[k], {b: bb[b][k] for b in bb}))
+            sparse_parts[t["name"]] = pieces
         docs = []
-        for pieces in plan:
-            d = {k: v for k, v in doc.items() if k not in ("params", "buffers", "tensors", "size", "name")}
+        for k, pieces in enumerate(plan):
+            d = {key: v for key, v in doc.items() if key not in ("params", "buffers", "tensors", "size", "name")}
             d["tensors"], d["params"] = [], {}
-            d["buffers"] = {b: {} for b in flat_bufs}
-            for t, start, length in pieces:
-                src = tensors[t]
+            d["buffers"] = {b: {} for b in (doc.get("buffers") or {})}
+            by_tensor = {dense[t]["name"]: (t, start, length) for t, start, length in pieces}
+            for src in tensors:
                 nm = src["name"]
+                if nm in sparse_parts:
+                    piece, pp, bb = sparse_parts[nm][k]
+                    d["tensors"].append(piece)
+                    d["params"][nm] = pp
+                    for b, v in bb.items():
+                        d["buffers"][b][nm] = v
+                    continue
+                if nm not in by_tensor:
+                    continue
+                t, start, length = by_tensor[nm]
                 d["tensors"].append({"name": nm, "shape": shapes[t] if length == counts[t] else [length],
                                      "origin": int(src.get("origin", 0) or 0) + start})
                 d["params"][nm] = flat_params[nm][start:start + length].tolist()

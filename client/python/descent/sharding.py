@@ -72,10 +72,10 @@ class SparseTensor:
     logical table; pos is its place among all tensors in creation order;
     ranges (sharded) the local rows [lo, hi) of each shard."""
 
-    __slots__ = ("name", "pos", "V", "D", "origin", "ranges")
+    __slots__ = ("name", "pos", "V", "D", "origin", "ranges", "init")
 
-    def __init__(self, name: str, pos: int, V: int, D: int, origin: int) -> None:
-        self.name, self.pos, self.V, self.D, self.origin = name, pos, V, D, origin
+    def __init__(self, name: str, pos: int, V: int, D: int, origin: int, init: Any = None) -> None:
+        self.name, self.pos, self.V, self.D, self.origin, self.init = name, pos, V, D, origin, init
         self.ranges: Optional[List[Tuple[int, int]]] = None
 
 
@@ -93,7 +93,7 @@ class Layout:
             if t.get("sparse"):
                 self.order.append(("s", len(self.sparse)))
                 self.sparse.append(SparseTensor(t["name"], pos, int(t["shape"][0]), int(t["shape"][1]),
-                                                int(t.get("origin", 0) or 0)))
+                                                int(t.get("origin", 0) or 0), t.get("init")))
             else:
                 self.order.append(("d", len(self.order) - len(self.sparse)))
         self.sparse_by_name = {st.name: st for st in self.sparse}
@@ -129,6 +129,8 @@ class Layout:
                      "offset": self._dense_before(st.pos), "count": 0}
                 if st.origin:
                     t["origin"] = st.origin
+                if st.init is not None:
+                    t["init"] = st.init  # the value of rows never held
                 docs.append(t)
                 continue
             nm, s, c, o, off = self.names[i], self.shapes[i], self.counts[i], self.origins[i], self.offsets[i]

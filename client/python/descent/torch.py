@@ -4,7 +4,7 @@
     opt = descent.torch.Adam(model.parameters(), lr=1e-3, url="http://127.0.0.1:8080")
     ...   # the training loop is unchanged: zero_grad, backward, step, schedulers, state_dict
 
-SGD, Adagrad, RMSprop, Adam and AdamW subclass their torch.optim namesakes
+SGD, Adagrad, RMSprop, Adam, AdamW and SparseAdam subclass their torch.optim namesakes
 (so torch validates the arguments, with its own defaults and ValueError
 messages, and isinstance(opt, torch.optim.Adam) holds).  step() pushes the
 parameters' .grad to the daemon and writes the parameters it answers into
@@ -23,6 +23,17 @@ step; a changed group value (a scheduler's lr, OneCycleLR's betas or
 momentum, a hand edit) is PATCHed first.  A parameter changed outside the
 optimizer (model.load_state_dict, an in-place edit: torch bumps its
 version counter) is sent to the daemon before the next step.
+
+Sparse gradients (nn.Embedding(..., sparse=True), nn.EmbeddingBag(sparse=True)):
+SGD and Adagrad learn at the first step which parameters get sparse
+gradients and, while nothing has been pushed yet, create their instance
+again with those parameters as sparse [V, D] tensors (the parameter's
+values uploaded as explicit rows); SparseAdam creates every parameter
+sparse from the start.  A sparse gradient is pushed as its rows in
+torch's order (uncoalesced, as torch.optim applies it), and the rows the
+daemon answers are written into the parameter (index_copy_).  A sparse
+gradient for a tensor the daemon holds dense (an instance that already
+stepped) is pushed densified, which gives the same values.
 
 Coordination: under torchrun (RANK and WORLD_SIZE in the environment) the
 defaults are mode="sync", workers=WORLD_SIZE, worker="rank<RANK>"; rank 0
@@ -58,6 +69,7 @@ _HYPER = {
     "rmsprop": ("lr", "alpha", "eps", "weight_decay", "momentum", "centered", "maximize"),
     "adam": ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize"),
     "adamw": ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize"),
+    "sparse_adam": ("lr", "betas", "eps", "maximize"),
 }
 _BUFFERS = {
     "sgd": ("momentum_buffer",),
@@ -65,6 +77,7 @@ _BUFFERS = {
     "rmsprop": ("square_avg", "momentum_buffer", "grad_avg"),
     "adam": ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
     "adamw": ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
+    "sparse_adam": ("exp_avg", "exp_avg_sq"),
 }
 WAIT_FOR_INSTANCE_S = 300.0   # how long a rank other than 0 waits for rank 0 to create the instances
 
@@ -98,14 +111,49 @@ def _f32_json(p: torch.Tensor) -> List[bytes]:
     return chunks
 
 
+def _f32_rows_json(p: torch.Tensor) -> List[bytes]:
+    """A 2-D float32 tensor's rows as JSON {"rows": [0..V), "values": [[...], ...]}
+    in byte chunks (9 significant digits per value)."""
+    V, D = p.shape
+    flat = p.detach().float().reshape(-1)
+    chunks = [b'{"rows":[', ",".join(map(str, range(V))).encode(), b'],"values":[']
+    per = max(1, (1 << 16) // max(1, D))
+    row = "[" + ",".join(["%.9g"] * D) + "]"
+    for r in range(0, V, per):
+        n = min(per, V - r)
+        text = ",".join([row] * n) % tuple(flat[r * D:(r + n) * D].tolist())
+        if "n" in text or "i" in text:
+            raise DescentError(422, "not_finite", "a parameter holds NaN or infinity")
+        chunks.append((text + ("," if r + n < V else "")).encode())
+    chunks.append(b"]}")
+    return chunks
+
+
+def _all_rows(p: torch.Tensor) -> Dict[str, Any]:
+    """Every row of a 2-D parameter as a state document's {"rows", "values"}."""
+    return {"rows": list(range(p.shape[0])), "values": p.detach().float().tolist()}
+
+
+def _dense_of(doc: Any, p: torch.Tensor, fill: float) -> torch.Tensor:
+    """A state document's {"rows", "values"} (held rows only) as a dense tensor
+    like p, the other rows at fill."""
+    out = torch.full(p.shape, float(fill), dtype=torch.float32)
+    if doc and doc.get("rows"):
+        out[torch.tensor(doc["rows"], dtype=torch.int64)] = torch.tensor(doc["values"], dtype=torch.float32).view(
+            -1, p.shape[1])
+    return out
+
+
 class _Segment:
     """One daemon instance: some parameters of one group."""
 
-    def __init__(self, name: str, group: int, params: List[torch.Tensor], index: List[int]) -> None:
+    def __init__(self, name: str, group: int, params: List[torch.Tensor], index: List[int],
+                 sparse: Optional[List[bool]] = None) -> None:
         self.name = name
         self.group = group
         self.params = params
         self.index = index              # each parameter's index in state_dict order
+        self.sparse = list(sparse) if sparse is not None else [False] * len(params)  # held sparse on the daemon
         self.step = 0                   # the step of the parameters the model holds
         self.sent: Dict[str, Any] = {}  # the hyperparameters the daemon has
         self.versions: List[int] = []   # each parameter's _version after descent last wrote it
@@ -126,6 +174,10 @@ class _Remote:
     """The descent half of every optimizer here (mixed into a torch.optim class)."""
 
     _algorithm = ""
+
+    @property
+    def _d_all_sparse(self) -> bool:
+        return self._algorithm == "sparse_adam"
 
     def _descent_init(self, url=None, name=None, token=None, mode=None, workers=None, worker=None,
                       max_staleness=None, client=None, timeout=60.0, wire_dtype=None) -> None:
@@ -154,7 +206,10 @@ class _Remote:
                     raise TypeError("descent.torch: parameters must be float32, bfloat16 or float16 (descentd "
                                     "keeps float32 master copies); this parameter is %s" % p.dtype)
                 if p.is_sparse:
-                    raise TypeError("descent.torch: sparse parameters are not supported")
+                    raise TypeError("descent.torch: sparse parameters are not supported (sparse gradients are)")
+                if self._algorithm == "sparse_adam" and p.dim() != 2:
+                    raise ValueError("descent.torch.SparseAdam: every parameter must be a 2-D table [V, D] (an "
+                                     "nn.Embedding's weight); this one has shape %s" % (list(p.shape),))
         self._d_url = url
         self._d_token = token
         self._d_timeout = timeout
@@ -202,9 +257,13 @@ class _Remote:
         elif self._d_max_staleness is not None:
             spec["max_staleness"] = self._d_max_staleness
         tensors = []
-        for nm, p in zip(seg.tensors(), seg.params):
+        for nm, p, sp in zip(seg.tensors(), seg.params, seg.sparse):
             t: Dict[str, Any] = {"name": nm, "shape": list(p.shape) or [1]}
-            if values:
+            if sp:
+                t["sparse"] = True
+                if values:
+                    t["init"] = _all_rows(p)
+            elif values:
                 t["values"] = p.detach().reshape(-1).tolist()
             tensors.append(t)
         spec["tensors"] = tensors
@@ -220,13 +279,14 @@ class _Remote:
             return
         spec = self._d_spec(seg, values=False)
         for k, t in enumerate(spec["tensors"]):
-            t["values"] = "@@V%d@@" % k
+            t["init" if seg.sparse[k] else "values"] = "@@V%d@@" % k
         text = json.dumps(spec)
         parts = text.split('"@@V')
         out = [parts[0].encode()]
-        for part, p in zip(parts[1:], seg.params):
+        for part in parts[1:]:
             k, rest = part.split('@@"', 1)
-            out.extend(_f32_json(p))
+            p = seg.params[int(k)]
+            out.extend(_f32_rows_json(p) if seg.sparse[int(k)] else _f32_json(p))
             out.append(rest.encode())
         c.endpoints[0].request("POST", "/v1/optimizers", [memoryview(b) for b in out],
                                {"Content-Type": "application/json"})
@@ -249,11 +309,11 @@ class _Remote:
                 split = False
             if split:
                 for p, k in zip(params, index):
-                    seg = _Segment("%s.g%d.p%d" % (self._d_name, gi, k), gi, [p], [k])
+                    seg = _Segment("%s.g%d.p%d" % (self._d_name, gi, k), gi, [p], [k], [self._d_all_sparse])
                     self._d_attach(seg)
                     self._d_segments.append(seg)
                 return
-        seg = _Segment("%s.g%d" % (self._d_name, gi), gi, params, index)
+        seg = _Segment("%s.g%d" % (self._d_name, gi), gi, params, index, [self._d_all_sparse] * len(params))
         self._d_attach(seg)
         self._d_segments.append(seg)
 
@@ -284,6 +344,7 @@ class _Remote:
         if want != have:
             raise DescentError(409, "already_exists", "instance '%s' exists with other tensors (%s, this optimizer "
                                "has %s); pass another name= or delete it" % (seg.name, have, want))
+        seg.sparse = [bool(t.get("sparse")) for t in d["tensors"]]
         seg.sent = dict(d["hyper"])
         self._d_pull(seg)
 
@@ -291,15 +352,23 @@ class _Remote:
         """The daemon's current parameters into the model (a joining worker)."""
         out, copies = self._d_out(seg)
         p = self._d_client.pull(seg.name, out=out)
+        step = p.step
+        for nm, q, sp in zip(seg.tensors(), seg.params, seg.sparse):
+            if sp:
+                tmp = torch.empty(q.numel(), dtype=torch.float32)
+                step, _ = self._d_client.pull_rows(seg.name, nm, range(q.shape[0]), out=tmp)
+                copies.append((q, tmp))
         for dst, src in copies:
             with torch.no_grad():
                 dst.copy_(src.view_as(dst))
-        seg.step = p.step
+        seg.step = step
         seg.versions = [q._version for q in seg.params]
 
     def _d_out(self, seg: _Segment):
         out, copies = {}, []
-        for nm, p in zip(seg.tensors(), seg.params):
+        for nm, p, sp in zip(seg.tensors(), seg.params, seg.sparse):
+            if sp:
+                continue  # its rows come back as Rows
             if p.is_contiguous() and p.device.type == "cpu" and p.dtype == torch.float32:
                 out[nm] = p.detach()
             else:
@@ -322,7 +391,8 @@ class _Remote:
         if [p._version for p in seg.params] == seg.versions:
             return
         doc = self._d_client.export_state(seg.name)
-        doc["params"] = {nm: p.detach().reshape(-1).tolist() for nm, p in zip(seg.tensors(), seg.params)}
+        doc["params"] = {nm: _all_rows(p) if sp else p.detach().reshape(-1).tolist()
+                         for nm, p, sp in zip(seg.tensors(), seg.params, seg.sparse)}
         self._d_client.import_state(seg.name, doc)
         seg.versions = [p._version for p in seg.params]
 
@@ -331,8 +401,8 @@ class _Remote:
         seg = self._d_segments[si]
         doc = self._d_client.export_state(seg.name)
         new = []
-        for nm, p, k in zip(seg.tensors(), seg.params, seg.index):
-            part = _Segment("%s.g%d.p%d" % (self._d_name, seg.group, k), seg.group, [p], [k])
+        for nm, p, k, sp in zip(seg.tensors(), seg.params, seg.index, seg.sparse):
+            part = _Segment("%s.g%d.p%d" % (self._d_name, seg.group, k), seg.group, [p], [k], [sp])
             d = {key: v for key, v in doc.items() if key not in ("params", "buffers", "tensors", "size", "name")}
             d["tensors"] = [t for t in doc["tensors"] if t["name"] == nm]
             for t in d["tensors"]:
@@ -363,13 +433,10 @@ class _Remote:
                                        % seg.group)
                 self._d_split(si)
                 continue
-            for p in seg.params:
-                if p.grad.is_sparse:
-                    raise RuntimeError("descent.torch: sparse gradients need SparseAdam, which descentd does not "
-                                       "support yet")
+            self._d_sparse_layout(seg)
             self._d_sync_hyper(seg)
             self._d_sync_params(seg)
-            grads = {nm: p.grad for nm, p in zip(seg.tensors(), seg.params)}
+            grads = {nm: self._d_grad(p, sp) for nm, p, sp in zip(seg.tensors(), seg.params, seg.sparse)}
             out, copies = self._d_out(seg)
             try:
                 r = c.push(seg.name, grads, worker=self._d_worker, loss=loss,
@@ -383,9 +450,60 @@ class _Remote:
             for dst, src in copies:
                 with torch.no_grad():
                     dst.copy_(src.view_as(dst))
+            for nm, p, sp in zip(seg.tensors(), seg.params, seg.sparse):
+                if sp:
+                    rows = r[nm]
+                    with torch.no_grad():
+                        p.index_copy_(0, rows.rows, rows.values.to(p.dtype))
             seg.step = r.step
             seg.versions = [p._version for p in seg.params]
             si += 1
+
+    @staticmethod
+    def _d_grad(p: torch.Tensor, sparse: bool) -> Any:
+        """What goes to the daemon for p.grad: a sparse gradient's rows in
+        torch's (uncoalesced) order for a sparse tensor; a dense tensor for
+        a dense one (densified when the gradient is sparse)."""
+        g = p.grad
+        if not sparse:
+            return g.to_dense() if g.is_sparse else g
+        from .rows import Rows
+        if g.is_sparse and g.sparse_dim() == 1:
+            return Rows(g._indices()[0], g._values().reshape(-1, p.shape[1]))
+        g = g.to_dense() if g.is_sparse else g
+        return Rows(torch.arange(p.shape[0]), g.reshape(p.shape[0], -1))
+
+    def _d_sparse_layout(self, seg: _Segment) -> None:
+        """Before a segment's first push: when some parameters have sparse
+        gradients that the daemon holds as dense tensors, its instance is
+        created again with them sparse (rank 0 or alone; other ranks wait
+        for that).  Once an instance has stepped it stays as it is."""
+        want = [s or (p.grad.is_sparse and p.dim() == 2) for p, s in zip(seg.params, seg.sparse)]
+        if want == seg.sparse or seg.step != 0:
+            return
+        c = self._d_client
+        if self._d_rank in (None, 0):
+            if int(c.describe(seg.name)["step"]) != 0:
+                return
+            c.delete(seg.name)
+            seg.sparse = want
+            self._d_create(seg)
+            seg.sent = self._d_hyper(seg.group)
+            return
+        deadline = time.monotonic() + WAIT_FOR_INSTANCE_S
+        while True:
+            try:
+                d = c.describe(seg.name)
+                if [bool(t.get("sparse")) for t in d["tensors"]] == want or int(d["step"]) != 0:
+                    seg.sparse = [bool(t.get("sparse")) for t in d["tensors"]]
+                    return
+            except DescentError as e:
+                if e.code != "unknown_instance":
+                    raise
+            if time.monotonic() > deadline:
+                raise DescentError(None, "timeout", "'%s': rank 0 did not create the instance with sparse tensors"
+                                   % seg.name)
+            time.sleep(0.05)
 
     def _d_wire_of(self, seg) -> str:
         """The gradient's wire precision: wire_dtype= if given, else bfloat16
@@ -444,8 +562,11 @@ class _Remote:
             doc = self._d_client.export_state(seg.name)
             step = int(doc["step"])
             bufs = doc.get("buffers", {})
-            for nm, p in zip(seg.tensors(), seg.params):
+            for nm, p, sp in zip(seg.tensors(), seg.params, seg.sparse):
                 st: Dict[str, Any] = {}
+                if sp:
+                    self._d_sparse_state(p, step, bufs, nm, seg.group)
+                    continue
                 if self._algorithm == "sgd":
                     if step == 0:
                         self.state.pop(p, None)
@@ -464,6 +585,25 @@ class _Remote:
                             st[b] = torch.full_like(p, self.param_groups[seg.group]["initial_accumulator_value"])
                 self.state[p] = st
 
+    def _d_sparse_state(self, p: torch.Tensor, step: int, bufs: Dict[str, Any], nm: str, gi: int) -> None:
+        """self.state[p] of a sparse tensor in torch's format: dense buffers,
+        rows never touched at their initial value."""
+        if step == 0 and self._algorithm != "adagrad":
+            self.state.pop(p, None)
+            return
+        st: Dict[str, Any] = {}
+        if self._algorithm == "sgd":
+            st["momentum_buffer"] = None
+        elif self._algorithm == "adagrad":
+            st["step"] = torch.tensor(float(step))
+            st["sum"] = _dense_of(bufs.get("sum", {}).get(nm), p,
+                                  self.param_groups[gi]["initial_accumulator_value"])
+        else:
+            st["step"] = step
+            for b in _BUFFERS[self._algorithm]:
+                st[b] = _dense_of(bufs.get(b, {}).get(nm), p, 0.0)
+        self.state[p] = st
+
     def state_dict(self):
         """torch's format: loads into the torch.optim namesake and back."""
         self._d_fetch_state()
@@ -477,6 +617,7 @@ class _Remote:
 
     def _d_push_state(self) -> None:
         old = {seg.name for seg in self._d_segments}
+        was_sparse = {id(p): sp for seg in self._d_segments for p, sp in zip(seg.params, seg.sparse)}
         idx = self._d_index()
         segs: List[_Segment] = []
         for gi, g in enumerate(self.param_groups):
@@ -488,6 +629,7 @@ class _Remote:
                 segs.extend(_Segment("%s.g%d.p%d" % (self._d_name, gi, idx[id(p)]), gi, [p], [idx[id(p)]])
                             for p in params)
         for seg in segs:
+            seg.sparse = [was_sparse.get(id(p), self._d_all_sparse) for p in seg.params]
             doc = self._d_spec(seg, values=False)
             doc["format"] = "descent-state/1"
             st = self.state.get(seg.params[0], {})
@@ -497,12 +639,14 @@ class _Remote:
                 step = max(step, 1)   # torch's SGD keeps no count; any state means it has stepped
             doc["step"] = step
             doc["created"] = time.time()
-            doc["params"] = {nm: p.detach().reshape(-1).tolist() for nm, p in zip(seg.tensors(), seg.params)}
-            bufs: Dict[str, Dict[str, List[float]]] = {}
+            doc["params"] = {nm: _all_rows(p) if sp else p.detach().reshape(-1).tolist()
+                             for nm, p, sp in zip(seg.tensors(), seg.params, seg.sparse)}
+            bufs: Dict[str, Dict[str, Any]] = {}
             for b in _BUFFERS[self._algorithm]:
                 vals = [self.state.get(p, {}).get(b) for p in seg.params]
                 if all(isinstance(v, torch.Tensor) for v in vals):
-                    bufs[b] = {nm: v.detach().reshape(-1).float().tolist() for nm, v in zip(seg.tensors(), vals)}
+                    bufs[b] = {nm: _all_rows(v) if sp else v.detach().reshape(-1).float().tolist()
+                               for nm, v, sp in zip(seg.tensors(), vals, seg.sparse)}
             doc["buffers"] = bufs
             if self._d_mode != "sync":
                 doc.pop("workers", None)
@@ -529,7 +673,7 @@ class _Remote:
         s = super().__getstate__()
         for k in self._D_CONFIG:
             s[k] = getattr(self, k)
-        s["_d_layout"] = [(seg.name, seg.group, seg.index, seg.step) for seg in self._d_segments]
+        s["_d_layout"] = [(seg.name, seg.group, seg.index, seg.step, seg.sparse) for seg in self._d_segments]
         return s
 
     def __setstate__(self, state):
@@ -539,8 +683,9 @@ class _Remote:
         self._d_own_client = True
         flat = [p for g in self.param_groups for p in g["params"]]
         self._d_segments = []
-        for name, gi, index, step in layout:
-            seg = _Segment(name, gi, [flat[k] for k in index], list(index))
+        for name, gi, index, step, *sparse in layout:
+            sparse = sparse[0] if sparse else None
+            seg = _Segment(name, gi, [flat[k] for k in index], list(index), sparse)
             seg.step = step
             seg.versions = [-1] * len(index)   # unknown: send the parameters before the next step
             self._d_segments.append(seg)
@@ -566,7 +711,7 @@ class _Remote:
             doc = self._d_client.export_state(seg.name)
             doc["name"] = name
             new._d_client.import_state(name, doc)
-            s = _Segment(name, seg.group, [flat[k] for k in seg.index], list(seg.index))
+            s = _Segment(name, seg.group, [flat[k] for k in seg.index], list(seg.index), seg.sparse)
             s.step, s.sent = seg.step, dict(seg.sent)
             s.versions = [-1] * len(seg.index)
             new._d_segments.append(s)
@@ -678,13 +823,15 @@ class AdamW(_Remote, torch.optim.AdamW):
         self._descent_init(url, name, token, mode, workers, worker, max_staleness, client, timeout, wire_dtype)
 
 
-class SparseAdam(torch.optim.SparseAdam):
-    """Not available yet: descentd has no sparse tensors (the server feature
-    needed: instances with "sparse": true tensors addressed by row, row
-    pushes and the sparse_adam algorithm, not built yet).  Use
-    torch.optim.SparseAdam locally meanwhile."""
+class SparseAdam(_Remote, torch.optim.SparseAdam):
+    __doc__ = (torch.optim.SparseAdam.__doc__ or "") + _NOTE + """
+    Every parameter is held on the daemon as a sparse [V, D] tensor
+    (algorithm sparse_adam); a step pushes only the rows in .grad.
+"""
+    _algorithm = "sparse_adam"
 
-    def __init__(self, *args, **kwargs):
-        raise NotImplementedError("descent.torch.SparseAdam: descentd does not support sparse tensors yet (needed "
-                                  "on the server: sparse [V, D] tensors addressed by row, row pushes, and the "
-                                  "sparse_adam algorithm); use torch.optim.SparseAdam meanwhile")
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, maximize: bool = False, *, url=None,
+                 name=None, token=None, mode=None, workers=None, worker=None, max_staleness=None, client=None,
+                 timeout=60.0, wire_dtype=None):
+        torch.optim.SparseAdam.__init__(self, params, lr=lr, betas=betas, eps=eps, maximize=maximize)
+        self._descent_init(url, name, token, mode, workers, worker, max_staleness, client, timeout, wire_dtype)
