@@ -62,6 +62,12 @@ uint64_t journal__new_id(void) {
   return id ? id : 1;
 }
 
+uint64_t journal__name_id(const char *name) {
+  uint64_t h = 14695981039346656037ull; /* FNV-1a */
+  for (const unsigned char *p = (const unsigned char *)name; *p; p++) h = (h ^ *p) * 1099511628211ull;
+  return h ? h : 1;
+}
+
 uint64_t journal__logical_step(const instance *in) { return in->step + in->queued; }
 
 /* The header (fixed part, names, keys, padding) into lg->hdr; its length. */
