@@ -5,6 +5,9 @@
  * u16 name length, u16 key length, u32 query length, f64 the leader's wall
  * clock when it took the write (all little-endian), then the name, the Idempotency-Key with its NUL, the query as
  * key\0value\0 pairs, and the body to the end.
+ * A sync instance's closed round is an entry of its own (u8 3, 7 zeros, f64
+ * clock, then proto/log.md's round entry): proposed by round_submit (the
+ * instances' round sink), applied by the log mode's code on every member.
  */
 #include "http_cluster.h"
 
