@@ -81,9 +81,12 @@ static json_t *cluster_addresses(const descent__req *r) {
   return out;
 }
 
+/* Members of one group: a Raft address in common (a member still starting
+ * lists none yet: it cannot tell, so it is taken at its word). */
 static bool overlap(json_t *a, json_t *b) {
   size_t i, j;
   json_t *x, *y;
+  if (!json_array_size(a) || !json_array_size(b)) return true;
   json_array_foreach(a, i, x) json_array_foreach(b, j, y) if (json_equal(x, y)) return true;
   return false;
 }
