@@ -504,15 +504,15 @@ def main():
         d["test_acc"] = accuracy(te, pred)
         d["rows_held_after_eval"] = rows_held(c, NAME)
         agree = float((pred == t.pop("pred")).mean())
+        d["bytes_held"] = d["rows_held"] * C * 4 * 2
+        say("  test accuracy %.2f%% (torch %.2f%%), %.0f examples/s, %s rows held (%s; dense %s)" % (
+            100 * d["test_acc"], 100 * t["test_acc"], d["examples_per_s"], format(d["rows_held"], ","),
+            mib(d["bytes_held"]), mib(V * C * 8)))
         c.delete(NAME)
         big = big_run(args, c, daemon, lists, C, every) if args.big_bits else None
     finally:
         if daemon:
             daemon.stop()
-    d["bytes_held"] = d["rows_held"] * C * 4 * 2
-    say("  test accuracy %.2f%% (torch %.2f%%), %.0f examples/s, %s rows held (%s; dense %s)" % (
-        100 * d["test_acc"], 100 * t["test_acc"], d["examples_per_s"], format(d["rows_held"], ","),
-        mib(d["bytes_held"]), mib(V * C * 8)))
     train_rows = int(len(np.unique(tr.ids)))
     res = {"quick": args.quick, "lists": sorted(set(os.path.basename(p).split("_dists_")[1].split("_")[0]
                                                      for p in sf.list_files(lists)[0])),
