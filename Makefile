@@ -137,7 +137,7 @@ $(CLIENT_TEST_BIN): $(call objs,$(CLIENT_TEST_SRC)) $(LIB_A)
 	$(call link,$^,$(CLIENT_LIBS) $(TEST_LIBS) -lpthread)
 $(UNIT_BIN): $(call objs,$(UNIT_SRC)) $(CORE_LIB) $(LIB_A)
 	$(call link,$^,$(SERVER_LIBS) $(CLIENT_LIBS) $(TEST_LIBS))
-include mk/demo.mk mk/bench.mk mk/fuzz.mk mk/openapi.mk mk/install.mk mk/python.mk mk/bench-cluster.mk
+include mk/demo.mk mk/demo-sparse.mk mk/bench.mk mk/fuzz.mk mk/openapi.mk mk/install.mk mk/python.mk mk/bench-cluster.mk
 
 # ---- set-up ----------------------------------------------------------------
 deps:
@@ -181,7 +181,7 @@ check-asan:
 
 # ThreadSanitizer: the daemon (kernel clones off: TSan's runtime crashes on
 # ifunc resolvers) against the modules whose requests run concurrently.
-TSAN_MODULES ?= test_async test_sync test_longpoll test_idempotency test_durability test_history_check test_connections
+TSAN_MODULES ?= test_async test_sync test_longpoll test_idempotency test_durability test_history_check test_connections test_replicas_failover test_log test_log_faults
 check-tsan:
 	$(Q)$(MAKE) --no-print-directory B=$(B)/tsan SAN=tsan OPT="-O1 -g" all
 	$(Q)DESCENT_BUILD=$(B)/tsan TSAN_OPTIONS="exitcode=66 second_deadlock_stack=1" \
