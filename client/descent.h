@@ -139,18 +139,6 @@ DESCENT_API descent *descent_open_members(const char *const *members, size_t n, 
 /* How many members shard k has (1: a plain daemon or one member), 0 if no such shard. */
 DESCENT_API size_t descent_shard_members(const descent *d, size_t k);
 
-/* GET /v1/cluster of shard k's group, as JSON text (new): the leader's view
- * (the member's own when DESCENT_OPT_READ_LEADER is 0): role, leader,
- * leader_http, term, commit and applied indexes, members. */
-DESCENT_API int descent_cluster(descent *d, size_t k, char **json, descent_error *err);
-
-/* Membership of shard k's group, on its leader: adds member `id` (its Raft
- * address "HOST:PORT"; start it first with descentd --join; returns once it
- * has caught up and votes), or removes member `id`.  *json (may be NULL)
- * receives the cluster view afterwards.  One change at a time (409 conflict). */
-DESCENT_API int descent_member_add(descent *d, size_t k, uint64_t id, const char *address, char **json,
-                                   descent_error *err);
-DESCENT_API int descent_member_remove(descent *d, size_t k, uint64_t id, char **json, descent_error *err);
 
 /* ---- instances --------------------------------------------------------------- */
 

@@ -163,7 +163,9 @@ static int setup(descent *d, descent__req *r, struct curl_slist **hdrs, descent_
     snprintf(line, sizeof line, "Idempotency-Key: %s", r->idem_key);
     ADD(line);
   }
-  if (d->read_leader && !r->local && !strcmp(r->method, "GET")) ADD("Descent-Read: leader");
+  /* reads through the leader, but for GET /v1/cluster: the view of the member asked */
+  if (d->read_leader && !r->local && !strcmp(r->method, "GET") && strcmp(r->path, "/v1/cluster"))
+    ADD("Descent-Read: leader");
 #undef ADD
   *hdrs = h;
   int bad = 0;
