@@ -137,7 +137,7 @@ $(CLIENT_TEST_BIN): $(call objs,$(CLIENT_TEST_SRC)) $(LIB_A)
 	$(call link,$^,$(CLIENT_LIBS) $(TEST_LIBS) -lpthread)
 $(UNIT_BIN): $(call objs,$(UNIT_SRC)) $(CORE_LIB) $(LIB_A)
 	$(call link,$^,$(SERVER_LIBS) $(CLIENT_LIBS) $(TEST_LIBS))
-include mk/demo.mk mk/bench.mk mk/fuzz.mk mk/openapi.mk mk/install.mk mk/python.mk mk/bench-cluster.mk
+include mk/demo.mk mk/demo-sparse.mk mk/bench.mk mk/fuzz.mk mk/openapi.mk mk/install.mk mk/python.mk mk/bench-cluster.mk
 
 # ---- set-up ----------------------------------------------------------------
 deps:

@@ -285,6 +285,7 @@ int main(int argc, char **argv) {
   const char *modes_arg = bench_arg(argc, argv, "--modes", "snapshot,log,replicas");
   const char *base = bench_arg(argc, argv, "--dir", "build/bench");
   bench_out_open(bench_arg(argc, argv, "--out", NULL));
+  setvbuf(stdout, NULL, _IOLBF, 0); /* progress as it goes, also into a file */
   curl_global_init(CURL_GLOBAL_DEFAULT);
   mkdir(base, 0755);
 

@@ -14,8 +14,10 @@
  * this process on an array of the same size (the bytes the apply must move).
  * Memory: a fresh daemon, a 2^40 x 16 sparse_adam table, 10^6 distinct rows
  * touched; VmRSS against the floats held (descent_memory_floats) and the
- * fixed overhead (RSS with the empty instance).  The torch side is
- * bench_sparse.py.  Daemon and reference run on the calling thread only.
+ * fixed overhead (RSS with the empty instance).  With --torch PYTHON, torch's
+ * local sparse step (bench_sparse.py --serve, a co-process) is timed after
+ * every daemon step, in the same rounds.  Daemon steps and the reference run
+ * on the calling thread only.
  */
 #include <math.h>
 #include <stdbool.h>
@@ -178,12 +180,65 @@ typedef struct tcase {
   bool zeros; /* init "zeros" (the fresh rows cost no seeded values); phase "zeroed" */
 } tcase;
 
+/* ---- torch, stepped in the same rounds ------------------------------------ */
+
+/* bench_sparse.py --serve as a co-process (--torch PYTHON): "table LABEL V D"
+ * makes its table, "step T" runs one local sparse step on T threads (0:
+ * every core) and answers the seconds it took. */
+static FILE *torch_in, *torch_out;
+static pid_t torch_pid;
+
+static void torch_start(const char *py, const char *script) {
+  int to[2], from[2];
+  if (!py || !*py || pipe(to) < 0 || pipe(from) < 0) return;
+  torch_pid = fork();
+  if (torch_pid == 0) {
+    dup2(to[0], 0);
+    dup2(from[1], 1);
+    close(to[1]);
+    close(from[0]);
+    execl(py, py, script, "--serve", (char *)NULL);
+    _exit(127);
+  }
+  close(to[0]);
+  close(from[1]);
+  torch_in = fdopen(to[1], "w");
+  torch_out = fdopen(from[0], "r");
+}
+
+/* One command; the answer line in line (cap bytes).  0 or -1 (torch gone). */
+static int torch_cmd(const char *cmd, char *line, size_t cap) {
+  if (!torch_in || fprintf(torch_in, "%s\n", cmd) < 0 || fflush(torch_in) != 0 || !fgets(line, (int)cap, torch_out)) {
+    if (torch_in) fprintf(stderr, "bench_sparse: the torch co-process stopped answering\n");
+    if (torch_in) fclose(torch_in);
+    if (torch_out) fclose(torch_out);
+    torch_in = torch_out = NULL;
+    return -1;
+  }
+  return 0;
+}
+
+static double torch_step(int threads) {
+  char cmd[32], line[64];
+  snprintf(cmd, sizeof cmd, "step %d", threads);
+  return torch_cmd(cmd, line, sizeof line) == 0 ? atof(line) : NAN;
+}
+
+static void torch_stop(void) {
+  if (torch_in) fclose(torch_in); /* EOF: it exits */
+  if (torch_out) fclose(torch_out);
+  torch_in = torch_out = NULL;
+  if (torch_pid > 0) waitpid(torch_pid, NULL, 0);
+  torch_pid = 0;
+}
+
 /* The raw TCP echo peer (bench_echo_start): each step is followed by a
  * plain loopback round trip of the push's bytes out and as many back. */
 static int echo_sock = -1;
 
 typedef struct phase {
   double rt_best, rt_med, ap_best, ap_med, ref_best, tcp_best, dec_best, enc_best;
+  double torch1, torchall; /* best local torch step, one thread and every core; NAN: not run */
   size_t reply;
   int steps;
 } phase;
@@ -196,7 +251,7 @@ static int run_phase(int s, const char *name, body *b, const tcase *tc, int step
   uint64_t *rr = malloc(K_ROWS * sizeof *rr);
   int na = 0, ok = 0;
   memset(ph, 0, sizeof *ph);
-  ph->ref_best = ph->tcp_best = ph->dec_best = ph->enc_best = 1e30;
+  ph->ref_best = ph->tcp_best = ph->dec_best = ph->enc_best = ph->torch1 = ph->torchall = 1e30;
   for (int i = 0; i < steps; i++) {
     body_rows(b, K_ROWS, tc->V, 0, 0);
     stepres r = do_step(s, name, b);
@@ -208,6 +263,11 @@ static int run_phase(int s, const char *name, body *b, const tcase *tc, int step
     if (r.apply >= 0) ap[na++] = r.apply;
     if (r.decode >= 0) ph->dec_best = bench_min(ph->dec_best, r.decode);
     if (r.encode >= 0) ph->enc_best = bench_min(ph->enc_best, r.encode);
+    if (torch_in) {
+      double t1 = torch_step(1), ta = torch_step(0);
+      if (!isnan(t1)) ph->torch1 = bench_min(ph->torch1, t1);
+      if (!isnan(ta)) ph->torchall = bench_min(ph->torchall, ta);
+    }
     if (echo_sock >= 0) {
       double t0 = bench_now();
       if (bench_tcp_round(echo_sock, b->buf, b->reply, b->len) == 0)
@@ -230,6 +290,8 @@ static int run_phase(int s, const char *name, body *b, const tcase *tc, int step
   ph->ap_med = na ? ap[na / 2] : NAN;
   if (!ref) ph->ref_best = NAN;
   if (ph->tcp_best > 1e29) ph->tcp_best = NAN;
+  if (ph->torch1 > 1e29) ph->torch1 = NAN;
+  if (ph->torchall > 1e29) ph->torchall = NAN;
   if (ph->dec_best > 1e29) ph->dec_best = NAN;
   if (ph->enc_best > 1e29) ph->enc_best = NAN;
   free(rt);
@@ -246,6 +308,11 @@ static void put_phase(const tcase *tc, const char *ph_name, const phase *ph) {
   if (!isnan(ph->ref_best)) bench_put(ph->ref_best * 1e3, "sparse.%s.%s.%s.ref_ms", tc->label, tc->alg, ph_name);
   bench_put(K_ROWS / ph->rt_best, "sparse.%s.%s.%s.rows_per_s", tc->label, tc->alg, ph_name);
   bench_put(ph->tcp_best * 1e3, "sparse.%s.%s.%s.tcp_ms", tc->label, tc->alg, ph_name);
+  if (!isnan(ph->torch1)) {
+    bench_put(ph->torch1 * 1e3, "sparse.%s.%s.%s.torch1_ms", tc->label, tc->alg, ph_name);
+    bench_put(ph->torchall * 1e3, "sparse.%s.%s.%s.torchall_ms", tc->label, tc->alg, ph_name);
+    bench_put(bench_min(ph->torch1, ph->torchall) * 1e3, "sparse.%s.%s.%s.torch_ms", tc->label, tc->alg, ph_name);
+  }
   bench_put(ph->dec_best * 1e3, "sparse.%s.%s.%s.decode_ms", tc->label, tc->alg, ph_name);
   bench_put(ph->enc_best * 1e3, "sparse.%s.%s.%s.encode_ms", tc->label, tc->alg, ph_name);
   char refs[16] = "-", ratio[16] = "-";
@@ -253,9 +320,9 @@ static void put_phase(const tcase *tc, const char *ph_name, const phase *ph) {
     snprintf(refs, sizeof refs, "%.3f", ph->ref_best * 1e3);
     snprintf(ratio, sizeof ratio, "%.2f", ph->ap_best / ph->ref_best);
   }
-  printf("  %-7s %-11s %-6s %8.3f %8.3f %9.0f %8.3f %8.3f %8s %7s %8.3f %7.3f %7.3f\n", tc->label, tc->alg, ph_name,
-         ph->rt_best * 1e3, ph->rt_med * 1e3, K_ROWS / ph->rt_best, ph->ap_best * 1e3, ph->ap_med * 1e3, refs, ratio,
-         ph->tcp_best * 1e3, ph->dec_best * 1e3, ph->enc_best * 1e3);
+  printf("  %-7s %-11s %-6s %8.3f %8.3f %9.0f %8.3f %8.3f %8s %7s %8.3f %7.3f %7.3f %7.3f %7.3f\n", tc->label, tc->alg,
+         ph_name, ph->rt_best * 1e3, ph->rt_med * 1e3, K_ROWS / ph->rt_best, ph->ap_best * 1e3, ph->ap_med * 1e3, refs,
+         ratio, ph->tcp_best * 1e3, ph->dec_best * 1e3, ph->enc_best * 1e3, ph->torch1 * 1e3, ph->torchall * 1e3);
 }
 
 /* Runs one case on daemon d: create, fresh-table steps, (small tables) fill
@@ -272,6 +339,12 @@ static int run_case(bench_daemon *d, const tcase *tc, int steps, float *ref, uin
   body b;
   body_init(&b, K_ROWS, tc->D);
   phase ph;
+  if (torch_in) { /* torch's table: the same shape; the hashed one as 10^6 rows (it cannot hold 2^40) */
+    char cmd[96], line[64];
+    snprintf(cmd, sizeof cmd, "table %s %llu %d", tc->alg,
+             (unsigned long long)(tc->V > 1000000 ? 1000000 : tc->V), tc->D);
+    torch_cmd(cmd, line, sizeof line);
+  }
   int rc = 0;
   /* two untimed steps: pooled buffers, connection */
   for (int i = 0; i < 2; i++) {
@@ -364,6 +437,7 @@ int main(int argc, char **argv) {
   bool no_mem = bench_flag(argc, argv, "--no-memory");
   if (!strcmp(bench_arg(argc, argv, "--init", "normal"), "zeros")) init_json = "\"zeros\"";
   bench_out_open(bench_arg(argc, argv, "--out", NULL));
+  setvbuf(stdout, NULL, _IOLBF, 0); /* progress as it goes, also into a file */
   bench_daemon d;
   if (bench_daemon_start(&d, bin, NULL) < 0) {
     fprintf(stderr, "bench_sparse: cannot start %s\n", bin);
@@ -388,6 +462,8 @@ int main(int argc, char **argv) {
       {"h40d16", "sparse_adam", 1ull << 40, 16, 2, true},
       {"h40d16", "adagrad", 1ull << 40, 16, 1, true},
   };
+  torch_start(bench_arg(argc, argv, "--torch", NULL),
+              bench_arg(argc, argv, "--torch-script", "bench/bench_sparse.py"));
   int echo_port = 0;
   pid_t epid = bench_echo_start(&echo_port);
   if (epid > 0) echo_sock = bench_connect(echo_port);
@@ -395,10 +471,11 @@ int main(int argc, char **argv) {
   const uint64_t ref_rows = 1000000;
   printf("sparse: %d rows per step, binary, one connection, best/median of %d steps (ms); ref = the same\n"
          "rows' blocks moved in place by this process (bytes-bound), apply/ref = the daemon's best apply over it;\n"
-         "raw tcp = the same bytes out and back over plain loopback TCP; decode, encode: the daemon's, best\n",
+         "raw tcp = the same bytes out and back over plain loopback TCP; decode, encode: the daemon's, best;\n"
+         "torch1, torch*: torch's local sparse step (--torch), one thread and every core, in the same rounds\n",
          K_ROWS, steps);
-  printf("  %-7s %-11s %-6s %8s %8s %9s %8s %8s %8s %7s %8s %7s %7s\n", "table", "algorithm", "rows", "rt", "rt med",
-         "rows/s", "apply", "apl med", "ref", "apl/ref", "raw tcp", "decode", "encode");
+  printf("  %-7s %-11s %-6s %8s %8s %9s %8s %8s %8s %7s %8s %7s %7s %7s %7s\n", "table", "algorithm", "rows", "rt", "rt med",
+         "rows/s", "apply", "apl med", "ref", "apl/ref", "raw tcp", "decode", "encode", "torch1", "torch*");
   int failed = 0;
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     const tcase *tc = &cases[i];
@@ -412,10 +489,11 @@ int main(int argc, char **argv) {
   }
   bench_daemon_stop(&d);
   if (echo_sock >= 0) close(echo_sock);
-  if (epid > 0) {
+  if (epid > 0) { /* first: the peer, forked after torch, holds torch's stdin open too */
     kill(epid, SIGTERM);
     waitpid(epid, NULL, 0);
   }
+  torch_stop();
   if (!no_mem) run_memory(bin, touch);
   bench_out_close();
   return failed ? 1 : 0;

@@ -16,6 +16,15 @@ of the rows touched ("h40d16"; a stand-in that favours torch).
 
 Writes "key<TAB>value" lines to --out; without torch, one line and exit 0.
 Each (table, threads) runs in its own process so memory is returned.
+
+--serve: the co-process bench_sparse (C) starts with --torch, so that torch's
+step and the daemon's round trip are timed in the same rounds (the machine is
+shared and noisy; only figures taken side by side compare).  Reads commands
+on stdin, one a line, and answers one line each on stdout:
+  table LABEL V D      a fresh V x D table and optimizer LABEL
+                       (sparse_adam, adagrad); answers "ok"
+  step T               one opt.step() on T threads (0: every core) with a new
+                       4096-row sparse gradient; answers its seconds
 """
 import argparse
 import json
@@ -56,9 +65,41 @@ def child(args):
     print(json.dumps(out))
 
 
+def serve():
+    import torch
+
+    gen = torch.Generator().manual_seed(1)
+    w = opt = vals = None
+    V = D = 0
+    ctors = {label: (ctor, kw) for label, ctor, kw in ALGS}
+    allcores = os.cpu_count() or 1
+    for line in sys.stdin:
+        cmd = line.split()
+        if not cmd:
+            continue
+        if cmd[0] == "table":
+            w = opt = None
+            V, D = int(cmd[2]), int(cmd[3])
+            ctor, kw = ctors[cmd[1]]
+            w = torch.nn.Parameter(torch.randn(V, D, generator=gen) * 0.01)
+            opt = getattr(torch.optim, ctor)([w], **kw)
+            vals = torch.rand(K, D, generator=gen) * 0.02 - 0.01
+            for _ in range(2):  # the first step allocates the dense state
+                w.grad = torch.sparse_coo_tensor(torch.randint(V, (1, K), generator=gen), vals, (V, D))
+                opt.step()
+            print("ok", flush=True)
+        elif cmd[0] == "step":
+            torch.set_num_threads(int(cmd[1]) or allcores)
+            w.grad = torch.sparse_coo_tensor(torch.randint(V, (1, K), generator=gen), vals, (V, D))
+            t0 = time.perf_counter()
+            opt.step()
+            print("%.9f" % (time.perf_counter() - t0), flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--child", action="store_true")
+    ap.add_argument("--serve", action="store_true")
     ap.add_argument("--V", type=int, default=0)
     ap.add_argument("--D", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0)
@@ -67,6 +108,9 @@ def main():
     args = ap.parse_args()
     if args.child:
         child(args)
+        return
+    if args.serve:
+        serve()
         return
     try:
         import torch

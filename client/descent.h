@@ -135,6 +135,15 @@ DESCENT_API int descent_describe(descent *d, const char *name, char **desc, desc
  * every shard, and "consistent": false when they differ or a shard lacks it. */
 DESCENT_API int descent_list(descent *d, char **json, descent_error *err);
 
+/* Replicas (descentd --cluster), on the first URL's group: the group as
+ * that member sees it (GET /v1/cluster, JSON text, new); add member id at
+ * its Raft address HOST:PORT (a new daemon started with --join), or remove
+ * member id.  Changes go to the leader (a follower's 307 is followed) and
+ * return once raft has made them; *json (may be NULL) the group after. */
+DESCENT_API int descent_cluster(descent *d, char **json, descent_error *err);
+DESCENT_API int descent_member_add(descent *d, uint64_t id, const char *address, char **json, descent_error *err);
+DESCENT_API int descent_member_remove(descent *d, uint64_t id, char **json, descent_error *err);
+
 /* Deletes the instance (on every shard).  Sharded: shards that no longer
  * have it are skipped; unknown_instance only when no shard had it. */
 DESCENT_API int descent_delete(descent *d, const char *name, descent_error *err);

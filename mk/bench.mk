@@ -4,8 +4,9 @@
 #                       benchmark, then prints the table of ratios that
 #                       bench_report makes of $(B)/bench/results.tsv
 #   make bench-kernels  the kernels, bandwidth and torch.optim only
-#   make bench-sparse   row pushes to sparse tensors (bench_sparse, and
-#                       bench_sparse.py: torch's local sparse step) only
+#   make bench-sparse   row pushes to sparse tensors only (bench_sparse, with
+#                       torch's local sparse step in the same rounds through
+#                       bench_sparse.py --serve)
 #   make bench-durability  snapshot, log and three replicas (bench_durability)
 #   BENCH_QUICK=1       fewer rounds and a shorter sweep (for trying changes)
 #   BENCH_SVG=FILE      where the kernel plot goes (docs/benchmarks-kernels.svg
@@ -23,7 +24,6 @@ BENCH_KARGS ?= $(if $(BQ),--rounds 5 --sweep-max 1e7,--rounds 50)
 BENCH_TARGS ?= $(if $(BQ),--rounds 2 --default-rounds 1,--rounds 5 --default-rounds 2)
 BENCH_SARGS ?= $(if $(BQ),--seconds 1,--seconds 3)
 BENCH_SPARGS ?= $(if $(BQ),--steps 30 --touch 2e5,--steps 100)
-BENCH_SPTARGS ?= $(if $(BQ),--steps 15,--steps 50)
 BENCH_DARGS ?= $(if $(BQ),--seconds 1 --sizes 1e3$(BENCH_COMMA)1e5,--seconds 3)
 BENCH_COMMA := ,
 
@@ -39,8 +39,8 @@ $(BENCH_DIR)/bench_shards: $(OBJ)/bench/bench_shards.o $(LIB_A)
 	$(call link,$^,$(CLIENT_LIBS))
 
 define BENCH_SPARSE_RUN
-	$(Q)$(BENCH_DIR)/bench_sparse --daemon $(DAEMON) --out $(BENCH_OUT) $(BENCH_SPARGS)
-	$(Q)$(if $(TORCH_PY),$(TORCH_PY) bench/bench_sparse.py --out $(BENCH_OUT) $(BENCH_SPTARGS),echo "torch (sparse): not installed (apt-get install python3-torch); column skipped")
+	$(Q)$(if $(TORCH_PY),,echo "torch (sparse): not installed (apt-get install python3-torch); column skipped")
+	$(Q)$(BENCH_DIR)/bench_sparse --daemon $(DAEMON) --out $(BENCH_OUT) $(BENCH_SPARGS) $(if $(TORCH_PY),--torch $(shell command -v $(TORCH_PY)))
 endef
 
 define BENCH_DURABILITY_RUN

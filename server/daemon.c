@@ -211,6 +211,11 @@ static int start_modules(daemon_state *d, uv_loop_t *loop) {
       fprintf(stderr, "descentd: replicas need --node-id (a positive id), --cluster and --data-dir together\n");
       return -E_BAD_REQUEST;
     }
+    if (log_mode) {
+      fprintf(stderr, "descentd: --durability log with --cluster: a replica already logs every change (its Raft "
+                      "log, fsynced before a majority acknowledges); leave --durability at snapshot\n");
+      return -E_BAD_REQUEST;
+    }
     log_info("replica: state comes from the Raft log", "dir=%s/raft", cfg->data_dir);
     replica_opts o = {.id = (uint64_t)cfg->node_id, .cluster = cfg->cluster, .data_dir = cfg->data_dir,
                       .election_timeout_ms = (unsigned)cfg->election_timeout,

@@ -684,6 +684,80 @@ static int cmd_tell(cli *c) {
   return EXIT_OK;
 }
 
+/* ---- replicas ---------------------------------------------------------------------- */
+
+/* An integer of o as text into buf, or "-" (null, absent). */
+static const char *int_or_dash(json_t *v, char *buf, size_t cap) {
+  if (!json_is_integer(v)) return "-";
+  snprintf(buf, cap, "%lld", (long long)json_integer_value(v));
+  return buf;
+}
+
+/* One line per member: id, Raft address, role, leader mark, applied index. */
+static int print_cluster(cli *c, char *text) {
+  if (c->json) {
+    print_json_text(text);
+    descent_free(text);
+    return EXIT_OK;
+  }
+  json_t *o = parse(text), *arr = json_object_get(o, "members"), *m;
+  size_t i;
+  char nb[32], ab[32];
+  printf("node %s, %s, term %lld, applied %lld\n", int_or_dash(json_object_get(o, "node_id"), nb, sizeof nb),
+         json_string_value(json_object_get(o, "role")), (long long)json_integer_value(json_object_get(o, "term")),
+         (long long)json_integer_value(json_object_get(o, "applied_index")));
+  printf("%-6s %-24s %-8s %-7s %s\n", "ID", "RAFT ADDRESS", "ROLE", "LEADER", "APPLIED");
+  json_array_foreach(arr, i, m) {
+    json_t *ap = json_object_get(m, "applied_index");
+    printf("%-6lld %-24s %-8s %-7s %s\n", (long long)json_integer_value(json_object_get(m, "id")),
+           json_string_value(json_object_get(m, "address")), json_string_value(json_object_get(m, "role")),
+           json_is_true(json_object_get(m, "leader")) ? "yes" : "", int_or_dash(ap, ab, sizeof ab));
+  }
+  json_decref(o);
+  descent_free(text);
+  return EXIT_OK;
+}
+
+static int cmd_cluster(cli *c) {
+  char *text = NULL;
+  descent_error err = {0};
+  int rc = descent_cluster(c->d, &text, &err);
+  if (rc < 0) return cli_fail(c, rc, &err);
+  return print_cluster(c, text);
+}
+
+static int member_id(cli *c, const char *s, uint64_t *id) {
+  char *end;
+  unsigned long long v = strtoull(s, &end, 10);
+  if (*end || v == 0) {
+    fprintf(stderr, "descent: member id '%s': expected a positive integer\n", s);
+    return EXIT_USAGE;
+  }
+  (void)c;
+  *id = v;
+  return EXIT_OK;
+}
+
+static int cmd_member_add(cli *c) {
+  uint64_t id;
+  int rc = member_id(c, c->args[0], &id);
+  if (rc != EXIT_OK) return rc;
+  char *text = NULL;
+  descent_error err = {0};
+  if ((rc = descent_member_add(c->d, id, c->args[1], &text, &err)) < 0) return cli_fail(c, rc, &err);
+  return print_cluster(c, text);
+}
+
+static int cmd_member_remove(cli *c) {
+  uint64_t id;
+  int rc = member_id(c, c->args[0], &id);
+  if (rc != EXIT_OK) return rc;
+  char *text = NULL;
+  descent_error err = {0};
+  if ((rc = descent_member_remove(c->d, id, &text, &err)) < 0) return cli_fail(c, rc, &err);
+  return print_cluster(c, text);
+}
+
 /* ---- the table -------------------------------------------------------------------------- */
 
 const cli_cmd cli_commands[] = {
@@ -753,5 +827,13 @@ const cli_cmd cli_commands[] = {
      "Prints the candidate's id and values (--binary or --output: the values alone, the id on stderr).", "bo", 1, 1},
     {"tell", cmd_tell, "NAME CANDIDATE LOSS", "random search: tell a candidate's loss",
      "Reports whether the candidate became the best, and the best loss so far.", "", 3, 3},
+    {"cluster", cmd_cluster, "", "show the replica group (descentd --cluster)",
+     "One line per member: id, Raft address, role, whether it leads, applied index (GET /v1/cluster of\n"
+     "the first --url).", "", 0, 0},
+    {"member-add", cmd_member_add, "ID ADDRESS", "add a member to the replica group",
+     "ADDRESS is its Raft HOST:PORT; start it first with descentd --join --node-id ID.  Returns once it\n"
+     "has caught up and votes (the leader does it; a follower's 307 is followed).", "", 2, 2},
+    {"member-remove", cmd_member_remove, "ID", "remove a member from the replica group",
+     "Returns once the leader has committed the change.", "", 1, 1},
     {NULL, NULL, NULL, NULL, NULL, NULL, 0, 0},
 };

@@ -211,6 +211,39 @@ int descent_list(descent *d, char **json, descent_error *err) {
   return single(d, "GET", "/v1/optimizers", NULL, json, err);
 }
 
+/* ---- replicas ------------------------------------------------------------------ */
+
+int descent_cluster(descent *d, char **json, descent_error *err) {
+  if (!d || !json) return descent__fail(err, DESCENT_EINVAL, "cluster: NULL handle or output");
+  *json = NULL;
+  return single(d, "GET", "/v1/cluster", NULL, json, err);
+}
+
+int descent_member_add(descent *d, uint64_t id, const char *address, char **json, descent_error *err) {
+  if (json) *json = NULL;
+  if (!d || !address || !id || strlen(address) > 200 || strpbrk(address, "\"\\"))
+    return descent__fail(err, DESCENT_EINVAL, "member add: an id >= 1 and a Raft address HOST:PORT");
+  char body[256];
+  snprintf(body, sizeof body, "{\"id\":%llu,\"address\":\"%s\"}", (unsigned long long)id, address);
+  char *out = NULL;
+  int rc = single(d, "POST", "/v1/cluster/members", body, &out, err);
+  if (json) *json = out;
+  else free(out);
+  return rc;
+}
+
+int descent_member_remove(descent *d, uint64_t id, char **json, descent_error *err) {
+  if (json) *json = NULL;
+  if (!d || !id) return descent__fail(err, DESCENT_EINVAL, "member remove: an id >= 1");
+  char path[64];
+  snprintf(path, sizeof path, "/v1/cluster/members/%llu", (unsigned long long)id);
+  char *out = NULL;
+  int rc = single(d, "DELETE", path, NULL, &out, err);
+  if (json) *json = out;
+  else free(out);
+  return rc;
+}
+
 /* ---- delete --------------------------------------------------------------------- */
 
 int descent_delete(descent *d, const char *name, descent_error *err) {

@@ -236,7 +236,6 @@ int descent_push_rows(descent *d, const char *name, const float *grads, size_t n
   size_t s = d->nshards, m = 0, idx[DESCENT__MAX_SHARDS];
   bool want = params != NULL;
   for (size_t i = 0; i < nrows; i++) want |= rows[i].out != NULL;
-  double norm = NAN;
   plan p = {0};
   char **bufs = calloc(2 * s, sizeof *bufs);
   descent__req *r = descent__reqs_new(s);
@@ -245,12 +244,11 @@ int descent_push_rows(descent *d, const char *name, const float *grads, size_t n
     goto out;
   }
   if ((rc = plan_make(d, l, rows, nrows, &p, err)) < 0) goto out;
-  if (s > 1 && l->clip > 0 && !l->sync) {
-    rc = descent__fail(err, DESCENT_ENOTSUP, "push_rows: clip_grad_norm with sparse tensors is not sharded by "
-                                             "libdescent; use one daemon");
+  if (s > 1 && l->clip > 0) {
+    /* the daemon refuses clip_grad_norm with sparse tensors (torch leaves sparse gradients unscaled) */
+    rc = descent__fail(err, DESCENT_ENOTSUP, "push_rows: clip_grad_norm with sparse tensors");
     goto out;
   }
-  (void)norm;
   for (size_t k = 0; k < s; k++) {
     if (!p.send[k]) continue;
     if (!(bufs[k] = malloc(p.bytes[k] + 1)) || (want && !(bufs[s + k] = malloc(p.bytes[k] + 1)))) {

@@ -174,6 +174,12 @@ static int setup(descent *d, descent__req *r, struct curl_slist **hdrs, descent_
   bad |= curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->curl_msg) != CURLE_OK;
   bad |= curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, d->connect_ms) != CURLE_OK;
   if (d->ca_file) bad |= curl_easy_setopt(e, CURLOPT_CAINFO, d->ca_file) != CURLE_OK;
+  /* replicas (--cluster): a follower answers a write 307 on its leader; the
+   * same method, body and token go there (the members of one group are one
+   * service; the body is a buffer, so it can be sent again) */
+  bad |= curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 1L) != CURLE_OK;
+  bad |= curl_easy_setopt(e, CURLOPT_MAXREDIRS, 3L) != CURLE_OK;
+  bad |= curl_easy_setopt(e, CURLOPT_UNRESTRICTED_AUTH, 1L) != CURLE_OK;
   if (d->timeout_ms) bad |= curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, d->timeout_ms + r->wait_ms) != CURLE_OK;
   if (!strcmp(r->method, "GET")) {
     bad |= curl_easy_setopt(e, CURLOPT_HTTPGET, 1L) != CURLE_OK;

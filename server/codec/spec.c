@@ -520,7 +520,8 @@ static int check_sparse(const instance_cfg *c, derr *e) {
   if (dense && optim_sparse_check_dense(c->alg, &e2) < 0)
     return derr_set(e, E_BAD_VALUE, "tensors: %s (every tensor of a sparse_adam instance is sparse)", e2.msg);
   if (!any) return 0;
-  if (optim_sparse_check(c->alg, &c->hyper, &e2) < 0) /* always a 422: torch refuses the combination */
+  if (optim_sparse_check(c->alg, &c->hyper, &e2) < 0 || /* always a 422: torch refuses the combination */
+      optim_sparse_check_clip(c->clip_grad_norm, &e2) < 0)
     return derr_set(e, E_BAD_VALUE, "%s", e2.msg);
   return 0;
 }

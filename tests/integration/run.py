@@ -22,8 +22,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-SLOW = ["test_demo", "test_dashboard", "test_docs", "test_torch_optim", "test_body_memory", "test_client_python",
-        "test_cli", "test_history_check", "test_async"]
+SLOW = ["test_demo", "test_demo_sparse", "test_dashboard", "test_docs", "test_torch_optim", "test_body_memory",
+        "test_client_python", "test_cli", "test_history_check", "test_async"]
 
 
 def main(argv):

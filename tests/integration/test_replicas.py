@@ -15,15 +15,18 @@
 - kill -9 of every member: each rebuilds the same bytes from its own log.
 """
 import json
+import os
 import shutil
+import subprocess
 import struct
 import threading
 import time
 import unittest
 
-from harness import Daemon, bytes_to_floats, floats_to_bytes
+from harness import BUILD, ROOT, Daemon, bytes_to_floats, floats_to_bytes
 from replicas import Group, free_ports
 
+CLI = os.path.join(ROOT, BUILD, "bin", "descent")
 SPEC = {"name": "m", "algorithm": "adam", "hyper": {"lr": 0.01, "weight_decay": 0.1},
         "tensors": [{"name": "w", "shape": [5], "init": {"normal": {"std": 1, "seed": 3}}},
                     {"name": "b", "shape": [2]}]}
@@ -289,9 +292,17 @@ class Membership(unittest.TestCase):
             g.wait_applied()
             want = lead.req("GET", "/v1/optimizers/j/state", raw=True)[1]
             self.assertEqual(new.req("GET", "/v1/optimizers/j/state", raw=True)[1], want)
-            st, body, _, _ = g.write("DELETE", "/v1/cluster/members/1")
-            self.assertEqual(st, 200, body)
-            self.assertEqual([m["id"] for m in body["members"]], [2, 3, 4])
+            # the CLI, pointed at a follower: member-remove follows the 307 to the leader
+            r = subprocess.run([CLI, "--url", fol.url, "--json", "member-remove", "1"], capture_output=True,
+                               text=True, timeout=60)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertEqual([m["id"] for m in json.loads(r.stdout)["members"]], [2, 3, 4])
+            g.members[1].stop(expect_clean=False)  # out of the group: stopped
+            g.dead.add(1)
+            r = subprocess.run([CLI, "--url", g.wait_leader().url, "cluster"], capture_output=True, text=True,
+                               timeout=60)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertEqual([l.split()[0] for l in r.stdout.splitlines()[2:]], ["2", "3", "4"])
             st, body, _, _ = g.write("POST", "/v1/optimizers/j/step", floats_to_bytes(grad(10)),
                                      {"Content-Type": "application/octet-stream"})
             self.assertEqual(st, 200, body)

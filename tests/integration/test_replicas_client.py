@@ -5,15 +5,18 @@ group: it creates through a follower (307 followed), four threads push
 one-hot gradients without any key of their own while the leader is killed
 -9, and the result is exact: every push applied once (the Group makes up an
 Idempotency-Key and retries across the failover).  Reads go through the
-leader (Descent-Read: leader), so a thread sees its own pushes.
+leader (Descent-Read: leader), so a thread sees its own pushes.  And the
+CLI (libdescent) pointed at a follower follows its 307s to the leader.
 """
+import json
 import os
+import subprocess
 import sys
 import threading
 import time
 import unittest
 
-from harness import ROOT, quick
+from harness import BUILD, ROOT, quick
 from replicas import Group
 
 sys.path.insert(0, os.path.join(ROOT, "client", "python"))
@@ -57,6 +60,31 @@ class PythonClient(unittest.TestCase):
             self.assertEqual(p["w"], [-float(PUSHES)] * WRITERS)  # none lost, none doubled
             self.assertEqual(p.step, WRITERS * PUSHES)
             c.close()
+        finally:
+            g.stop()
+
+    def test_cli_follows_the_leader(self):
+        """libdescent follows a follower's 307 to the leader (method, body and
+        token kept): the CLI pointed at a follower creates, pushes and reads."""
+        g = Group(3)
+        try:
+            lead = g.wait_leader()
+            fol = next(d for d in g.live() if d is not lead)
+            cli = os.path.join(ROOT, BUILD, "bin", "descent")
+
+            def run(*args, stdin=None):
+                r = subprocess.run([cli, "--url", fol.url] + list(args), input=stdin, capture_output=True,
+                                   text=True, timeout=60)
+                self.assertEqual(r.returncode, 0, r.stderr)
+                return r.stdout
+
+            run("create", json.dumps({"name": "c", "algorithm": "sgd", "hyper": {"lr": 1},
+                                      "tensors": [{"name": "w", "shape": [2]}]}))
+            run("push", "c", "-", stdin="1 2")
+            run("push", "c", "-", stdin="0.5 0.5")
+            g.wait_applied()
+            st, body, _ = lead.req("GET", "/v1/optimizers/c/params")
+            self.assertEqual((body["step"], body["params"]["w"]), (2, [-1.5, -2.5]))
         finally:
             g.stop()
 

@@ -278,6 +278,10 @@ class Sparse(unittest.TestCase):
                                                              "tensors": sp + [{"name": "w", "shape": [2]}]}),
                          422, "invalid_value")
         self.assertError(self.req("PATCH", "/v1/optimizers/bad", {"hyper": {"weight_decay": 0.5}}), 422, "invalid_value")
+        # clip_grad_norm_ leaves torch's sparse gradients unscaled: refused with sparse tensors
+        self.assertError(self.req("POST", "/v1/optimizers", {"name": "no", "algorithm": "sgd", "clip_grad_norm": 1.0,
+                                                             "tensors": sp}), 422, "invalid_value")
+        self.assertError(self.req("PATCH", "/v1/optimizers/bad", {"clip_grad_norm": 1.0}), 422, "invalid_value")
         self.assertEqual(self.req("GET", "/v1/optimizers/no")[0], 404)
         self.assertEqual(self.d.export("bad"), before, "a refused request changed the state")
 

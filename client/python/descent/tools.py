@@ -1,7 +1,6 @@
 """descent.tools: worker tools from the seed document (neuralnets' optimizers
 tutorial that descent grew from, not in this repository): numeric_gradient (central differences) and
 gradient_check (the largest relative error).  Pure functions, any thread."""
-from typing import Any, Callable
 
 __all__ = ["numeric_gradient", "gradient_check"]
 
