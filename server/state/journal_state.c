@@ -175,8 +175,8 @@ static push_rows *copy_rows(instance *in, const push_rows *pr) {
     size_t k = pr[i].k, D = in->layout.tensors[t].dim;
     uint64_t *ids = mem_xmalloc(k * 8 + 1);
     float *vals = mem_xmalloc(k * D * sizeof(float) + 1);
-    memcpy(ids, pr[i].rows, k * 8);
-    memcpy(vals, pr[i].vals, k * D * sizeof(float));
+    if (k) memcpy(ids, pr[i].rows, k * 8);
+    if (k) memcpy(vals, pr[i].vals, k * D * sizeof(float));
     out[i] = (push_rows){k, ids, vals};
     i++;
   }
@@ -219,7 +219,7 @@ void journal__round(instance *in, double loss, wake_list *wl, waiter *self) {
   }
   lg->grad = bufpool_get(in->pool, in->cfg.n * sizeof(float) + 1, &lg->grad_cap);
   if (!lg->grad) lg->grad = mem_alloc_floats(in->cfg.n), lg->grad_cap = 0;
-  memcpy(lg->grad, in->scratch, in->cfg.n * sizeof(float));
+  if (in->cfg.n) memcpy(lg->grad, in->scratch, in->cfg.n * sizeof(float));
   submit(in, lg, lg->grad, lg->rrows);
   round__reset(in);
 }

@@ -24,7 +24,7 @@ class LogHistory(thc.ConcurrentHistory):
     phases = quick(20, 6)
     daemon_args = ("--durability", "log", "--snapshot-interval", "0.3")
     window = 0.0
-    min_pushes, min_reads = 300, 100
+    min_pushes, min_reads = quick(300, 40), quick(100, 20)  # sanitizer builds push slower
 
     def phase_length(self, k):
         return random.Random(7000 + k).uniform(0.25, 0.8)
