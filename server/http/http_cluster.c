@@ -130,7 +130,7 @@ static enum MHD_Result not_leader(request *r, const args_buf *q) {
 
 bool http_cluster_misread(request *r) {
   const char *v = http_header(r, "Descent-Read");
-  return v && !strcasecmp(v, "leader") && !replica_is_leader(r->app->rp);
+  return v && !strcasecmp(v, "leader") && !replica_reads_ready(r->app->rp);
 }
 
 enum MHD_Result http_cluster_redirect(request *r) {
