@@ -187,6 +187,13 @@ static int setup(descent *d, descent__req *r, struct curl_slist **hdrs, descent_
   bad |= curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 1L) != CURLE_OK;
   bad |= curl_easy_setopt(e, CURLOPT_MAXREDIRS, 3L) != CURLE_OK;
   bad |= curl_easy_setopt(e, CURLOPT_UNRESTRICTED_AUTH, 1L) != CURLE_OK;
+  if (d->shard[r->shard].nmembers > 1) {
+    /* a member whose host is lost sends no RST: keepalive probes notice it in
+     * about 5 + 9 * 2 s (a live kernel answers them, long-polls included), and
+     * the request fails over */
+    bad |= curl_easy_setopt(e, CURLOPT_TCP_KEEPIDLE, 5L) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_TCP_KEEPINTVL, 2L) != CURLE_OK;
+  }
   if (d->timeout_ms) bad |= curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, d->timeout_ms + r->wait_ms) != CURLE_OK;
   if (!strcmp(r->method, "GET")) {
     bad |= curl_easy_setopt(e, CURLOPT_HTTPGET, 1L) != CURLE_OK;
