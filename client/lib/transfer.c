@@ -163,9 +163,9 @@ static int setup(descent *d, descent__req *r, struct curl_slist **hdrs, descent_
     snprintf(line, sizeof line, "Idempotency-Key: %s", r->idem_key);
     ADD(line);
   }
-  /* reads through the leader, but for GET /v1/cluster: the view of the member asked */
-  if (d->read_leader && !r->local && !strcmp(r->method, "GET") && strcmp(r->path, "/v1/cluster"))
-    ADD("Descent-Read: leader");
+  /* reads through the leader (GET, and POST .../rows; a write goes there anyway),
+   * but for GET /v1/cluster: the view of the member asked */
+  if (d->read_leader && !r->local && strcmp(r->path, "/v1/cluster")) ADD("Descent-Read: leader");
 #undef ADD
   *hdrs = h;
   int bad = 0;
@@ -274,7 +274,8 @@ static bool is_push(const descent__req *r) {
 
 /* A retry cannot apply it twice: a read, or a write the daemon deduplicates. */
 static bool retry_safe(const descent__req *r) {
-  return !strcmp(r->method, "GET") || r->idem_key || (strstr(r->path, "seq=") && strstr(r->path, "worker="));
+  if (!strcmp(r->method, "GET") || r->idem_key || (strstr(r->path, "seq=") && strstr(r->path, "worker="))) return true;
+  return !strcmp(r->method, "POST") && strstr(r->path, "/rows?"); /* reading rows */
 }
 
 /* A push to a group without a key of its own gets a random one, the same on every retry. */
