@@ -78,6 +78,7 @@ struct replica {
   uv_async_t async;
   uv_timer_t poll;
   bool started, closing;
+  bool failed;           /* loop thread: raft went unavailable (a storage error), logged */
   bool qclosed;          /* under qlock: replica_close ran */
   pthread_mutex_t qlock; /* the queue from other threads */
   prop *qhead, *qtail;
@@ -439,6 +440,13 @@ static void on_poll(uv_timer_t *t) {
     rp->term_index = raft_last_index(&rp->raft) + 1; /* raft_apply appends there */
     log_info("replica: leading", "node=%" PRIu64 " term=%" PRIu64, rp->o.id, (uint64_t)rp->raft.current_term);
     announce(rp);
+  }
+  if (raft_state(&rp->raft) == RAFT_UNAVAILABLE && rp->started && !rp->failed) {
+    rp->failed = true; /* libraft stops for good after a failed write of its log (ENOSPC, EIO) */
+    log_error("replica: Raft stopped on a storage error: this member applies nothing more and serves "
+              "old state; fix the disk, then restart it (it catches up from the others)",
+              "node=%" PRIu64 " applied=%" PRIu64 " error=\"%s\" dir=%s", rp->o.id,
+              (uint64_t)raft_last_applied(&rp->raft), raft_errmsg(&rp->raft), rp->dir);
   }
   refresh(rp);
 }
