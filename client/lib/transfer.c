@@ -163,9 +163,9 @@ static int setup(descent *d, descent__req *r, struct curl_slist **hdrs, descent_
     snprintf(line, sizeof line, "Idempotency-Key: %s", r->idem_key);
     ADD(line);
   }
-  /* reads through the leader, but for GET /v1/cluster: the view of the member asked */
-  if (d->read_leader && !r->local && !strcmp(r->method, "GET") && strcmp(r->path, "/v1/cluster"))
-    ADD("Descent-Read: leader");
+  /* reads through the leader (GET, and POST .../rows; a write goes there anyway),
+   * but for GET /v1/cluster: the view of the member asked */
+  if (d->read_leader && !r->local && strcmp(r->path, "/v1/cluster")) ADD("Descent-Read: leader");
 #undef ADD
   *hdrs = h;
   int bad = 0;
@@ -187,6 +187,13 @@ static int setup(descent *d, descent__req *r, struct curl_slist **hdrs, descent_
   bad |= curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 1L) != CURLE_OK;
   bad |= curl_easy_setopt(e, CURLOPT_MAXREDIRS, 3L) != CURLE_OK;
   bad |= curl_easy_setopt(e, CURLOPT_UNRESTRICTED_AUTH, 1L) != CURLE_OK;
+  if (d->shard[r->shard].nmembers > 1) {
+    /* a member whose host is lost sends no RST: keepalive probes notice it in
+     * about 5 + 9 * 2 s (a live kernel answers them, long-polls included), and
+     * the request fails over */
+    bad |= curl_easy_setopt(e, CURLOPT_TCP_KEEPIDLE, 5L) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_TCP_KEEPINTVL, 2L) != CURLE_OK;
+  }
   if (d->timeout_ms) bad |= curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, d->timeout_ms + r->wait_ms) != CURLE_OK;
   if (!strcmp(r->method, "GET")) {
     bad |= curl_easy_setopt(e, CURLOPT_HTTPGET, 1L) != CURLE_OK;
@@ -267,7 +274,8 @@ static bool is_push(const descent__req *r) {
 
 /* A retry cannot apply it twice: a read, or a write the daemon deduplicates. */
 static bool retry_safe(const descent__req *r) {
-  return !strcmp(r->method, "GET") || r->idem_key || (strstr(r->path, "seq=") && strstr(r->path, "worker="));
+  if (!strcmp(r->method, "GET") || r->idem_key || (strstr(r->path, "seq=") && strstr(r->path, "worker="))) return true;
+  return !strcmp(r->method, "POST") && strstr(r->path, "/rows?"); /* reading rows */
 }
 
 /* A push to a group without a key of its own gets a random one, the same on every retry. */

@@ -1,6 +1,7 @@
 /* replicas_test: libdescent on a real three-member Raft group on loopback
  * (descentd --node-id --cluster): the comma list is recognised as one group
- * (and a list mixing a member with a plain daemon is refused), four threads
+ * (and a list mixing a member with a plain daemon is refused, while
+ * "m1|m2|m3,plain" shards over the group and the daemon), four threads
  * push one-hot gradients without keys of their own while the leader is
  * killed -9, and every push is applied exactly once (exact sums and step),
  * the survivors bit-identical.  Daemons are started from the test's main
@@ -166,6 +167,28 @@ START_TEST(test_failover_exactly_once) {
   ck_assert_ptr_null(descent_open(mixed, NULL, &err));
   ck_assert_str_eq(err.code, "invalid_argument");
   ck_assert_ptr_nonnull(strstr(err.message, "one replica group"));
+  /* "m1|m2|m3,plain": two shards, the first the group (its dead member skipped) */
+  char sharded[400];
+  snprintf(sharded, sizeof sharded, "%s,%s", bars, plain.url);
+  descent *s2 = descent_open(sharded, NULL, &err);
+  ck_assert_msg(s2, "open %s: %s", sharded, err.message);
+  ck_assert_uint_eq(descent_shards(s2), 2);
+  ck_assert_uint_eq(descent_shard_members(s2, 0), MEMBERS);
+  ck_assert_uint_eq(descent_shard_members(s2, 1), 1);
+  OK(descent_create(s2, "{\"name\": \"s\", \"algorithm\": \"sgd\", \"hyper\": {\"lr\": 1}, "
+                        "\"tensors\": [{\"name\": \"w\", \"shape\": [4]}]}", NULL, &err), &err);
+  float g4[4] = {1, 2, 3, 4}, p4[4];
+  OK(descent_push(s2, "s", g4, 4, NULL, p4, NULL, &err), &err);
+  OK(descent_pull(s2, "s", p4, 4, -1, 0, NULL, &err), &err);
+  for (int i = 0; i < 4; i++) ck_assert_float_eq(p4[i], -g4[i]);
+  descent_close(s2);
+  descent *pl = descent_open(plain.url, NULL, &err); /* the plain daemon holds the second half */
+  ck_assert_ptr_nonnull(pl);
+  float half[2];
+  OK(descent_pull(pl, "s", half, 2, -1, 0, NULL, &err), &err);
+  ck_assert_float_eq(half[0], -3);
+  ck_assert_float_eq(half[1], -4);
+  descent_close(pl);
   test_daemon_cleanup(&plain);
   for (int i = 0; i < MEMBERS; i++) test_daemon_cleanup(&dm[i]);
 }
