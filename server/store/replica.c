@@ -86,6 +86,7 @@ struct replica {
   prop *flight;          /* loop thread: proposals raft holds */
   uint64_t nonce, next_seq;
   uint64_t announced_term;
+  bool led; /* on_poll: led at the last poll (a fall calls o.lost) */
   uint64_t term_index;   /* loop thread: the index of our announce of announced_term */
   announced ann[REPLICA_MAX_MEMBERS];
   size_t nann;
@@ -441,6 +442,9 @@ static void on_poll(uv_timer_t *t) {
     log_info("replica: leading", "node=%" PRIu64 " term=%" PRIu64, rp->o.id, (uint64_t)rp->raft.current_term);
     announce(rp);
   }
+  bool leads = raft_state(&rp->raft) == RAFT_LEADER;
+  if (rp->led && !leads && rp->o.lost) rp->o.lost(rp->o.ctx); /* open sync rounds are lost */
+  rp->led = leads;
   if (raft_state(&rp->raft) == RAFT_UNAVAILABLE && rp->started && !rp->failed) {
     rp->failed = true; /* libraft stops for good after a failed write of its log (ENOSPC, EIO) */
     log_error("replica: Raft stopped on a storage error: this member applies nothing more and serves "
