@@ -81,6 +81,21 @@ DESCENT_API void descent_free(void *p);
  * comma-separated list of them: with several, every instance is sharded over
  * the daemons in that order (the order is part of the layout: always list
  * them the same way).  `token` (may be NULL) is sent as a bearer token.
+ * Replicas (descentd --cluster, proto/replicas.md): an entry may be the
+ * members of one Raft group joined by '|' ("http://a|http://b|http://c";
+ * "http://a1|http://a2,http://b1|http://b2" is two shards, each a group).
+ * A comma list whose daemons say (GET /v1/cluster, at open) that they are
+ * members of one group is that group, as in the Python client; members that
+ * are down then are members too, but at least one must answer.  A group is
+ * one shard: a write goes to the member believed to lead and follows 307
+ * to the leader; a request is retried across the members for up to
+ * DESCENT_OPT_FAILOVER_MS after 503 no_leader or a refused connection, and
+ * after leadership_lost, a lost connection or a timeout only when a retry
+ * cannot apply it twice (a read, an Idempotency-Key, worker + seq).  A push
+ * to a group without a key or seq of its own gets a random Idempotency-Key,
+ * the same on each retry: it is applied exactly once.  Reads carry
+ * Descent-Read: leader (DESCENT_OPT_READ_LEADER), so a client reads its own
+ * writes.  Every handle follows 307s (same method, body and token).
  * One libcurl easy handle per daemon, kept alive across calls, TCP_NODELAY.
  * https:// daemons are verified against the system's CA certificates, or
  * against the bundle named by the environment variable DESCENT_CA_FILE
@@ -96,8 +111,12 @@ DESCENT_API void descent_close(descent *d);
 typedef enum descent_option {
   DESCENT_OPT_TIMEOUT_MS = 1,     /* whole-request limit, 0 = none (default); long-polls add their wait */
   DESCENT_OPT_CONNECT_TIMEOUT_MS, /* default 10000 */
-  DESCENT_OPT_SETTLE_MS           /* sharded: how long shards that lag may take to catch up before
+  DESCENT_OPT_SETTLE_MS,          /* sharded: how long shards that lag may take to catch up before
                                      a step mismatch is reported (default 2000) */
+  DESCENT_OPT_FAILOVER_MS,        /* replicas: how long a request is retried across a group's
+                                     members (default 30000; 0: one attempt per member round) */
+  DESCENT_OPT_READ_LEADER         /* replicas: 1 (default) reads through the leader (Descent-Read:
+                                     leader); 0 lets any member answer from what it applied */
 } descent_option;
 
 /* Sets an option; DESCENT_EINVAL for an unknown option or a negative value. */
@@ -106,8 +125,20 @@ DESCENT_API int descent_set_option(descent *d, descent_option opt, long value);
 /* How many daemons the handle spreads instances over (1 = not sharded). */
 DESCENT_API size_t descent_shards(const descent *d);
 
-/* The base URL of shard k (borrowed, valid until descent_close), or NULL. */
+/* The base URL of shard k (borrowed, valid until descent_close), or NULL.
+ * A replica group: the member the handle asks first (the last leader seen). */
 DESCENT_API const char *descent_shard_url(const descent *d, size_t k);
+
+/* ---- replicas ------------------------------------------------------------------ */
+
+/* Opens a handle on the n members of one replica group (base URLs), as
+ * descent_open on them joined by '|'. */
+DESCENT_API descent *descent_open_members(const char *const *members, size_t n, const char *token,
+                                          descent_error *err);
+
+/* How many members shard k has (1: a plain daemon or one member), 0 if no such shard. */
+DESCENT_API size_t descent_shard_members(const descent *d, size_t k);
+
 
 /* ---- instances --------------------------------------------------------------- */
 

@@ -27,7 +27,9 @@ typedef struct cli_opt {
 
 static const cli_opt options[] = {
     {{"url", required_argument, NULL, O_URL}, 0, "URL[,URL...]",
-     "the daemon (default $DESCENT_URL, else http://127.0.0.1:8080); several: the instance is sharded over them"},
+     "the daemon (default $DESCENT_URL, else http://127.0.0.1:8080); several: the instance is sharded over "
+     "them, or, when they are the members of one replica group, that group (failover); URL|URL|...: one "
+     "group's members"},
     {{"token", required_argument, NULL, O_TOKEN}, 0, "TOKEN", "bearer token (default $DESCENT_TOKEN)"},
     {{"json", no_argument, NULL, O_JSON}, 0, NULL, "machine-readable output (JSON on stdout, errors as JSON on stderr)"},
     {{"help", no_argument, NULL, O_HELP}, 0, NULL, "this help"},

@@ -158,10 +158,10 @@ def torch_baseline(tr, te, V, C, lr, batch, epochs, every):
 
 # ---- descent ---------------------------------------------------------------------------------
 
-def create(c, C, V, lr, workers):
-    if any(o["name"] == NAME for o in c.list()):
-        c.delete(NAME)
-    c.create(name=NAME, algorithm="adagrad", hyper={"lr": lr}, mode="sync", workers=workers, aggregate="sum",
+def create(c, name, C, V, lr, workers):
+    if any(o["name"] == name for o in c.list()):
+        c.delete(name)
+    c.create(name=name, algorithm="adagrad", hyper={"lr": lr}, mode="sync", workers=workers, aggregate="sum",
              tensors=[{"name": "W", "shape": [V, C], "sparse": True, "init": "zeros"},
                       {"name": "b", "shape": [C], "init": "zeros"}])
 
@@ -203,12 +203,13 @@ def run_workers(cmds, total, batch, on_progress):
     return curve, done
 
 
-def descent_run(args, c, daemon, data_path, lists, tr_n, C, V, every):
-    create(c, C, V, args.lr, args.workers)
+def descent_run(args, c, daemon, name, data_path, tr_n, C, V, every):
+    """Trains instance `name` (created afresh) with the workers; speed, memory, curves."""
+    create(c, name, C, V, args.lr, args.workers)
     rss0 = daemon.rss() if daemon else 0
     total = -(-tr_n // args.batch) * args.epochs
-    cmds = [[sys.executable, os.path.join(HERE, "sparse_worker.py"), "--url", c.urls[0], "--name", NAME,
-             "--rank", str(r), "--workers", str(args.workers), "--data", data_path, "--bits", str(args.bits),
+    cmds = [[sys.executable, os.path.join(HERE, "sparse_worker.py"), "--url", c.urls[0], "--name", name,
+             "--rank", str(r), "--workers", str(args.workers), "--data", data_path,
              "--batch", str(args.batch), "--epochs", str(args.epochs), "--train-n", str(args.train_n),
              "--progress-every", str(every)] for r in range(args.workers)]
     t0 = time.time()
@@ -216,15 +217,15 @@ def descent_run(args, c, daemon, data_path, lists, tr_n, C, V, every):
     rows_curve = []
 
     def progress(step, total, epoch, loss, secs):
-        rows_curve.append((step, rows_held(c, NAME)))
+        rows_curve.append((step, rows_held(c, name)))
         say("  step %4d/%d  epoch %d/%d  training loss %.4f  %6.0f examples/s  rows held %s" % (
             step, total, epoch + 1, args.epochs, loss, tr_n * args.epochs * step / total / max(secs, 1e-9),
             format(rows_curve[-1][1], ",")))
     curve, done = run_workers(cmds, total, args.batch, progress)
     seconds = time.time() - t0
-    held = rows_held(c, NAME)
+    held = rows_held(c, name)
     rss1 = daemon.rss() if daemon else 0
-    steps = c.pull(NAME).step
+    steps = c.pull(name).step
     spent = {k: 1000.0 * sum(x["spent"][k] for x in done) / len(done) / max(1, steps) for k in done[0]["spent"]}
     train_s = max(x["seconds"] for x in done)  # from each worker's first step to its last (data loaded)
     return {"seconds": train_s, "wall_seconds": seconds, "examples_per_s": sum(x["examples"] for x in done) / train_s,
@@ -300,6 +301,24 @@ def index_slots(n):
 
 def mib(x):
     return "%.1f MiB" % (x / 1048576.0)
+
+
+def big_paragraph(r):
+    b = r.get("big")
+    if not b:
+        return []
+    return [
+        "**2^%d rows.** The same training, the features hashed into 2^%d rows instead (the same keys, BLAKE2b-64" % (
+            b["bits"], b["bits"]),
+        "mod 2^%d, so almost no two collide), descent only: torch's dense table and its state would take %s." % (
+            b["bits"], tib(b["dense_bytes"])),
+        "Test accuracy %.1f%% (%.1f%% at 2^%d); %s rows held, against %s at 2^%d where colliding keys share" % (
+            100 * b["test_acc"], 100 * r["descent"]["test_acc"], r["bits"], format(b["rows_held"], ","),
+            format(r["descent"]["rows_held"], ","), r["bits"]),
+        "a row: %s for W and its state, %.1e of the dense size; %s training examples/s." % (
+            mib(b["bytes_held"]), b["bytes_held"] / b["dense_bytes"], format(int(b["examples_per_s"]), ",")),
+        "",
+    ]
 
 
 def write_report(path, r):
@@ -383,6 +402,7 @@ def write_report(path, r):
         "the load weighs on both, but not equally: torch's single thread gets one share of the cores, descent's",
         "five processes get five. Whole run, torch and evaluation included: %.0f s." % r["seconds"],
         "",
+        ] + big_paragraph(r) + [
         "![training loss against steps for descent and torch (the curves coincide), and memory held against the dense table](sparse.svg)",
         "",
         "Reproduce: `make demo-sparse` writes a fresh report into `build/sparse-demo/`;",
@@ -391,6 +411,31 @@ def write_report(path, r):
     ]
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
+
+
+def big_run(args, c, daemon, lists, C, every):
+    """The same training with the features hashed into 2^big_bits rows: descent only (torch's dense
+    table would not fit in any machine's memory)."""
+    path = os.path.join(WORK, "features-%d.npz" % args.big_bits)
+    data = sf.load(path, lists, args.big_bits)
+    tr, te = sf.Subset(data, "train", args.train_n), sf.Subset(data, "test")
+    say("the same, hashed into 2^%d rows (descent only: a dense table and its state would be %s)" % (
+        args.big_bits, tib((1 << args.big_bits) * C * 8)))
+    name = NAME + "-%d" % args.big_bits
+    b = descent_run(args, c, daemon, name, path, tr.n, C, 1 << args.big_bits, every)
+    b["test_acc"] = accuracy(te, predict(te, descent_logits(c, name)))
+    b["bits"] = args.big_bits
+    b["train_rows"] = int(len(np.unique(tr.ids)))
+    b["bytes_held"] = b["rows_held"] * C * 8
+    b["dense_bytes"] = (1 << args.big_bits) * C * 8
+    c.delete(name)
+    say("  test accuracy %.2f%%, %.0f examples/s, %s rows held (%s)" % (
+        100 * b["test_acc"], b["examples_per_s"], format(b["rows_held"], ","), mib(b["bytes_held"])))
+    return b
+
+
+def tib(x):
+    return "%.0f TiB" % (x / 2.0 ** 40)
 
 
 def finish(out_dir, res):
@@ -412,6 +457,8 @@ def main():
     ap.add_argument("--lr", type=float, default=0.05)
     ap.add_argument("--epochs", type=int, default=0)
     ap.add_argument("--train-n", type=int, default=0)
+    ap.add_argument("--big-bits", type=int, default=-1,
+                    help="then the same training hashed into 2^N rows, descent only (default 40; --quick: none)")
     ap.add_argument("--rewrite-report", action="store_true",
                     help="rewrite sparse.md and sparse.svg from the sparse.json in --out (no training)")
     args = ap.parse_args()
@@ -421,6 +468,7 @@ def main():
         finish(args.out or WORK, res)
         return
     args.epochs = args.epochs or (2 if args.quick else 5)
+    args.big_bits = (0 if args.quick else 40) if args.big_bits < 0 else args.big_bits
     args.train_n = args.train_n or (6000 if args.quick else 0)
     out_dir = args.out or WORK
     os.makedirs(out_dir, exist_ok=True)
@@ -451,18 +499,20 @@ def main():
         c = Client(url)
         say("descent at %s: W sparse [2^%d, %d], adagrad lr %g, sync, %d worker processes" % (
             url, args.bits, C, args.lr, args.workers))
-        d = descent_run(args, c, daemon, data_path, lists, tr.n, C, V, every)
+        d = descent_run(args, c, daemon, NAME, data_path, tr.n, C, V, every)
         pred = predict(te, descent_logits(c, NAME))
         d["test_acc"] = accuracy(te, pred)
         d["rows_held_after_eval"] = rows_held(c, NAME)
         agree = float((pred == t.pop("pred")).mean())
+        d["bytes_held"] = d["rows_held"] * C * 4 * 2
+        say("  test accuracy %.2f%% (torch %.2f%%), %.0f examples/s, %s rows held (%s; dense %s)" % (
+            100 * d["test_acc"], 100 * t["test_acc"], d["examples_per_s"], format(d["rows_held"], ","),
+            mib(d["bytes_held"]), mib(V * C * 8)))
+        c.delete(NAME)
+        big = big_run(args, c, daemon, lists, C, every) if args.big_bits else None
     finally:
         if daemon:
             daemon.stop()
-    d["bytes_held"] = d["rows_held"] * C * 4 * 2
-    say("  test accuracy %.2f%% (torch %.2f%%), %.0f examples/s, %s rows held (%s; dense %s)" % (
-        100 * d["test_acc"], 100 * t["test_acc"], d["examples_per_s"], format(d["rows_held"], ","),
-        mib(d["bytes_held"]), mib(V * C * 8)))
     train_rows = int(len(np.unique(tr.ids)))
     res = {"quick": args.quick, "lists": sorted(set(os.path.basename(p).split("_dists_")[1].split("_")[0]
                                                      for p in sf.list_files(lists)[0])),
@@ -473,6 +523,7 @@ def main():
            "features_per_example": float(np.diff(tr.indptr).mean()), "train_rows": train_rows,
            "eval_rows": int(len(np.unique(te.ids))), "majority_class": str(data["sections"][majority]),
            "majority_acc": maj_acc, "torch": t, "descent": d, "agreement": agree, "dense_bytes": V * C * 8,
+           "big": big,
            "seconds": time.time() - t_all, "loadavg": [load0, os.getloadavg()[0]], "cores": os.cpu_count(),
            "date": time.strftime("%Y-%m-%d")}
     with open(os.path.join(out_dir, "sparse.json"), "w") as f:

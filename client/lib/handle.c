@@ -1,5 +1,6 @@
-/* handle: opening and closing a descent handle: the list of daemons, one
- * kept-alive libcurl easy handle per daemon, the multi handle that runs
+/* handle: opening and closing a descent handle: the list of daemons (each
+ * a plain daemon or a replica group's members), one kept-alive libcurl easy
+ * handle per shard, the multi handle that runs
  * every request, the token, and the options.
  *
  * The only process-wide state is libcurl's own: curl_global_init runs once,
@@ -19,41 +20,147 @@ static CURLcode curl_init_rc = CURLE_OK; /* written once, under curl_once */
 
 static void curl_init(void) { curl_init_rc = curl_global_init(CURL_GLOBAL_DEFAULT); }
 
-/* Appends base URL [b, e) as a new shard; EINVAL for a malformed one. */
-static int add_shard(descent *d, const char *b, const char *e, descent_error *err) {
-  while (b < e && isspace((unsigned char)*b)) b++;
-  while (e > b && isspace((unsigned char)e[-1])) e--;
-  while (e > b && e[-1] == '/') e--;
-  size_t n = (size_t)(e - b);
+/* Checks base URL [*b, *e) (trimmed in place); EINVAL for a malformed one. */
+static int check_url(const char **b, const char **e, descent_error *err) {
+  while (*b < *e && isspace((unsigned char)**b)) (*b)++;
+  while (*e > *b && isspace((unsigned char)(*e)[-1])) (*e)--;
+  while (*e > *b && (*e)[-1] == '/') (*e)--;
+  size_t n = (size_t)(*e - *b);
   if (n == 0) return descent__fail(err, DESCENT_EINVAL, "url: an empty entry in the list of daemons");
-  if (!((n > 7 && !strncmp(b, "http://", 7)) || (n > 8 && !strncmp(b, "https://", 8))))
+  if (!((n > 7 && !strncmp(*b, "http://", 7)) || (n > 8 && !strncmp(*b, "https://", 8))))
     return descent__fail(err, DESCENT_EINVAL, "url: '%.*s' does not start with http:// or https://",
-                         (int)(n > 200 ? 200 : n), b);
-  if (memchr(b, '?', n) || memchr(b, '#', n))
+                         (int)(n > 200 ? 200 : n), *b);
+  if (memchr(*b, '?', n) || memchr(*b, '#', n))
     return descent__fail(err, DESCENT_EINVAL, "url: '%.*s': a base URL takes no query or fragment",
-                         (int)(n > 200 ? 200 : n), b);
-  if (d->nshards >= DESCENT__MAX_SHARDS)
-    return descent__fail(err, DESCENT_EINVAL, "url: at most %d daemons", DESCENT__MAX_SHARDS);
-  descent__shard *s = &d->shard[d->nshards];
-  if (!(s->base = strndup(b, n))) return descent__fail(err, DESCENT_ENOMEM, NULL);
-  if (!(s->easy = curl_easy_init())) return descent__fail(err, DESCENT_ENOMEM, "curl_easy_init failed");
-  d->nshards++;
+                         (int)(n > 200 ? 200 : n), *b);
   return 0;
 }
 
-/* A sharded handle contacts every daemon once, so that an unreachable one
- * or a refused token shows at open. */
-static int probe(descent *d, descent_error *err) {
-  descent__req *r = descent__reqs_new(d->nshards);
-  if (!r) return descent__fail(err, DESCENT_ENOMEM, NULL);
-  for (size_t k = 0; k < d->nshards; k++) {
-    descent__req_init(&r[k], k, "GET");
-    snprintf(r[k].path, sizeof r[k].path, "/v1/optimizers");
-    r[k].sink = true;
+/* Appends [b, e) as a new shard: one daemon, or the members of a replica
+ * group joined by '|'; EINVAL for a malformed entry. */
+static int add_shard(descent *d, const char *b, const char *e, descent_error *err) {
+  if (d->nshards >= DESCENT__MAX_SHARDS)
+    return descent__fail(err, DESCENT_EINVAL, "url: at most %d daemons", DESCENT__MAX_SHARDS);
+  descent__shard *s = &d->shard[d->nshards];
+  size_t n = 1;
+  for (const char *p = b; p < e; p++) n += *p == '|';
+  if (n > DESCENT__MAX_SHARDS) return descent__fail(err, DESCENT_EINVAL, "url: at most %d members", DESCENT__MAX_SHARDS);
+  if (!(s->members = calloc(n, sizeof *s->members))) return descent__fail(err, DESCENT_ENOMEM, NULL);
+  d->nshards++; /* owns what is allocated so far (descent_close frees it) */
+  for (const char *p = b;;) {
+    const char *bar = memchr(p, '|', (size_t)(e - p));
+    const char *mb = p, *me = bar ? bar : e;
+    if (check_url(&mb, &me, err) < 0) return DESCENT_EINVAL;
+    if (!(s->members[s->nmembers] = strndup(mb, (size_t)(me - mb)))) return descent__fail(err, DESCENT_ENOMEM, NULL);
+    s->nmembers++;
+    if (!bar) break;
+    p = bar + 1;
   }
-  int rc = descent__perform(d, r, d->nshards, err);
-  for (size_t k = 0; k < d->nshards && rc == 0; k++) rc = descent__req_result(d, &r[k], err, NULL);
-  descent__reqs_free(r, d->nshards);
+  s->base = s->members[0];
+  if (!(s->easy = curl_easy_init())) return descent__fail(err, DESCENT_ENOMEM, "curl_easy_init failed");
+  return 0;
+}
+
+/* ---- a comma list of one group's members ----------------------------------------- */
+
+/* The Raft addresses of a GET /v1/cluster reply; NULL for a daemon that is
+ * no replica (role standalone) or a reply that is not one. */
+static json_t *cluster_addresses(const descent__req *r) {
+  json_t *root = r->text ? json_loadb(r->text, r->text_len, 0, NULL) : NULL;
+  const char *role = json_string_value(json_object_get(root, "role"));
+  json_t *out = NULL, *m;
+  size_t i;
+  if (role && strcmp(role, "standalone")) {
+    out = json_array();
+    json_array_foreach(json_object_get(root, "members"), i, m) {
+      json_t *a = json_object_get(m, "address");
+      if (json_is_string(a)) json_array_append(out, a);
+    }
+  }
+  json_decref(root);
+  return out;
+}
+
+/* Members of one group: a Raft address in common (a member still starting
+ * lists none yet: it cannot tell, so it is taken at its word). */
+static bool overlap(json_t *a, json_t *b) {
+  size_t i, j;
+  json_t *x, *y;
+  if (!json_array_size(a) || !json_array_size(b)) return true;
+  json_array_foreach(a, i, x) json_array_foreach(b, j, y) if (json_equal(x, y)) return true;
+  return false;
+}
+
+/* Every shard (one URL each) becomes a member of shard 0. */
+static int merge_into_group(descent *d, descent_error *err) {
+  descent__shard *s = &d->shard[0];
+  char **m = realloc(s->members, d->nshards * sizeof *m);
+  if (!m) return descent__fail(err, DESCENT_ENOMEM, NULL);
+  s->members = m;
+  for (size_t k = 1; k < d->nshards; k++) {
+    m[k] = d->shard[k].members[0];
+    free(d->shard[k].members);
+    curl_easy_cleanup(d->shard[k].easy);
+    memset(&d->shard[k], 0, sizeof d->shard[k]);
+  }
+  s->nmembers = d->nshards;
+  s->base = m[0];
+  d->nshards = 1;
+  return 0;
+}
+
+/* Several URLs without '|': either shards (plain daemons; each must answer, so
+ * that an unreachable one or a refused token shows at open) or, when the
+ * daemons that answer are members of one replica group, the members of that
+ * group (the spelling of the Python client; the others may be down). */
+static int classify(descent *d, descent__req *r, descent_error *err) {
+  json_t *addrs[DESCENT__MAX_SHARDS] = {0};
+  int rc = 0, first_down = -1;
+  size_t nrepl = 0, nplain = 0;
+  for (size_t k = 0; k < d->nshards; k++) {
+    if (r[k].cc != CURLE_OK) {
+      if (first_down < 0) first_down = (int)k;
+      continue;
+    }
+    if ((rc = descent__req_result(d, &r[k], err, NULL)) < 0) goto out;
+    if ((addrs[k] = cluster_addresses(&r[k]))) nrepl++;
+    else nplain++;
+  }
+  if (!nrepl) {
+    rc = first_down >= 0 ? descent__req_result(d, &r[first_down], err, NULL) : 0;
+    goto out;
+  }
+  for (size_t k = 0; k < d->nshards && !nplain; k++)
+    for (size_t j = 0; j < k; j++)
+      if (addrs[k] && addrs[j] && !overlap(addrs[k], addrs[j])) nplain++;
+  if (nplain) {
+    rc = descent__fail(err, DESCENT_EINVAL,
+                       "url: these daemons are not the members of one replica group: join each group's "
+                       "members with '|' and separate shards with ',' (http://a1|http://a2,http://b1|http://b2)");
+    goto out;
+  }
+  rc = merge_into_group(d, err);
+out:
+  for (size_t k = 0; k < d->nshards; k++) json_decref(addrs[k]);
+  return rc;
+}
+
+/* Several shards: each is contacted once (GET /v1/cluster, which also says
+ * whether a comma list is one group's members). */
+static int probe(descent *d, bool plain_list, descent_error *err) {
+  size_t n = d->nshards;
+  descent__req *r = descent__reqs_new(n);
+  if (!r) return descent__fail(err, DESCENT_ENOMEM, NULL);
+  for (size_t k = 0; k < n; k++) {
+    descent__req_init(&r[k], k, "GET");
+    snprintf(r[k].path, sizeof r[k].path, "/v1/cluster");
+    r[k].no_retry = plain_list; /* a member that is down is no reason to wait */
+    r[k].local = true;          /* its own view, not the leader's */
+  }
+  int rc = descent__perform(d, r, n, err);
+  if (rc == 0 && plain_list) rc = classify(d, r, err);
+  for (size_t k = 0; k < n && rc == 0 && !plain_list; k++) rc = descent__req_result(d, &r[k], err, NULL);
+  descent__reqs_free(r, n);
   return rc;
 }
 
@@ -78,6 +185,8 @@ descent *descent_open(const char *url, const char *token, descent_error *err) {
   }
   d->connect_ms = 10000;
   d->settle_ms = 2000;
+  d->failover_ms = 30000;
+  d->read_leader = true;
   if (!(d->shard = calloc(DESCENT__MAX_SHARDS, sizeof *d->shard))) {
     descent__fail(err, DESCENT_ENOMEM, NULL);
     goto fail;
@@ -107,8 +216,10 @@ descent *descent_open(const char *url, const char *token, descent_error *err) {
     goto fail;
   }
   /* keep one connection per daemon alive between calls */
-  curl_multi_setopt(d->multi, CURLMOPT_MAXCONNECTS, (long)d->nshards + 4);
-  if (d->nshards > 1 && probe(d, err) < 0) goto fail;
+  size_t conns = 4;
+  for (size_t k = 0; k < d->nshards; k++) conns += d->shard[k].nmembers;
+  curl_multi_setopt(d->multi, CURLMOPT_MAXCONNECTS, (long)conns);
+  if (d->nshards > 1 && probe(d, !strchr(url, '|'), err) < 0) goto fail;
   return d;
 fail:
   descent_close(d);
@@ -120,10 +231,9 @@ void descent_close(descent *d) {
   descent__layout_forget(d, NULL);
   for (size_t k = 0; k < d->nshards; k++) {
     if (d->shard[k].easy) curl_easy_cleanup(d->shard[k].easy);
-    free(d->shard[k].base);
+    for (size_t i = 0; i < d->shard[k].nmembers; i++) free(d->shard[k].members[i]);
+    free(d->shard[k].members);
   }
-  /* a shard whose easy handle failed to initialise still owns its base */
-  if (d->shard && d->nshards < DESCENT__MAX_SHARDS) free(d->shard[d->nshards].base);
   if (d->multi) curl_multi_cleanup(d->multi);
   free(d->shard);
   free(d->auth);
@@ -137,6 +247,8 @@ int descent_set_option(descent *d, descent_option opt, long value) {
   case DESCENT_OPT_TIMEOUT_MS: d->timeout_ms = value; return 0;
   case DESCENT_OPT_CONNECT_TIMEOUT_MS: d->connect_ms = value; return 0;
   case DESCENT_OPT_SETTLE_MS: d->settle_ms = value; return 0;
+  case DESCENT_OPT_FAILOVER_MS: d->failover_ms = value; return 0;
+  case DESCENT_OPT_READ_LEADER: d->read_leader = value != 0; return 0;
   default: return DESCENT_EINVAL;
   }
 }

@@ -22,9 +22,14 @@
 
 typedef struct descent__layout descent__layout;
 
+/* One shard: a daemon, or the members of one Raft replica group (any of
+ * them may lead; requests go to `base`, the member believed to lead). */
 typedef struct descent__shard {
-  char *base; /* base URL without a trailing slash */
-  CURL *easy; /* kept for the life of the handle: keep-alive */
+  char *base;       /* the member in use: one of members[] (not owned apart from it) */
+  char **members;   /* base URLs without a trailing slash, as given */
+  size_t nmembers;  /* 1: a plain daemon (or one member: 307s still followed) */
+  size_t cur;       /* base == members[cur] */
+  CURL *easy;       /* kept for the life of the handle: keep-alive */
 } descent__shard;
 
 struct descent {
@@ -36,6 +41,8 @@ struct descent {
   long timeout_ms;    /* 0: none */
   long connect_ms;
   long settle_ms;
+  long failover_ms;   /* a replica group: how long a request is retried across members */
+  bool read_leader;   /* a replica group: reads carry Descent-Read: leader (default) */
   descent__layout *layouts; /* sharded: instances seen, by name (layout.c) */
 };
 
@@ -73,6 +80,9 @@ typedef struct descent__req {
   bool accept_binary;   /* Accept: application/octet-stream */
   const char *accept_type; /* the whole Accept value when it is not the default (dtype=...) */
   const char *idem_key; /* Idempotency-Key header, NULL: none */
+  char auto_key[40];    /* a push to a replica group without a key gets one here (transfer.c) */
+  bool local;           /* a read this member answers itself (no Descent-Read: leader) */
+  bool no_retry;        /* one attempt, whatever the outcome (no failover) */
   long wait_ms;         /* a long-poll's wait, added to the handle's timeout */
   void *target;         /* a 2xx binary reply is written here ... */
   size_t target_cap;    /* ... up to this many bytes */
@@ -103,7 +113,14 @@ void descent__reqs_free(descent__req *r, size_t n);
 /* Runs n requests concurrently (libcurl multi), each on its own shard (two
  * requests may not share a shard).  Returns 0 when every transfer finished
  * (whatever its status) or a negative code for a failure of the machinery
- * itself.  Per-request outcomes are in each request. */
+ * itself.  Per-request outcomes are in each request.
+ * On a replica group (a shard with several members, or any daemon that
+ * answers 503 no_leader) a request is retried for up to failover_ms across
+ * the members with the same headers and body: after no_leader or a refused
+ * connection (nothing was done), and after an ambiguous failure
+ * (leadership_lost, a lost connection, a timeout) only when it cannot apply
+ * twice (a read, an Idempotency-Key, worker + seq).  A push to a group
+ * without a key gets a random Idempotency-Key first (so exactly once). */
 int descent__perform(descent *d, descent__req *reqs, size_t n, descent_error *err);
 
 /* The outcome of a performed request as a return code: 0 for a 2xx reply,

@@ -5,7 +5,9 @@
  *
  * Binary replies are written straight into the caller's buffer (bounded by
  * its capacity); other bodies are collected as text.  Bodies are sent from
- * the caller's memory without a copy.  Runs on the handle's thread.
+ * the caller's memory without a copy.  A replica group's requests follow
+ * 307 to the leader and are retried across its members (failover), never in
+ * a way that could apply a change twice.  Runs on the handle's thread.
  */
 #include <jansson.h>
 #include <stdarg.h>
@@ -13,6 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/random.h>
+#include <time.h>
 
 #include "internal.h"
 
@@ -159,6 +163,9 @@ static int setup(descent *d, descent__req *r, struct curl_slist **hdrs, descent_
     snprintf(line, sizeof line, "Idempotency-Key: %s", r->idem_key);
     ADD(line);
   }
+  /* reads through the leader (GET, and POST .../rows; a write goes there anyway),
+   * but for GET /v1/cluster: the view of the member asked */
+  if (d->read_leader && !r->local && strcmp(r->path, "/v1/cluster")) ADD("Descent-Read: leader");
 #undef ADD
   *hdrs = h;
   int bad = 0;
@@ -180,6 +187,13 @@ static int setup(descent *d, descent__req *r, struct curl_slist **hdrs, descent_
   bad |= curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 1L) != CURLE_OK;
   bad |= curl_easy_setopt(e, CURLOPT_MAXREDIRS, 3L) != CURLE_OK;
   bad |= curl_easy_setopt(e, CURLOPT_UNRESTRICTED_AUTH, 1L) != CURLE_OK;
+  if (d->shard[r->shard].nmembers > 1) {
+    /* a member whose host is lost sends no RST: keepalive probes notice it in
+     * about 5 + 9 * 2 s (a live kernel answers them, long-polls included), and
+     * the request fails over */
+    bad |= curl_easy_setopt(e, CURLOPT_TCP_KEEPIDLE, 5L) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_TCP_KEEPINTVL, 2L) != CURLE_OK;
+  }
   if (d->timeout_ms) bad |= curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, d->timeout_ms + r->wait_ms) != CURLE_OK;
   if (!strcmp(r->method, "GET")) {
     bad |= curl_easy_setopt(e, CURLOPT_HTTPGET, 1L) != CURLE_OK;
@@ -213,19 +227,20 @@ void descent__reqs_free(descent__req *r, size_t n) {
   free(r);
 }
 
-int descent__perform(descent *d, descent__req *reqs, size_t n, descent_error *err) {
+/* One round: runs the requests marked in todo[] concurrently. */
+static int perform_round(descent *d, descent__req *reqs, size_t n, const bool *todo, descent_error *err) {
   struct curl_slist *hdrs[DESCENT__MAX_SHARDS] = {0};
-  size_t added = 0;
+  bool added[DESCENT__MAX_SHARDS] = {0};
   int rc = 0;
-  if (n > d->nshards) return descent__fail(err, DESCENT_EINVAL, "more requests than daemons");
   for (size_t i = 0; i < n; i++) {
     descent__req *r = &reqs[i];
+    if (!todo[i]) continue;
     if ((rc = setup(d, r, &hdrs[i], err)) < 0) goto out;
     if (curl_multi_add_handle(d->multi, d->shard[r->shard].easy) != CURLM_OK) {
       rc = descent__fail(err, DESCENT_EINVAL, "curl_multi_add_handle failed (two requests on one daemon?)");
       goto out;
     }
-    added++;
+    added[i] = true;
   }
   int running = 1;
   while (running) {
@@ -241,11 +256,110 @@ int descent__perform(descent *d, descent__req *reqs, size_t n, descent_error *er
   while ((m = curl_multi_info_read(d->multi, &left)))
     if (m->msg == CURLMSG_DONE)
       for (size_t i = 0; i < n; i++)
-        if (d->shard[reqs[i].shard].easy == m->easy_handle) reqs[i].cc = m->data.result;
+        if (todo[i] && d->shard[reqs[i].shard].easy == m->easy_handle) reqs[i].cc = m->data.result;
 out:
-  for (size_t i = 0; i < added; i++) curl_multi_remove_handle(d->multi, d->shard[reqs[i].shard].easy);
+  for (size_t i = 0; i < n; i++)
+    if (added[i]) curl_multi_remove_handle(d->multi, d->shard[reqs[i].shard].easy);
   for (size_t i = 0; i < n; i++) curl_slist_free_all(hdrs[i]);
   return rc;
+}
+
+/* ---- failover across a replica group's members ------------------------------------ */
+
+static bool is_push(const descent__req *r) {
+  const char *q = strchr(r->path, '?');
+  size_t n = q ? (size_t)(q - r->path) : strlen(r->path);
+  return !strcmp(r->method, "POST") && n > 5 && !strncmp(r->path + n - 5, "/step", 5);
+}
+
+/* A retry cannot apply it twice: a read, or a write the daemon deduplicates. */
+static bool retry_safe(const descent__req *r) {
+  if (!strcmp(r->method, "GET") || r->idem_key || (strstr(r->path, "seq=") && strstr(r->path, "worker="))) return true;
+  return !strcmp(r->method, "POST") && strstr(r->path, "/rows?"); /* reading rows */
+}
+
+/* A push to a group without a key of its own gets a random one, the same on every retry. */
+static void give_key(const descent *d, descent__req *r) {
+  if (d->shard[r->shard].nmembers < 2 || !is_push(r) || retry_safe(r)) return;
+  unsigned char b[16];
+  if (getrandom(b, sizeof b, 0) != (ssize_t)sizeof b) return; /* no key: an ambiguous failure is not retried */
+  memcpy(r->auto_key, "c-", 3);
+  for (size_t i = 0; i < sizeof b; i++) snprintf(r->auto_key + 2 + 2 * i, 3, "%02x", b[i]);
+  r->idem_key = r->auto_key;
+}
+
+/* The server's error code of a 503 reply ("" if none). */
+static void reply_code(const descent__req *r, char *code, size_t cap) {
+  code[0] = 0;
+  json_t *root = r->text ? json_loadb(r->text, r->text_len, 0, NULL) : NULL;
+  const char *c = json_string_value(json_object_get(json_object_get(root, "error"), "code"));
+  if (c) snprintf(code, cap, "%s", c);
+  json_decref(root);
+}
+
+/* After one attempt: true when it is to be sent again (to the next member). */
+static bool should_retry(const descent *d, const descent__req *r) {
+  size_t members = d->shard[r->shard].nmembers;
+  if (r->no_retry || r->oom) return false;
+  if (r->cc != CURLE_OK) {
+    if (members < 2 || r->cc == CURLE_ABORTED_BY_CALLBACK) return false;
+    return r->cc == CURLE_COULDNT_CONNECT || r->cc == CURLE_COULDNT_RESOLVE_HOST || retry_safe(r); /* never got there */
+  }
+  if (r->status != 503) return false;
+  char code[64];
+  reply_code(r, code, sizeof code);
+  if (!strcmp(code, "no_leader") || (members > 1 && !strcmp(code, "shutting_down"))) return true;
+  return !strcmp(code, "leadership_lost") && retry_safe(r);
+}
+
+/* A reply came (through 307s perhaps): the member that gave it is the one to ask next time. */
+static void learn_leader(descent *d, const descent__req *r) {
+  descent__shard *s = &d->shard[r->shard];
+  char *url = NULL;
+  if (s->nmembers < 2 || curl_easy_getinfo(s->easy, CURLINFO_EFFECTIVE_URL, &url) != CURLE_OK || !url) return;
+  for (size_t i = 0; i < s->nmembers; i++) {
+    size_t n = strlen(s->members[i]);
+    if (!strncmp(url, s->members[i], n) && url[n] == '/') {
+      s->cur = i;
+      s->base = s->members[i];
+      return;
+    }
+  }
+}
+
+static double now_ms(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec * 1e3 + (double)t.tv_nsec / 1e6;
+}
+
+int descent__perform(descent *d, descent__req *reqs, size_t n, descent_error *err) {
+  bool todo[DESCENT__MAX_SHARDS];
+  if (n > d->nshards) return descent__fail(err, DESCENT_EINVAL, "more requests than daemons");
+  for (size_t i = 0; i < n; i++) {
+    todo[i] = true;
+    give_key(d, &reqs[i]);
+  }
+  double deadline = now_ms() + (double)d->failover_ms;
+  for (int tries = 1;; tries++) {
+    int rc = perform_round(d, reqs, n, todo, err);
+    if (rc < 0) return rc;
+    bool again = false;
+    for (size_t i = 0; i < n; i++) {
+      if (!todo[i]) continue;
+      descent__shard *s = &d->shard[reqs[i].shard];
+      todo[i] = should_retry(d, &reqs[i]) && now_ms() < deadline;
+      if (!todo[i] && reqs[i].cc == CURLE_OK) learn_leader(d, &reqs[i]);
+      if (todo[i] && s->nmembers > 1) { /* the next member */
+        s->cur = (s->cur + 1) % s->nmembers;
+        s->base = s->members[s->cur];
+      }
+      again |= todo[i];
+    }
+    if (!again) return 0;
+    struct timespec ts = {0, (long)(tries < 15 ? 20 * tries : 300) * 1000000L};
+    nanosleep(&ts, NULL);
+  }
 }
 
 /* ---- outcomes ------------------------------------------------------------------- */

@@ -82,6 +82,7 @@ struct replica {
   uv_async_t async;
   uv_timer_t poll;
   bool started, closing;
+  bool failed;           /* loop thread: raft went unavailable (a storage error), logged */
   bool qclosed;          /* under qlock: replica_close ran */
   pthread_mutex_t qlock; /* the queue from other threads */
   prop *qhead, *qtail;
@@ -89,12 +90,14 @@ struct replica {
   prop *flight;          /* loop thread: proposals raft holds */
   uint64_t nonce, next_seq;
   uint64_t announced_term;
+  uint64_t term_index;   /* loop thread: the index of our announce of announced_term */
   announced ann[REPLICA_MAX_MEMBERS];
   size_t nann;
   pthread_mutex_t slock; /* st */
   replica_status st;
   atomic_uint_fast64_t applied;
   atomic_bool leader;
+  atomic_bool reads_ready; /* leader, and it applied its own term's announce */
 };
 
 /* ---- little-endian helpers --------------------------------------------------- */
@@ -167,6 +170,15 @@ static int role_of(int state) {
   }
 }
 
+/* Loop thread: a leader serves reads only once it has applied an entry of
+ * its own term (its announce): before, its state may lack entries its
+ * predecessor acknowledged (committed, not yet applied here). */
+static void reads_check(replica *rp, uint64_t applied) {
+  bool ready = raft_state(&rp->raft) == RAFT_LEADER && rp->announced_term == rp->raft.current_term &&
+               applied >= rp->term_index;
+  atomic_store(&rp->reads_ready, ready);
+}
+
 /* Loop thread: copies raft's figures into st. */
 static void refresh(replica *rp) {
   struct raft *r = &rp->raft;
@@ -200,6 +212,7 @@ static void refresh(replica *rp) {
   pthread_mutex_unlock(&rp->slock);
   atomic_store(&rp->applied, s.applied_index);
   atomic_store(&rp->leader, s.role == REPLICA_LEADER);
+  reads_check(rp, s.applied_index);
 }
 
 void replica_status_get(replica *rp, replica_status *out) {
@@ -222,8 +235,10 @@ static void applied_now(replica *rp, uint64_t index) {
     if (rp->st.members[i].id == rp->o.id) rp->st.members[i].applied = (int64_t)index;
   pthread_mutex_unlock(&rp->slock);
   atomic_store(&rp->applied, index);
+  reads_check(rp, index);
 }
 bool replica_is_leader(replica *rp) { return atomic_load(&rp->leader); }
+bool replica_reads_ready(replica *rp) { return atomic_load(&rp->reads_ready); }
 
 /* ---- proposals ------------------------------------------------------------------------ */
 
@@ -426,8 +441,16 @@ static void on_poll(uv_timer_t *t) {
   if (rp->closing) return;
   if (raft_state(&rp->raft) == RAFT_LEADER && rp->announced_term != rp->raft.current_term) {
     rp->announced_term = rp->raft.current_term;
+    rp->term_index = raft_last_index(&rp->raft) + 1; /* raft_apply appends there */
     log_info("replica: leading", "node=%" PRIu64 " term=%" PRIu64, rp->o.id, (uint64_t)rp->raft.current_term);
     announce(rp);
+  }
+  if (raft_state(&rp->raft) == RAFT_UNAVAILABLE && rp->started && !rp->failed) {
+    rp->failed = true; /* libraft stops for good after a failed write of its log (ENOSPC, EIO) */
+    log_error("replica: Raft stopped on a storage error: this member applies nothing more and serves "
+              "old state; fix the disk, then restart it (it catches up from the others)",
+              "node=%" PRIu64 " applied=%" PRIu64 " error=\"%s\" dir=%s", rp->o.id,
+              (uint64_t)raft_last_applied(&rp->raft), raft_errmsg(&rp->raft), rp->dir);
   }
   refresh(rp);
 }
@@ -735,6 +758,7 @@ replica *replica_new(const replica_opts *o) {
   pthread_mutex_init(&rp->qlock, NULL);
   pthread_mutex_init(&rp->slock, NULL);
   atomic_init(&rp->applied, 0);
+  atomic_init(&rp->reads_ready, false);
   atomic_init(&rp->leader, false);
   rp->st.id = o->id;
   rp->st.role = REPLICA_UNAVAILABLE;

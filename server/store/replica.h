@@ -121,5 +121,9 @@ void replica_status_get(replica *rp, replica_status *out);
 uint64_t replica_applied(replica *rp);
 /* Whether this member leads now (a hint: leadership can go at any time). */
 bool replica_is_leader(replica *rp);
+/* Any thread: leader and caught up with its own term (has applied an entry
+ * of it), so its state holds every write acknowledged before: reads with
+ * Descent-Read: leader wait (503 no_leader) until then. */
+bool replica_reads_ready(replica *rp);
 
 #endif

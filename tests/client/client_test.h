@@ -13,7 +13,8 @@
   X(client)              \
   X(tools)               \
   X(sharding)            \
-  X(rows)
+  X(rows)                \
+  X(replicas)
 
 #define CLIENT_SUITE_DECL(name) Suite *suite_##name(void);
 CLIENT_SUITES(CLIENT_SUITE_DECL)

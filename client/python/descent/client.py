@@ -170,13 +170,16 @@ class Client:
     ("http://a:8080,http://b:8080,http://c:8080"), is one shard served by that
     group: writes follow the leader, failovers are retried (pushes with an
     Idempotency-Key, one is made up if none is given: applied exactly once),
-    reads go through the leader (descent.http.Group)."""
+    reads go through the leader (descent.http.Group).  The members may also be
+    joined by "|", as libdescent and the CLI take them: "http://a1|http://a2,
+    http://b1|http://b2" is an instance sharded over two groups."""
 
     def __init__(self, urls: Union[str, Sequence[str]], token: Optional[str] = None, timeout: float = 60.0,
                  settle_ms: float = 2000, ssl_context: Any = None, kind: str = "list",
                  sync_timeout: float = DEFAULT_SYNC_TIMEOUT) -> None:
         if isinstance(urls, str):
-            urls = [urls]
+            # libdescent's spelling (the CLI's DESCENT_URL): "a1|a2,b1|b2" is two shards, each a group
+            urls = urls.split(",") if "|" in urls else [urls]
         urls = list(urls)
         if not urls:
             raise ValueError("Client needs at least one URL")

@@ -286,7 +286,7 @@ class Group:
 
 
 def endpoint(url: str, token: Optional[str], timeout: Optional[float], ssl_context: Optional[ssl.SSLContext]) -> Any:
-    """An Endpoint for one daemon's URL, a Group for "url,url,..." (the members of one replica group)."""
-    if "," in url:
-        return Group([u.strip() for u in url.split(",") if u.strip()], token, timeout, ssl_context)
+    """An Endpoint for one daemon's URL, a Group for "url,url,..." or "url|url|..." (the members of one replica group)."""
+    if "," in url or "|" in url:
+        return Group([u.strip() for u in url.replace("|", ",").split(",") if u.strip()], token, timeout, ssl_context)
     return Endpoint(url, token, timeout, ssl_context)
