@@ -163,7 +163,13 @@ enum MHD_Result http_cluster_write(request *r) {
     return reply_error(r, E_BAD_REQUEST, &e);
   }
   if (!replica_is_leader(r->app->rp)) return not_leader(r, &q);
-  if (sync_push(r)) return r->route->fn(r);
+  if (sync_push(r)) {
+    /* a round joins only once the entries of earlier terms are applied
+     * (their keys known): else a retry of a committed round could join again */
+    if (replica_reads_ready(r->app->rp)) return r->route->fn(r);
+    derr_set(&e, E_NO_LEADER, "the new leader is catching up with its log: retry with the same Idempotency-Key");
+    return reply_error(r, E_NO_LEADER, &e);
+  }
   const char *idem = http_header(r, "Idempotency-Key");
   size_t nl = strlen(r->name), kl = idem ? strlen(idem) + 1 : 0;
   if (kl > 1024) {
@@ -252,7 +258,7 @@ static void apply_round(app *a, const unsigned char *b, size_t len, change *c, u
   char name[NAME_MAX_LEN + 1];
   int rc = instance_change_name(b + ROUND_HEAD, len - ROUND_HEAD, name, &e);
   instance *in = rc < 0 ? NULL : registry_get(a->reg, name);
-  if (in) rc = instance_apply_change(in, b + ROUND_HEAD, len - ROUND_HEAD, &e);
+  if (in) rc = instance_apply_round(in, b + ROUND_HEAD, len - ROUND_HEAD, &e);
   else if (rc == 0) rc = 1; /* deleted since */
   instance_clock_pin(0);
   if (in) instance_unref(in);

@@ -482,6 +482,10 @@ int instance_change_name(const unsigned char *entry, size_t len, char *name, der
  * after logging it (a sparse step over the quota: e says why, nothing
  * changed but the seq); or a negative code with e (malformed, wrong sizes,
  * out of memory).  Takes the lock. */
+/* A replica's round entry (the log orders it: no seq, log_id or queue
+ * check; this member's own queued rounds apply after it, in log order).
+ * 0, 2 refused as live (e), or a negative code (malformed). */
+int instance_apply_round(instance *in, const unsigned char *entry, size_t len, derr *e);
 int instance_apply_change(instance *in, const unsigned char *entry, size_t len, derr *e);
 
 /* Copies of the worker table and the history ring (caller frees). */

@@ -548,7 +548,7 @@ static void apply_round_entry(instance *in, const entry_view *v, float *g, push_
  * live daemon refused after logging it (the quota) is refused again: e says
  * why, nothing changed. */
 static void apply_view(instance *in, const entry_view *v, float *g, push_rows *prs, derr *e) {
-  in->log_seq = v->seq;
+  if (v->seq > in->log_seq) in->log_seq = v->seq; /* as apply_logged: the same on every member */
   if (v->seq > in->log_next) in->log_next = v->seq;
   if (v->kind == KIND_ROUND) {
     apply_round_entry(in, v, g, prs, e);
@@ -564,12 +564,12 @@ static void apply_view(instance *in, const entry_view *v, float *g, push_rows *p
   if (p.key) idem__done(in, idem__claim(in, p.key), 0, NULL, in->step, NULL);
 }
 
-int instance_apply_change(instance *in, const unsigned char *entry, size_t len, derr *e) {
+static int apply_change(instance *in, const unsigned char *entry, size_t len, bool ordered, derr *e) {
   entry_view v;
   push_rows *prs;
   int rc = parse(entry, len, &v, e);
   if (rc < 0) return rc;
-  if (v.log_id != in->log_id) return 1; /* an earlier instance of this name */
+  if (!ordered && v.log_id != in->log_id) return 1; /* an earlier instance of this name */
   if ((rc = decode_payload(in, &v, &prs, e)) < 0) {
     free_rows(in->nsparse, prs);
     return rc;
@@ -584,7 +584,8 @@ int instance_apply_change(instance *in, const unsigned char *entry, size_t len, 
   wake_list wl = {0};
   derr refused = {0};
   instance__lock(in);
-  if (v.seq <= in->log_seq) rc = 1;
+  if (ordered) apply_view(in, &v, g, prs, &refused);
+  else if (v.seq <= in->log_seq) rc = 1;
   else if (in->queued) rc = derr_set(e, E_CONFLICT, "log entry %llu: the instance has changes of its own queued",
                                      (unsigned long long)v.seq);
   else apply_view(in, &v, g, prs, &refused);
@@ -598,4 +599,12 @@ int instance_apply_change(instance *in, const unsigned char *entry, size_t len, 
     return 2;
   }
   return rc;
+}
+
+int instance_apply_change(instance *in, const unsigned char *entry, size_t len, derr *e) {
+  return apply_change(in, entry, len, false, e);
+}
+
+int instance_apply_round(instance *in, const unsigned char *entry, size_t len, derr *e) {
+  return apply_change(in, entry, len, true, e);
 }
