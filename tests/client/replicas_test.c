@@ -45,7 +45,7 @@ static void free_ports(int *ports, int n) {
 static void start_group(void) {
   int ports[MEMBERS];
   free_ports(ports, MEMBERS);
-  char cluster[256], id[MEMBERS][8];
+  char cluster[256], id[MEMBERS][16];
   size_t o = 0;
   for (int i = 0; i < MEMBERS; i++)
     o += (size_t)snprintf(cluster + o, sizeof cluster - o, "%s%d=127.0.0.1:%d", i ? "," : "", i + 1, ports[i]);
