@@ -141,7 +141,8 @@ static kinship relate(json_t *const *addrs, const descent__req *r, size_t n) {
 static int classify(descent *d, descent__req *r, bool last, descent_error *err) {
   json_t *addrs[DESCENT__MAX_SHARDS] = {0};
   int rc = 0, first_down = -1;
-  for (size_t k = 0; k < d->nshards; k++) {
+  size_t n = d->nshards; /* a merge leaves one shard */
+  for (size_t k = 0; k < n; k++) {
     if (r[k].cc != CURLE_OK) {
       if (first_down < 0) first_down = (int)k;
       continue;
@@ -149,7 +150,7 @@ static int classify(descent *d, descent__req *r, bool last, descent_error *err) 
     if ((rc = descent__req_result(d, &r[k], err, NULL)) < 0) goto out;
     addrs[k] = cluster_addresses(&r[k]);
   }
-  kinship kin = relate(addrs, r, d->nshards);
+  kinship kin = relate(addrs, r, n);
   if (kin.starting && !last) rc = 1;
   else if (kin.repl && !kin.plain && kin.same == kin.pairs) rc = merge_into_group(d, err);
   else if (first_down >= 0) rc = descent__req_result(d, &r[first_down], err, NULL);
@@ -158,7 +159,7 @@ static int classify(descent *d, descent__req *r, bool last, descent_error *err) 
                        "url: some of these daemons are members of one replica group and some are not: join "
                        "each group's members with '|' and separate shards with ',' (http://a1|http://a2,http://b1)");
 out:
-  for (size_t k = 0; k < d->nshards; k++) json_decref(addrs[k]);
+  for (size_t k = 0; k < n; k++) json_decref(addrs[k]);
   return rc;
 }
 
