@@ -201,7 +201,7 @@ static int start_modules(daemon_state *d, uv_loop_t *loop) {
   a->tm = timers_new(loop);
   a->kp = kpool_new((int)cfg->threads);
   a->reg = registry_new((size_t)cfg->max_instances, (uint64_t)cfg->max_params);
-  a->env = (instance_env){a->pool, a->tm, a->kp, &d->incarnations, a->reg, NULL};
+  a->env = (instance_env){a->pool, a->tm, a->kp, &d->incarnations, a->reg, NULL, NULL};
   if (cfg->token_file && !(a->au = auth_load(cfg->token_file, &e))) {
     fprintf(stderr, "descentd: %s\n", e.msg);
     return -e.code;
@@ -217,6 +217,8 @@ static int start_modules(daemon_state *d, uv_loop_t *loop) {
       return -E_BAD_REQUEST;
     }
     log_info("replica: state comes from the Raft log", "dir=%s/raft", cfg->data_dir);
+    http_cluster_sink(a, &a->round_sink);
+    a->env.round_changes = &a->round_sink;
     replica_opts o = {.id = (uint64_t)cfg->node_id, .cluster = cfg->cluster, .data_dir = cfg->data_dir,
                       .election_timeout_ms = (unsigned)cfg->election_timeout,
                       .snapshot_entries = (unsigned)cfg->raft_snapshot_entries, .join = cfg->join, .reg = a->reg, .env = &a->env,

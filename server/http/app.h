@@ -36,6 +36,7 @@ typedef struct app {
   http_server *http;
   metrics *mx;
   replica *rp;   /* NULL unless --cluster: writes go through the Raft log */
+  change_sink round_sink; /* --cluster: sync rounds' entries (env.round_changes) */
   atomic_bool stopping;
   double started; /* unix seconds */
 } app;

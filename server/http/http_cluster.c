@@ -5,6 +5,9 @@
  * u16 name length, u16 key length, u32 query length, f64 the leader's wall
  * clock when it took the write (all little-endian), then the name, the Idempotency-Key with its NUL, the query as
  * key\0value\0 pairs, and the body to the end.
+ * A sync instance's closed round is an entry of its own (u8 3, 7 zeros, f64
+ * clock, then proto/log.md's round entry): proposed by round_submit (the
+ * instances' round sink), applied by the log mode's code on every member.
  */
 #include "http_cluster.h"
 
@@ -12,10 +15,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <stdint.h>
 #include <time.h>
 
 #include "app.h"
 #include "bufpool.h"
+#include "handlers.h"
 #include "http_reply.h"
 #include "http_routes.h"
 #include "http_server.h"
@@ -24,6 +29,8 @@
 #include "replica.h"
 
 #define ENTRY_VERSION 1
+#define ENTRY_ROUND 3 /* a closed sync round: u8 3, 7 zeros, f64 wall clock, then proto/log.md's entry */
+#define ROUND_HEAD 16
 #define FIXED 22
 #define ARGS_MAX 2048
 
@@ -134,20 +141,14 @@ enum MHD_Result http_cluster_redirect(request *r) {
 
 /* ---- proposing ---------------------------------------------------------------------- */
 
-/* Sync rounds close on timers and leases, which a log replayed elsewhere
- * would not reproduce: replicas serve async instances only (for now). */
-static bool asks_sync(const request *r) {
-  if (r->content != CT_JSON || !r->body) return false;
-  const char *p = r->body, *end = r->body + r->len;
-  while ((p = memchr(p, '"', (size_t)(end - p))) && end - p > 6) {
-    if (!strncmp(p, "\"mode\"", 6)) {
-      const char *q = p + 6;
-      while (q < end && (*q == ' ' || *q == ':' || *q == '\t' || *q == '\n' || *q == '\r')) q++;
-      if (end - q >= 6 && !strncmp(q, "\"sync\"", 6)) return true;
-    }
-    p++;
-  }
-  return false;
+/* A push to a sync instance: it joins the round here, in memory (the
+ * round's close proposes ONE entry, round_submit). */
+static bool sync_push(request *r) {
+  if (r->route->fn != h_step) return false;
+  instance *in = registry_get(r->app->reg, r->name);
+  bool sync = in && instance_layout_of(in)->mode == MODE_SYNC;
+  if (in) instance_unref(in);
+  return sync;
 }
 
 static enum MHD_Result resumed(request *r) { return reply_held(r); }
@@ -161,10 +162,7 @@ enum MHD_Result http_cluster_write(request *r) {
     return reply_error(r, E_BAD_REQUEST, &e);
   }
   if (!replica_is_leader(r->app->rp)) return not_leader(r, &q);
-  if (asks_sync(r)) {
-    derr_set(&e, E_BAD_VALUE, "replicas (--cluster) serve async instances only: sync rounds are not replicated yet");
-    return reply_error(r, E_BAD_VALUE, &e);
-  }
+  if (sync_push(r)) return r->route->fn(r);
   const char *idem = http_header(r, "Idempotency-Key");
   size_t nl = strlen(r->name), kl = idem ? strlen(idem) + 1 : 0;
   if (kl > 1024) {
@@ -204,8 +202,66 @@ static void answer(request *o, request *s) {
   http__request_unref(o);
 }
 
+/* ---- closed sync rounds ------------------------------------------------------------------ */
+
+/* A round's change travels as origin with its low bit set (a request's
+ * pointer never has it). */
+static void *change_origin(change *c) { return (void *)((uintptr_t)c | 1); }
+static change *origin_change(void *o) { return (uintptr_t)o & 1 ? (change *)((uintptr_t)o & ~(uintptr_t)1) : NULL; }
+
+/* change_sink.submit (under the instance lock): the round's entry, with the
+ * leader's clock, proposed as one Raft entry. */
+static void round_submit(void *ctx, change *c) {
+  app *a = ctx;
+  unsigned char head[ROUND_HEAD] = {ENTRY_ROUND};
+  double now = wall_now();
+  memcpy(head + 8, &now, sizeof now);
+  unsigned char *body = malloc(c->len ? c->len : 1);
+  if (!body) abort();
+  size_t off = 0;
+  for (int i = 0; i < c->iovcnt; i++) {
+    memcpy(body + off, c->iov[i].iov_base, c->iov[i].iov_len);
+    off += c->iov[i].iov_len;
+  }
+  replica_propose2(a->rp, head, sizeof head, body, off, change_origin(c));
+  free(body);
+}
+
+void http_cluster_sink(void *app_, change_sink *out) { *out = (change_sink){round_submit, app_}; }
+
+/* A round entry committed: its change's turn on the leader that proposed
+ * it, else applied from its bytes (followers, replay after a restart). */
+static void apply_round(app *a, const unsigned char *b, size_t len, change *c, uint64_t index) {
+  double t;
+  memcpy(&t, b + 8, sizeof t);
+  instance_clock_pin(t > 0 ? t : 0);
+  if (c) {
+    c->done(c, 0, NULL);
+    instance_clock_pin(0);
+    return;
+  }
+  derr e = {0};
+  char name[NAME_MAX_LEN + 1];
+  int rc = instance_change_name(b + ROUND_HEAD, len - ROUND_HEAD, name, &e);
+  instance *in = rc < 0 ? NULL : registry_get(a->reg, name);
+  if (in) rc = instance_apply_change(in, b + ROUND_HEAD, len - ROUND_HEAD, &e);
+  else if (rc == 0) rc = 1; /* deleted since */
+  instance_clock_pin(0);
+  if (in) instance_unref(in);
+  if (rc < 0 || rc == 2)
+    log_error("replica: round entry not applied", "index=%llu error=\"%s\"", (unsigned long long)index, e.msg);
+}
+
 void http_cluster_fail(void *ctx, void *origin, int code) {
   (void)ctx;
+  change *c = origin_change(origin);
+  if (c) { /* the round is lost: its workers retry with their keys */
+    derr e;
+    derr_set(&e, code, code == E_LEADERSHIP_LOST ? "the leader lost its leadership before this round committed; "
+             "it may still commit: retry with the same Idempotency-Key" : "this round was not committed: retry");
+    c->done(c, code, &e);
+    return;
+  }
   request *o = origin;
   o->capture = true;
   if (code == E_NO_LEADER) {
@@ -256,6 +312,15 @@ static request *replayed(app *a, const unsigned char *b, size_t len) {
 
 void http_cluster_apply(void *ctx, const void *data, size_t len, void *origin, uint64_t index) {
   app *a = ctx;
+  const unsigned char *b = data;
+  if (len >= ROUND_HEAD && b[0] == ENTRY_ROUND) {
+    apply_round(a, b, len, origin_change(origin), index);
+    return;
+  }
+  if (origin_change(origin)) { /* cannot happen: a change's entry is a round's */
+    http_cluster_fail(ctx, origin, E_INTERNAL);
+    return;
+  }
   request *o = origin;
   request *s = a->http ? replayed(a, data, len) : NULL;
   if (!s) {

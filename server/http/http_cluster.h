@@ -17,7 +17,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "change.h"
+
 typedef struct request request;
+
+/* The sink of replicas' sync rounds (instance_env.round_changes), ctx the
+ * app: a closed round is proposed as one entry. */
+void http_cluster_sink(void *app, change_sink *out);
 
 /* A write (route flag R_REPL) on a replica: redirected, refused or proposed. */
 enum MHD_Result http_cluster_write(request *r);

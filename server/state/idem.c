@@ -47,6 +47,7 @@ void idem__done(instance *in, int slot, int code, const derr *err, uint64_t step
   if (err) e->r.err = *err;
   e->r.step = step;
   e->pending = NULL;
+  e->queued = NULL; /* log mode: its change is done; a retry replays this outcome */
   if (code) return;
   size_t bytes = in->cfg.n * sizeof(float);
   if (bytes > in->idem_snap_budget) return;

@@ -143,6 +143,10 @@ instance *instance__alloc(const instance_cfg *cfg, const instance_env *env) {
   in->reg = env->reg;
   in->changes = env->changes;
   in->log_id = journal__new_id();
+  if (env->round_changes && cfg->mode == MODE_SYNC) { /* a replica: the same id on every member */
+    in->changes = env->round_changes;
+    in->log_id = journal__name_id(cfg->name);
+  }
   in->incarnation = env->incarnations ? atomic_fetch_add(env->incarnations, 1) + 1 : 0;
   in->created = instance__wall_now();
   in->params = mem_alloc_floats(cfg->n);

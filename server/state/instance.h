@@ -87,6 +87,10 @@ typedef struct instance_env {
   /* --durability log: where pushes and closed rounds are queued before they
    * apply (the journal, server/store/journal.h); NULL: snapshot mode */
   const change_sink *changes;
+  /* replicas (--cluster): where the closed rounds of sync instances go (one
+   * Raft entry each, proto/replicas.md); their pushes join the round in
+   * memory on the leader.  NULL: not a replica */
+  const change_sink *round_changes;
 } instance_env;
 
 #define NAME_MAX_LEN 64

@@ -264,6 +264,8 @@ void journal__hold(instance *in);
 void journal__release(instance *in, wake_list *wl);
 /* A fresh random log id. */
 uint64_t journal__new_id(void);
+/* A log id derived from the name alone (replicas: every member agrees). */
+uint64_t journal__name_id(const char *name);
 
 /* ---- transfer.c ---- */
 uint64_t instance__held_floats(const instance *in); /* under the lock, or unpublished */

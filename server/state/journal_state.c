@@ -62,6 +62,12 @@ uint64_t journal__new_id(void) {
   return id ? id : 1;
 }
 
+uint64_t journal__name_id(const char *name) {
+  uint64_t h = 14695981039346656037ull; /* FNV-1a */
+  for (const unsigned char *p = (const unsigned char *)name; *p; p++) h = (h ^ *p) * 1099511628211ull;
+  return h ? h : 1;
+}
+
 uint64_t journal__logical_step(const instance *in) { return in->step + in->queued; }
 
 /* The header (fixed part, names, keys, padding) into lg->hdr; its length. */
@@ -191,8 +197,32 @@ static void free_rows(size_t n, push_rows *pr) {
   free(pr);
 }
 
+/* The round's keys into their slots in worker-name order (the order a
+ * replay or a follower claims them in), so the idempotency window reads the
+ * same on every member.  The slots were claimed at join, in arrival order. */
+static void order_keys(instance *in) {
+  struct round *r = &in->round;
+  int slots[r->count ? r->count : 1];
+  idem_entry ents[r->count ? r->count : 1];
+  size_t n = 0;
+  for (size_t j = 0; j < r->count; j++)
+    if (r->part[j].idem >= 0) slots[n] = r->part[j].idem, ents[n++] = in->idem[r->part[j].idem];
+  for (size_t a = 1; a < n; a++) /* oldest first: ring order from idem_next */
+    for (size_t b = a; b > 0 && (slots[b] - (int)in->idem_next + IDEM_LEN) % IDEM_LEN <
+                                    (slots[b - 1] - (int)in->idem_next + IDEM_LEN) % IDEM_LEN; b--) {
+      int t = slots[b];
+      slots[b] = slots[b - 1], slots[b - 1] = t;
+    }
+  for (size_t j = 0, i = 0; j < r->count; j++)
+    if (r->part[j].idem >= 0) {
+      in->idem[slots[i]] = ents[i];
+      r->part[j].idem = slots[i++];
+    }
+}
+
 void journal__round(instance *in, double loss, wake_list *wl, waiter *self) {
   INSTANCE_ASSERT_LOCKED(in);
+  order_keys(in);
   push_rows pr[in->nsparse ? in->nsparse : 1];
   derr e = {0};
   if (in->nsparse && sparse__concat(in, pr, &e) < 0) {
@@ -502,6 +532,7 @@ static void apply_round_entry(instance *in, const entry_view *v, float *g, push_
     snprintf(key, sizeof key, "%.*s", (int)kl, (const char *)v->keys + off + 2);
     off += 2 + kl;
     worker_info *wk = workers__get(in, wn, true);
+    wk->last_seen_ms = timers_now_ms(); /* a member taking over leads with live leases */
     wk->last_push_time = instance__wall_now();
     wk->last_push_step = (int64_t)in->step - 1;
     wk->staleness = 0;

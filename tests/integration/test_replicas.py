@@ -102,9 +102,11 @@ class ReplicaTest(unittest.TestCase):
         self.assertEqual(st, 201, body)
         st, body, _, _ = self.g.write("DELETE", "/v1/optimizers/r")
         self.assertEqual(st, 200, body)
-        # a sync instance is refused: its rounds are not replicated
+        # a sync instance is served (its rounds: test_replicas_sync)
         st, body, _, _ = self.g.write("POST", "/v1/optimizers", dict(SPEC, name="s", mode="sync", workers=2))
-        self.assertEqual((st, body["error"]["code"]), (422, "invalid_value"))
+        self.assertEqual(st, 201, body)
+        st, body, _, _ = self.g.write("DELETE", "/v1/optimizers/s")
+        self.assertEqual(st, 200, body)
 
     def test_3_identical(self):
         solo = Daemon()

@@ -22,7 +22,7 @@ void fix_init(fix *f) {
   f->tm = timers_new(&f->loop);
   f->kp = kpool_new(1);
   atomic_init(&f->incarnations, 0);
-  f->env = (instance_env){f->pool, f->tm, f->kp, &f->incarnations, NULL, NULL};
+  f->env = (instance_env){f->pool, f->tm, f->kp, &f->incarnations, NULL, NULL, NULL};
 }
 
 void fix_cleanup(fix *f) {
