@@ -222,7 +222,8 @@ static int start_modules(daemon_state *d, uv_loop_t *loop) {
     replica_opts o = {.id = (uint64_t)cfg->node_id, .cluster = cfg->cluster, .data_dir = cfg->data_dir,
                       .election_timeout_ms = (unsigned)cfg->election_timeout,
                       .snapshot_entries = (unsigned)cfg->raft_snapshot_entries, .join = cfg->join, .reg = a->reg, .env = &a->env,
-                      .apply = http_cluster_apply, .fail = http_cluster_fail, .ctx = a};
+                      .apply = http_cluster_apply, .fail = http_cluster_fail, .lost = http_cluster_lost,
+                      .ctx = a};
     a->rp = replica_new(&o);
   } else if (cfg->data_dir) {
     if (!(a->ps = persist_open(cfg->data_dir, &e))) {

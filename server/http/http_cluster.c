@@ -11,6 +11,7 @@
  */
 #include "http_cluster.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -209,6 +210,11 @@ static void answer(request *o, request *s) {
 static void *change_origin(change *c) { return (void *)((uintptr_t)c | 1); }
 static change *origin_change(void *o) { return (uintptr_t)o & 1 ? (change *)((uintptr_t)o & ~(uintptr_t)1) : NULL; }
 
+/* replica_propose2 fails at once when the member is closing, in
+ * round_submit, under the instance lock: the change's done (which takes
+ * that lock) then runs on a thread of its own. */
+static _Thread_local bool in_submit;
+
 /* change_sink.submit (under the instance lock): the round's entry, with the
  * leader's clock, proposed as one Raft entry. */
 static void round_submit(void *ctx, change *c) {
@@ -223,7 +229,9 @@ static void round_submit(void *ctx, change *c) {
     memcpy(body + off, c->iov[i].iov_base, c->iov[i].iov_len);
     off += c->iov[i].iov_len;
   }
+  in_submit = true;
   replica_propose2(a->rp, head, sizeof head, body, off, change_origin(c));
+  in_submit = false;
   free(body);
 }
 
@@ -252,9 +260,44 @@ static void apply_round(app *a, const unsigned char *b, size_t len, change *c, u
     log_error("replica: round entry not applied", "index=%llu error=\"%s\"", (unsigned long long)index, e.msg);
 }
 
+void http_cluster_lost(void *ctx) {
+  app *a = ctx;
+  instance **list;
+  size_t n = registry_list(a->reg, &list);
+  for (size_t i = 0; i < n; i++) {
+    instance_round_abort(list[i], E_LEADERSHIP_LOST, "this member stopped leading while the round was open: "
+                         "retry with the same Idempotency-Key (on the new leader)");
+    instance_unref(list[i]);
+  }
+  free(list);
+}
+
+struct late_fail {
+  change *c;
+  int code;
+};
+static void *late_fail_main(void *arg) {
+  struct late_fail *lf = arg;
+  lf->c->done(lf->c, lf->code, NULL);
+  free(lf);
+  return NULL;
+}
+
 void http_cluster_fail(void *ctx, void *origin, int code) {
   (void)ctx;
   change *c = origin_change(origin);
+  if (c && in_submit) {
+    struct late_fail *lf = malloc(sizeof *lf);
+    pthread_t t;
+    pthread_attr_t at;
+    if (!lf) abort();
+    *lf = (struct late_fail){c, code};
+    pthread_attr_init(&at);
+    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+    if (pthread_create(&t, &at, late_fail_main, lf)) abort();
+    pthread_attr_destroy(&at);
+    return;
+  }
   if (c) { /* the round is lost: its workers retry with their keys */
     derr e;
     derr_set(&e, code, code == E_LEADERSHIP_LOST ? "the leader lost its leadership before this round committed; "

@@ -36,5 +36,8 @@ enum MHD_Result http_cluster_redirect(request *r);
 /* replica_apply_fn and replica_fail_fn, ctx = the app. */
 void http_cluster_apply(void *ctx, const void *data, size_t len, void *origin, uint64_t index);
 void http_cluster_fail(void *ctx, void *origin, int code);
+/* replica_opts.lost: fails every open sync round (503 leadership_lost; the
+ * workers retry with their keys on the new leader).  Loop thread. */
+void http_cluster_lost(void *ctx);
 
 #endif

@@ -338,6 +338,11 @@ void instance_shutdown(instance *in);
  * it).  PUSH_FAILED: w->code/err say why and nothing changed. */
 int instance_push(instance *in, push *p, waiter *w, void (*suspend)(void *), void *suspend_arg);
 
+/* Fails the open sync round, if any (its workers get code and msg; their
+ * keys are forgotten, so a retry joins a new round).  A replica that stops
+ * leading.  Any thread. */
+void instance_round_abort(instance *in, int code, const char *msg);
+
 /* Long-poll: if step >= want, returns 1.  Else links w, runs suspend(arg)
  * under the lock and returns 0; w->wake runs once step >= want. */
 int instance_wait_step(instance *in, waiter *w, uint64_t want, void (*suspend)(void *), void *arg);

@@ -111,6 +111,14 @@ void round__fail(instance *in, int code, const char *msg, wake_list *wl, waiter 
   round__reset(in);
 }
 
+void instance_round_abort(instance *in, int code, const char *msg) {
+  wake_list wl = {0};
+  instance__lock(in);
+  if (in->round.count) round__fail(in, code, msg, &wl, NULL);
+  instance__unlock(in);
+  waiters__run(&wl);
+}
+
 /* The round's gradients summed in worker-name order (mean: then divided)
  * into the scratch; returns the mean of the losses given (NAN if none). */
 static double combine(instance *in) {

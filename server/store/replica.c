@@ -23,6 +23,7 @@
 #include <raft.h>
 #include <raft/uv.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,6 +71,9 @@ struct replica {
   struct raft raft;
   struct raft_io io;
   struct raft_uv_transport tr;
+  struct raft_uv_transport inner; /* libraft's TCP transport, wrapped by tr (TCP_NODELAY) */
+  raft_uv_accept_cb accept_cb;     /* libraft's, given to tr.listen */
+  raft_uv_transport_close_cb tr_close_cb; /* libraft's, given to tr.close */
   struct raft_fsm fsm;
   replica_opts o;
   char dir[PATH_MAX];
@@ -86,6 +90,7 @@ struct replica {
   prop *flight;          /* loop thread: proposals raft holds */
   uint64_t nonce, next_seq;
   uint64_t announced_term;
+  bool led; /* on_poll: led at the last poll (a fall calls o.lost) */
   uint64_t term_index;   /* loop thread: the index of our announce of announced_term */
   announced ann[REPLICA_MAX_MEMBERS];
   size_t nann;
@@ -441,6 +446,9 @@ static void on_poll(uv_timer_t *t) {
     log_info("replica: leading", "node=%" PRIu64 " term=%" PRIu64, rp->o.id, (uint64_t)rp->raft.current_term);
     announce(rp);
   }
+  bool leads = raft_state(&rp->raft) == RAFT_LEADER;
+  if (rp->led && !leads && rp->o.lost) rp->o.lost(rp->o.ctx); /* open sync rounds are lost */
+  rp->led = leads;
   if (raft_state(&rp->raft) == RAFT_UNAVAILABLE && rp->started && !rp->failed) {
     rp->failed = true; /* libraft stops for good after a failed write of its log (ENOSPC, EIO) */
     log_error("replica: Raft stopped on a storage error: this member applies nothing more and serves "
@@ -650,6 +658,71 @@ static uint64_t random_nonce(void) {
   return x | 1;
 }
 
+/* ---- TCP_NODELAY on Raft's connections ------------------------------------------------
+ * libraft 0.15 leaves Nagle on.  Results and heartbeats are ~50-byte
+ * messages and an AppendEntries ends in a partial segment: with Nagle each
+ * may wait for the peer's delayed ACK (up to 40 ms on Linux) on the commit
+ * path.  tr wraps libraft's TCP transport (inner) and switches Nagle off on
+ * every stream it hands over, accepted or connected. */
+
+static replica *of_transport(struct raft_uv_transport *t) {
+  return (replica *)((char *)t - offsetof(replica, tr));
+}
+
+static void nodelay(struct uv_stream_s *stream) {
+  if (stream && stream->type == UV_TCP) uv_tcp_nodelay((uv_tcp_t *)stream, 1);
+}
+
+static void nd_accept(struct raft_uv_transport *t, raft_id id, const char *address, struct uv_stream_s *stream) {
+  replica *rp = t->data; /* inner->data: set to rp by nd_listen */
+  nodelay(stream);
+  rp->accept_cb(&rp->tr, id, address, stream);
+}
+
+/* libraft passes one connect callback (uv_send's) for every request, whose
+ * req->data is its own: the wrapper keeps that function here (loop thread). */
+static raft_uv_connect_cb lib_connect_cb;
+
+static void nd_connected(struct raft_uv_connect *req, struct uv_stream_s *stream, int status) {
+  if (status == 0) nodelay(stream);
+  lib_connect_cb(req, stream, status);
+}
+
+static int nd_connect(struct raft_uv_transport *t, struct raft_uv_connect *req, raft_id id, const char *address,
+                      raft_uv_connect_cb cb) {
+  replica *rp = of_transport(t);
+  if (!lib_connect_cb) lib_connect_cb = cb;
+  int rv = rp->inner.connect(&rp->inner, req, id, address, cb == lib_connect_cb ? nd_connected : cb);
+  if (rv != 0) memcpy(t->errmsg, rp->inner.errmsg, sizeof t->errmsg);
+  return rv;
+}
+
+static void nd_closed(struct raft_uv_transport *inner) {
+  replica *rp = inner->data;
+  if (rp->tr_close_cb) rp->tr_close_cb(&rp->tr);
+}
+
+static void nd_close(struct raft_uv_transport *t, raft_uv_transport_close_cb cb) {
+  replica *rp = of_transport(t);
+  rp->tr_close_cb = cb;
+  rp->inner.data = rp;
+  rp->inner.close(&rp->inner, nd_closed);
+}
+
+static int nd_init(struct raft_uv_transport *t, raft_id id, const char *address) {
+  replica *rp = of_transport(t);
+  int rv = rp->inner.init(&rp->inner, id, address);
+  if (rv != 0) memcpy(t->errmsg, rp->inner.errmsg, sizeof t->errmsg);
+  return rv;
+}
+
+static int nd_listen(struct raft_uv_transport *t, raft_uv_accept_cb cb) {
+  replica *rp = of_transport(t);
+  rp->accept_cb = cb;
+  rp->inner.data = rp;
+  return rp->inner.listen(&rp->inner, nd_accept);
+}
+
 static int setup_raft(replica *rp, const replica_opts *o, derr *e) {
   uint64_t ids[REPLICA_MAX_MEMBERS];
   char addrs[REPLICA_MAX_MEMBERS][64];
@@ -660,7 +733,9 @@ static int setup_raft(replica *rp, const replica_opts *o, derr *e) {
   if (me == SIZE_MAX) return derr_set(e, E_BAD_REQUEST, "--node-id %" PRIu64 " is not in --cluster", o->id);
   snprintf(rp->addr, sizeof rp->addr, "%s", addrs[me]);
   if (make_dir(rp, o->data_dir, e) < 0) return -e->code;
-  if (raft_uv_tcp_init(&rp->tr, rp->loop) != 0) return derr_set(e, E_IO, "raft: cannot start its TCP transport");
+  if (raft_uv_tcp_init(&rp->inner, rp->loop) != 0) return derr_set(e, E_IO, "raft: cannot start its TCP transport");
+  rp->tr = (struct raft_uv_transport){.impl = rp->inner.impl, .init = nd_init, .listen = nd_listen,
+                                      .connect = nd_connect, .close = nd_close};
   if (raft_uv_init(&rp->io, rp->loop, rp->dir, &rp->tr) != 0)
     return derr_set(e, E_IO, "raft: cannot open %s: %s", rp->dir, rp->io.errmsg);
   rp->fsm = (struct raft_fsm){.version = 1, .data = rp, .apply = fsm_apply, .snapshot = fsm_snapshot,
@@ -715,7 +790,7 @@ int replica_start(replica *rp, uv_loop_t *loop, const char *http_url, derr *e) {
 static void on_raft_closed(struct raft *r) {
   replica *rp = r->data;
   raft_uv_close(&rp->io);
-  raft_uv_tcp_close(&rp->tr);
+  raft_uv_tcp_close(&rp->inner);
 }
 
 void replica_close(replica *rp) {

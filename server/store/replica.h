@@ -56,6 +56,8 @@ typedef struct replica_opts {
   const instance_env *env;
   replica_apply_fn apply;
   replica_fail_fn fail;
+  /* This member stopped leading (loop thread, from its poll; may be NULL). */
+  void (*lost)(void *ctx);
   void *ctx;
 } replica_opts;
 

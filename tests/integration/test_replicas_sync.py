@@ -6,12 +6,17 @@
   moves by exactly the number of rounds); a long-poll on a follower wakes
   when it applies the round's step;
 - a round closed at its deadline with min_workers: one entry, on every member;
+- a leader that loses its leadership (SIGSTOP until the others elect, then
+  SIGCONT) fails its open round 503 leadership_lost; the workers retry with
+  their keys on the new leader, where the round applies once;
 - kill -9 of the leader: a retried push of a committed round is replayed (the
   round applied once), and a round open at the kill is lost; its workers
   retry with their keys on the new leader and it applies once.
 """
 import http.client
 import json
+import os
+import signal
 import threading
 import time
 import unittest
@@ -175,7 +180,48 @@ class SyncRounds(unittest.TestCase):
             t.join(20)
         self.assertEqual(observed(sd, "dl"), observed(lead, "dl"))
 
-    def test_3_leader_kill_round_applies_once(self):
+    def test_3_leadership_lost_fails_open_round(self):
+        g = self.g
+        old = g.wait_leader()
+        st0 = observed(old)[2]
+        call = self.clients()
+        got = {}
+        raw = fresh(old)
+        ts = [threading.Thread(target=lambda: got.update(raw=raw(
+                  0, "POST", "/v1/optimizers/s/step?worker=w0&step=%d" % st0, body(st0, 0),
+                  {"Idempotency-Key": "lost-w0"}))),
+              threading.Thread(target=lambda: got.update(w1=call(
+                  1, "POST", "/v1/optimizers/s/step?worker=w1&step=%d" % st0, body(st0, 1),
+                  {"Idempotency-Key": "lost-w1"})))]
+        for t in ts:
+            t.start()
+        time.sleep(0.3)
+        os.kill(old.proc.pid, signal.SIGSTOP)
+        try:
+            g.dead.add(g.id_of(old))
+            new = g.wait_leader()
+        finally:
+            os.kill(old.proc.pid, signal.SIGCONT)
+            g.dead.discard(g.id_of(old))
+        ts[0].join(20)
+        st, rep, _ = got["raw"]
+        self.assertEqual((st, rep["error"]["code"]), (503, "leadership_lost"), rep)
+        # the workers retry on the new leader: the round applies once
+        res = {}
+        t2 = threading.Thread(target=lambda: res.update(w2=call(
+            2, "POST", "/v1/optimizers/s/step?worker=w2&step=%d" % st0, body(st0, 2), {"Idempotency-Key": "lost-w2"})))
+        t0 = threading.Thread(target=lambda: res.update(w0=call(
+            0, "POST", "/v1/optimizers/s/step?worker=w0&step=%d" % st0, body(st0, 0), {"Idempotency-Key": "lost-w0"})))
+        t2.start(), t0.start()
+        t2.join(30), t0.join(30)
+        ts[1].join(30)
+        for r in (res["w0"], res["w2"], got["w1"]):
+            self.assertEqual((r[0], r[1]["step"]), (200, st0 + 1), r)
+        g.wait_applied()
+        self.assertEqual(observed(new)[2], st0 + 1)
+        self.exports("s")
+
+    def test_4_leader_kill_round_applies_once(self):
         g = self.g
         lead = g.wait_leader()
         call = self.clients()
