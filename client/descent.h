@@ -86,7 +86,9 @@ DESCENT_API void descent_free(void *p);
  * "http://a1|http://a2,http://b1|http://b2" is two shards, each a group).
  * A comma list whose daemons say (GET /v1/cluster, at open) that they are
  * members of one group is that group, as in the Python client; members that
- * are down then are members too, but at least one must answer.  A group is
+ * are down then are members too, but at least one must answer.  Plain
+ * daemons, or members of different groups, are shards (each must answer); a
+ * list where some are members of one group and some not is refused.  A group is
  * one shard: a write goes to the member believed to lead and follows 307
  * to the leader; a request is retried across the members for up to
  * DESCENT_OPT_FAILOVER_MS after 503 no_leader or a refused connection, and

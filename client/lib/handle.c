@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "internal.h"
 
@@ -109,56 +110,79 @@ static int merge_into_group(descent *d, descent_error *err) {
   return 0;
 }
 
-/* Several URLs without '|': either shards (plain daemons; each must answer, so
- * that an unreachable one or a refused token shows at open) or, when the
- * daemons that answer are members of one replica group, the members of that
- * group (the spelling of the Python client; the others may be down). */
-static int classify(descent *d, descent__req *r, descent_error *err) {
+/* How the answering daemons of a comma list relate: every pair of members
+ * overlaps (one group), none does (shards), or a mix. */
+typedef struct kinship {
+  size_t repl, plain, starting, pairs, same;
+} kinship;
+
+static kinship relate(json_t *const *addrs, const descent__req *r, size_t n) {
+  kinship k = {0};
+  for (size_t i = 0; i < n; i++) {
+    if (r[i].cc != CURLE_OK) continue;
+    if (!addrs[i]) {
+      k.plain++;
+      continue;
+    }
+    k.repl++;
+    k.starting += json_array_size(addrs[i]) == 0;
+    for (size_t j = 0; j < i; j++)
+      if (addrs[j]) k.pairs++, k.same += overlap(addrs[i], addrs[j]);
+  }
+  return k;
+}
+
+/* Several URLs without '|': shards (each must answer, so that an unreachable
+ * daemon or a refused token shows at open: plain daemons, or members of
+ * different groups), or, when the daemons that answer are all members of one
+ * replica group, the members of that group (the spelling of the Python
+ * client; the others may be down).  1: ask again (a member still starting
+ * lists no members yet). */
+static int classify(descent *d, descent__req *r, bool last, descent_error *err) {
   json_t *addrs[DESCENT__MAX_SHARDS] = {0};
   int rc = 0, first_down = -1;
-  size_t nrepl = 0, nplain = 0;
-  for (size_t k = 0; k < d->nshards; k++) {
+  size_t n = d->nshards; /* a merge leaves one shard */
+  for (size_t k = 0; k < n; k++) {
     if (r[k].cc != CURLE_OK) {
       if (first_down < 0) first_down = (int)k;
       continue;
     }
     if ((rc = descent__req_result(d, &r[k], err, NULL)) < 0) goto out;
-    if ((addrs[k] = cluster_addresses(&r[k]))) nrepl++;
-    else nplain++;
+    addrs[k] = cluster_addresses(&r[k]);
   }
-  if (!nrepl) {
-    rc = first_down >= 0 ? descent__req_result(d, &r[first_down], err, NULL) : 0;
-    goto out;
-  }
-  for (size_t k = 0; k < d->nshards && !nplain; k++)
-    for (size_t j = 0; j < k; j++)
-      if (addrs[k] && addrs[j] && !overlap(addrs[k], addrs[j])) nplain++;
-  if (nplain) {
+  kinship kin = relate(addrs, r, n);
+  if (kin.starting && !last) rc = 1;
+  else if (kin.repl && !kin.plain && kin.same == kin.pairs) rc = merge_into_group(d, err);
+  else if (first_down >= 0) rc = descent__req_result(d, &r[first_down], err, NULL);
+  else if (kin.same)
     rc = descent__fail(err, DESCENT_EINVAL,
-                       "url: these daemons are not the members of one replica group: join each group's "
-                       "members with '|' and separate shards with ',' (http://a1|http://a2,http://b1|http://b2)");
-    goto out;
-  }
-  rc = merge_into_group(d, err);
+                       "url: some of these daemons are members of one replica group and some are not: join "
+                       "each group's members with '|' and separate shards with ',' (http://a1|http://a2,http://b1)");
 out:
-  for (size_t k = 0; k < d->nshards; k++) json_decref(addrs[k]);
+  for (size_t k = 0; k < n; k++) json_decref(addrs[k]);
   return rc;
 }
 
-/* Several shards: each is contacted once (GET /v1/cluster, which also says
+/* Several shards: each is contacted (GET /v1/cluster, which also says
  * whether a comma list is one group's members). */
 static int probe(descent *d, bool plain_list, descent_error *err) {
   size_t n = d->nshards;
   descent__req *r = descent__reqs_new(n);
   if (!r) return descent__fail(err, DESCENT_ENOMEM, NULL);
-  for (size_t k = 0; k < n; k++) {
-    descent__req_init(&r[k], k, "GET");
-    snprintf(r[k].path, sizeof r[k].path, "/v1/cluster");
-    r[k].no_retry = plain_list; /* a member that is down is no reason to wait */
-    r[k].local = true;          /* its own view, not the leader's */
+  int rc;
+  for (int tries = 0;; tries++) {
+    for (size_t k = 0; k < n; k++) {
+      descent__req_cleanup(&r[k]);
+      descent__req_init(&r[k], k, "GET");
+      snprintf(r[k].path, sizeof r[k].path, "/v1/cluster");
+      r[k].no_retry = plain_list; /* a member that is down is no reason to wait */
+      r[k].local = true;          /* its own view, not the leader's */
+    }
+    rc = descent__perform(d, r, n, err);
+    if (rc == 0 && plain_list) rc = classify(d, r, tries >= 40, err);
+    if (rc != 1) break;
+    nanosleep(&(struct timespec){0, 100 * 1000000L}, NULL); /* up to 4 s for members to start */
   }
-  int rc = descent__perform(d, r, n, err);
-  if (rc == 0 && plain_list) rc = classify(d, r, err);
   for (size_t k = 0; k < n && rc == 0 && !plain_list; k++) rc = descent__req_result(d, &r[k], err, NULL);
   descent__reqs_free(r, n);
   return rc;

@@ -126,7 +126,7 @@ static double combine(instance *in) {
   size_t n = in->cfg.n, k = r->count;
   qsort(r->part, k, sizeof *r->part, cmp_part);
   float *s = in->scratch;
-  memcpy(s, r->part[0].grad, n * sizeof(float));
+  if (n) memcpy(s, r->part[0].grad, n * sizeof(float)); /* a sparse-only instance has no dense floats */
   for (size_t j = 1; j < k; j++) {
     const float *g = r->part[j].grad;
     for (size_t i = 0; i < n; i++) s[i] += g[i];

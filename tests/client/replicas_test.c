@@ -1,6 +1,6 @@
 /* replicas_test: libdescent on a real three-member Raft group on loopback
  * (descentd --node-id --cluster): the comma list is recognised as one group
- * (and a list mixing a member with a plain daemon is refused, while
+ * (and a list mixing two members with a plain daemon is refused, while
  * "m1|m2|m3,plain" shards over the group and the daemon), four threads
  * push one-hot gradients without keys of their own while the leader is
  * killed -9, and every push is applied exactly once (exact sums and step),
@@ -45,7 +45,7 @@ static void free_ports(int *ports, int n) {
 static void start_group(void) {
   int ports[MEMBERS];
   free_ports(ports, MEMBERS);
-  char cluster[256], id[MEMBERS][8];
+  char cluster[256], id[MEMBERS][16];
   size_t o = 0;
   for (int i = 0; i < MEMBERS; i++)
     o += (size_t)snprintf(cluster + o, sizeof cluster - o, "%s%d=127.0.0.1:%d", i ? "," : "", i + 1, ports[i]);
@@ -159,11 +159,12 @@ START_TEST(test_failover_exactly_once) {
     ck_assert_int_eq(memcmp(p, q, sizeof p), 0);
     descent_close(m);
   }
-  /* a list that mixes the group with a plain daemon is refused at open */
+  /* a list that mixes two members of the group with a plain daemon is refused at open */
   test_daemon plain;
   test_daemon_start(&plain, NULL);
   char mixed[320];
-  snprintf(mixed, sizeof mixed, "%s,%s", dm[lead == 1 ? 1 : 0].url, plain.url);
+  int a = lead == 1 ? 1 : 0, b = lead == 3 ? 1 : 2; /* two live members */
+  snprintf(mixed, sizeof mixed, "%s,%s,%s", dm[a].url, dm[b].url, plain.url);
   ck_assert_ptr_null(descent_open(mixed, NULL, &err));
   ck_assert_str_eq(err.code, "invalid_argument");
   ck_assert_ptr_nonnull(strstr(err.message, "one replica group"));

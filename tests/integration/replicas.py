@@ -7,11 +7,13 @@ loopback, for test_replicas*.py.
     g.wait_applied()                # every live member applied the leader's commit index
     g.stop()
 
-The Raft ports are picked free on 127.0.0.1 before the start (a port taken
-in between fails the start loudly, it is not retried silently).
+The Raft ports are picked free on 127.0.0.1 before the start, below the
+ephemeral range, so the daemons' own port-0 listens cannot take them (a port
+taken in between fails the start loudly, it is not retried silently).
 """
 import http.client
 import json
+import random
 import socket
 import time
 import urllib.parse
@@ -22,12 +24,30 @@ ELECTION_MS = 400
 
 
 def free_ports(n):
+    """n ports free on 127.0.0.1, taken below the kernel's ephemeral range
+    (net.ipv4.ip_local_port_range), so that no daemon's --listen :0 and no
+    outgoing connection can be handed one of them between now and the
+    start: a random pick in [20000, low), kept only if it binds."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    lo = 10000 if low <= 20000 else 20000
+    rnd = random.Random()
     socks, ports = [], []
-    for _ in range(n):
+    while len(ports) < n:
+        p = rnd.randrange(lo, low)
+        if p in ports:
+            continue
         s = socket.socket()
-        s.bind(("127.0.0.1", 0))
+        try:
+            s.bind(("127.0.0.1", p))
+        except OSError:
+            s.close()
+            continue
         socks.append(s)
-        ports.append(s.getsockname()[1])
+        ports.append(p)
     for s in socks:
         s.close()
     return ports
