@@ -181,7 +181,7 @@ check-asan:
 
 # ThreadSanitizer: the daemon (kernel clones off: TSan's runtime crashes on
 # ifunc resolvers) against the modules whose requests run concurrently.
-TSAN_MODULES ?= test_async test_sync test_longpoll test_idempotency test_durability test_history_check test_connections test_replicas_failover test_log test_log_faults
+TSAN_MODULES ?= test_async test_sync test_longpoll test_idempotency test_durability test_history_check test_connections test_replicas_failover test_replicas_sync test_log test_log_faults
 check-tsan:
 	$(Q)$(MAKE) --no-print-directory B=$(B)/tsan SAN=tsan OPT="-O1 -g" all
 	$(Q)DESCENT_BUILD=$(B)/tsan TSAN_OPTIONS="exitcode=66 second_deadlock_stack=1" \
