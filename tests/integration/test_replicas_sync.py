@@ -65,6 +65,24 @@ def fresh(d):
     return call
 
 
+def pushes(d, name="s"):
+    """Each worker's push count on daemon d (a sync push counts when it joins)."""
+    st, b, _ = d.req("GET", "/v1/optimizers/%s/workers" % name)
+    assert st == 200, (st, b)
+    return {w["name"]: w["pushes"] for w in b["workers"]}
+
+
+def wait_joined(d, before, names, timeout=20):
+    """Until each of names has one push more on d than in before."""
+    deadline = time.monotonic() + timeout
+    while True:
+        now = pushes(d)
+        if all(now.get(n, 0) > before.get(n, 0) for n in names):
+            return
+        assert time.monotonic() < deadline, (before, now)
+        time.sleep(0.02)
+
+
 def observed(d, name="s"):
     """(dense params raw bytes, rows pulled) of instance name on daemon d."""
     st, raw, h = d.req("GET", "/v1/optimizers/%s/params" % name, headers={"Accept": "application/octet-stream"},
@@ -187,6 +205,7 @@ class SyncRounds(unittest.TestCase):
         g = self.g
         old = g.wait_leader()
         st0 = observed(old)[2]
+        joined = pushes(old)
         call = self.clients()
         got = {}
         raw = fresh(old)
@@ -198,7 +217,7 @@ class SyncRounds(unittest.TestCase):
                   {"Idempotency-Key": "lost-w1"})))]
         for t in ts:
             t.start()
-        time.sleep(0.3)
+        wait_joined(old, joined, ["w0", "w1"])
         os.kill(old.proc.pid, signal.SIGSTOP)
         try:
             g.dead.add(g.id_of(old))
@@ -235,13 +254,14 @@ class SyncRounds(unittest.TestCase):
         g.wait_applied()
         # an open round: two workers wait on the leader when it is killed
         call2 = self.clients()
+        joined = pushes(lead)
         opened = {}
         ts = [threading.Thread(target=lambda w=w: opened.update({w: call2(
             w, "POST", "/v1/optimizers/s/step?worker=w%d&step=%d" % (w, st0 + 1), body(st0 + 1, w),
             {"Idempotency-Key": "open-w%d" % w})})) for w in (0, 1)]
         for t in ts:
             t.start()
-        time.sleep(0.3)
+        wait_joined(lead, joined, ["w0", "w1"])
         g.kill9(lead)
         new = g.wait_leader()
         self.assertIsNot(new, lead)
