@@ -34,6 +34,9 @@
 #define ROUND_HEAD 16
 #define FIXED 22
 #define ARGS_MAX 2048
+/* room in an entry for everything but the body: replica's header, ours, the
+ * name, the key and the query (a round's: its header, names and keys) */
+#define ENTRY_SLACK ((size_t)64 << 10)
 
 typedef struct args_buf {
   char b[ARGS_MAX];
@@ -208,6 +211,13 @@ enum MHD_Result http_cluster_write(request *r) {
   if (q.overflow) {
     derr_set(&e, E_BAD_REQUEST, "the query string is longer than %d bytes", ARGS_MAX);
     return reply_error(r, E_BAD_REQUEST, &e);
+  }
+  size_t max = replica_max_entry(r->app->rp);
+  if (r->len > max - ENTRY_SLACK) { /* refused alike on every member, before any redirect */
+    derr_set(&e, E_TOO_LARGE, "a replica group takes bodies of at most %zu bytes (a Raft entry of at most %zu: "
+             "64 KiB per ms of --election-timeout); split the push over several instances or range shards",
+             max - ENTRY_SLACK, max);
+    return reply_error(r, E_TOO_LARGE, &e);
   }
   if (!replica_is_leader(r->app->rp)) return not_leader(r, &q);
   if (sync_push(r)) {

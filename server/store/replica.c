@@ -48,6 +48,7 @@ typedef struct prop {
   uint64_t seq;
   struct raft_buffer buf;
   bool pending; /* on the in-flight list */
+  size_t cost; /* counted in rp->inflight (0: not counted): the entry's bytes */
 } prop;
 
 typedef struct job { /* a membership change (or a read barrier) on its way to the loop */
@@ -90,6 +91,9 @@ struct replica {
   prop *qhead, *qtail;
   job *jobs;             /* under qlock */
   prop *flight;          /* loop thread: proposals raft holds */
+  prop *held, *held_tail; /* loop thread: proposals waiting for room in the meter (FIFO) */
+  size_t inflight;       /* loop thread: bytes handed to raft, not yet applied or failed */
+  size_t budget;         /* the meter: replica_max_entry's bytes */
   uint64_t nonce, next_seq;
   uint64_t announced_term;
   bool led; /* on_poll: led at the last poll (a fall calls o.lost) */
@@ -240,6 +244,7 @@ static void applied_now(replica *rp, uint64_t index) {
   atomic_store(&rp->applied, index);
   reads_check(rp, index);
 }
+size_t replica_max_entry(const replica *rp) { return rp->budget; }
 bool replica_is_leader(replica *rp) { return atomic_load(&rp->leader); }
 bool replica_reads_ready(replica *rp) { return atomic_load(&rp->reads_ready); }
 
@@ -292,25 +297,51 @@ static void submit_cb(struct raft_apply *req, int status, void *result) {
     refresh(rp); /* leadership lost: the 503 and /v1/cluster agree */
   }
   if (p->origin) rp->o.fail(rp->o.ctx, p->origin, rp->closing ? E_SHUTTING_DOWN : E_LEADERSHIP_LOST);
+  rp->inflight -= p->cost;
+  if (p->cost && rp->held && !rp->closing) uv_async_send(&rp->async); /* on_async hands the next one */
   free(p);
 }
 
 /* Loop thread: hands p to raft, or fails it. */
-static void submit(replica *rp, prop *p) {
+static void submit_now(replica *rp, prop *p) {
   p->req.data = rp;
   int rc = -1;
   if (!rp->closing) {
     p->next = rp->flight;
     rp->flight = p;
     p->pending = true;
+    p->cost = p->buf.len;
+    rp->inflight += p->cost;
     rc = raft_apply(&rp->raft, &p->req, &p->buf, 1, submit_cb);
   }
   if (rc != 0) {
     if (p->pending) flight_remove(rp, p);
+    rp->inflight -= p->cost;
     raft_free(p->buf.base);
     if (p->origin) rp->o.fail(rp->o.ctx, p->origin, rp->closing ? E_SHUTTING_DOWN : E_NO_LEADER);
     free(p);
   }
+}
+
+/* The meter: raft appends, checksums, sends and applies what it holds in
+ * runs on the loop thread, without a timer tick between the entries of one
+ * run; so at most budget bytes are in raft's hands at a time (one entry
+ * always), the rest waits here, in order (fail paths included). */
+static void drain(replica *rp) {
+  while (rp->held && (rp->closing || !rp->inflight || rp->inflight + rp->held->buf.len <= rp->budget)) {
+    prop *p = rp->held;
+    rp->held = p->next;
+    if (!rp->held) rp->held_tail = NULL;
+    p->next = NULL;
+    submit_now(rp, p);
+  }
+}
+
+static void submit(replica *rp, prop *p) {
+  if (rp->held_tail) rp->held_tail->next = p;
+  else rp->held = p;
+  rp->held_tail = p;
+  drain(rp);
 }
 
 static int change_code(int rv) {
@@ -433,6 +464,7 @@ static void on_async(uv_async_t *h) {
     submit(rp, p);
     p = nx;
   }
+  drain(rp); /* room made by entries applied since */
 }
 
 void replica_propose2(replica *rp, const void *head, size_t hlen, const void *body, size_t blen, void *origin) {
@@ -475,7 +507,7 @@ static void announce(replica *rp) {
   b[16] = (unsigned char)(ul & 0xff);
   b[17] = (unsigned char)(ul >> 8);
   memcpy(b + 18, rp->http_url, ul);
-  submit(rp, p);
+  submit_now(rp, p); /* past the meter: term_index is where raft appends it now */
 }
 
 static void on_poll(uv_timer_t *t) {
@@ -800,6 +832,8 @@ replica *replica_new(const replica_opts *o) {
   replica *rp = mem_xcalloc(1, sizeof *rp);
   rp->o = *o;
   rp->nonce = random_nonce();
+  unsigned et = o->election_timeout_ms ? o->election_timeout_ms : 1000;
+  rp->budget = (size_t)et * REPLICA_ENTRY_BYTES_PER_MS;
   pthread_mutex_init(&rp->qlock, NULL);
   pthread_mutex_init(&rp->slock, NULL);
   atomic_init(&rp->applied, 0);

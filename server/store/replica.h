@@ -82,6 +82,17 @@ void replica_free(replica *rp);
  * exactly one of apply (with the entry) or fail.  Any thread. */
 void replica_propose(replica *rp, const void *data, size_t len, void *origin);
 
+/* The largest entry (bytes, replica_propose's len) a member takes: 64 KiB
+ * per millisecond of the election timeout (64 MiB at 1000 ms).  A member
+ * checksums, writes and applies an entry in one run of its loop thread, with
+ * no heartbeat or timer between (measured: ~3.5-7 ms per MB on a loaded
+ * 2-core machine, per member); a bigger one would stall it past the
+ * election timeout and depose the leader.  It is also the meter: at most
+ * this many bytes of proposals are in raft's hands at a time (one entry
+ * always), the others wait their turn in order.  Any thread. */
+#define REPLICA_ENTRY_BYTES_PER_MS ((size_t)64 << 10)
+size_t replica_max_entry(const replica *rp);
+
 /* Two writes of one header then a body, as one entry (avoids a copy). */
 void replica_propose2(replica *rp, const void *head, size_t hlen, const void *body, size_t blen, void *origin);
 
