@@ -129,9 +129,56 @@ static enum MHD_Result not_leader(request *r, const args_buf *q) {
   return reply_queue(r, MHD_HTTP_TEMPORARY_REDIRECT, resp, NULL);
 }
 
-bool http_cluster_misread(request *r) {
+static bool wants_leader(request *r) {
   const char *v = http_header(r, "Descent-Read");
-  return v && !strcasecmp(v, "leader") && !replica_reads_ready(r->app->rp);
+  return v && !strcasecmp(v, "leader");
+}
+
+bool http_cluster_misread(request *r) { return wants_leader(r) && !replica_reads_ready(r->app->rp); }
+
+/* ---- linearizable reads ------------------------------------------------------------------ */
+
+/* A leader that a partition cut off still believes it leads for up to an
+ * election timeout, while the majority's new leader acknowledges writes:
+ * answering Descent-Read: leader from memory could miss them.  So such a
+ * read waits for a barrier entry of this term to commit (a majority still
+ * follows) and apply here, then runs its handler as usual. */
+
+static enum MHD_Result read_go(request *r) {
+  r->w.code = 0;
+  return r->route->fn(r);
+}
+
+static enum MHD_Result read_refused(request *r) {
+  if (r->w.code == E_NO_LEADER) return http_cluster_redirect(r);
+  if (r->w.code == E_LEADERSHIP_LOST) {
+    derr e;
+    derr_set(&e, E_LEADERSHIP_LOST, "this member stopped leading before it could confirm the read: retry "
+             "(on the new leader)");
+    return reply_error(r, E_LEADERSHIP_LOST, &e);
+  }
+  return reply_error(r, r->w.code, NULL);
+}
+
+/* Loop thread (or at once when the member is closing). */
+static void read_confirmed(void *ctx, int code, const char *msg) {
+  (void)msg;
+  request *r = ctx;
+  r->w.code = code;
+  r->on_resume = code ? read_refused : read_go;
+  http__resume(r);
+  http__request_unref(r);
+}
+
+bool http_cluster_leader_read(request *r) {
+  return wants_leader(r) && !strncmp(r->route->path, "/v1/optimizers", 14);
+}
+
+enum MHD_Result http_cluster_read(request *r) {
+  http__request_ref(r); /* the barrier's: dropped once confirmed */
+  http_suspend(r);
+  replica_read_barrier(r->app->rp, read_confirmed, r);
+  return MHD_YES;
 }
 
 enum MHD_Result http_cluster_redirect(request *r) {

@@ -32,6 +32,12 @@ enum MHD_Result http_cluster_write(request *r);
  * does not lead: http_cluster_redirect answers it 307 (or 503 no_leader). */
 bool http_cluster_misread(request *r);
 enum MHD_Result http_cluster_redirect(request *r);
+/* A read of an instance that asked for the leader, on the leader: it is
+ * answered once a barrier entry of this term has committed and applied
+ * here (linearizable: no write acknowledged before it can be missing), or
+ * 503 leadership_lost / 307 if leadership went meanwhile. */
+bool http_cluster_leader_read(request *r);
+enum MHD_Result http_cluster_read(request *r);
 
 /* replica_apply_fn and replica_fail_fn, ctx = the app. */
 void http_cluster_apply(void *ctx, const void *data, size_t len, void *origin, uint64_t index);

@@ -508,6 +508,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
   r->state = RS_HANDLER;
   if (r->app->rp && (r->route->flags & R_REPL)) return http_cluster_write(r);
   if (r->app->rp && http_cluster_misread(r)) return http_cluster_redirect(r);
+  if (r->app->rp && http_cluster_leader_read(r)) return http_cluster_read(r);
   return r->route->fn(r);
 }
 

@@ -50,10 +50,12 @@ typedef struct prop {
   bool pending; /* on the in-flight list */
 } prop;
 
-typedef struct job { /* a membership change on its way to the loop */
+typedef struct job { /* a membership change (or a read barrier) on its way to the loop */
   struct raft_change req;
+  struct raft_barrier breq; /* barrier: replica_read_barrier */
   struct job *next;
   replica *rp;
+  bool barrier;
   bool add;
   uint64_t id;
   char address[64];
@@ -343,7 +345,30 @@ static void added_cb(struct raft_change *req, int status) {
 
 static void removed_cb(struct raft_change *req, int status) { job_end(req->data, status); }
 
+/* A read barrier's end: its entry of this term committed and applied here
+ * (0), or leadership gone. */
+static void barrier_cb(struct raft_barrier *req, int status) {
+  job *j = req->data;
+  int code = status == 0 ? 0 : j->rp->closing ? E_SHUTTING_DOWN : E_LEADERSHIP_LOST;
+  if (status != 0 && !j->rp->closing) refresh(j->rp);
+  j->done(j->ctx, code, status ? raft_strerror(status) : "");
+  free(j);
+}
+
+static void run_barrier(replica *rp, job *j) {
+  j->breq.data = j;
+  int rv = rp->closing ? RAFT_SHUTDOWN : raft_barrier(&rp->raft, &j->breq, barrier_cb);
+  if (rv != 0) {
+    j->done(j->ctx, change_code(rv), raft_strerror(rv));
+    free(j);
+  }
+}
+
 static void run_job(replica *rp, job *j) {
+  if (j->barrier) {
+    run_barrier(rp, j);
+    return;
+  }
   j->req.data = j;
   int rv = rp->closing ? RAFT_SHUTDOWN
            : j->add    ? raft_add(&rp->raft, &j->req, j->id, j->address, added_cb)
@@ -360,6 +385,22 @@ void replica_change(replica *rp, bool add, uint64_t id, const char *address, rep
     done(ctx, E_BAD_VALUE, "a member needs an id >= 1 and a Raft address HOST:PORT");
     return;
   }
+  pthread_mutex_lock(&rp->qlock);
+  if (rp->qclosed) {
+    pthread_mutex_unlock(&rp->qlock);
+    free(j);
+    done(ctx, E_SHUTTING_DOWN, "the member is not running");
+    return;
+  }
+  j->next = rp->jobs;
+  rp->jobs = j;
+  pthread_mutex_unlock(&rp->qlock);
+  uv_async_send(&rp->async);
+}
+
+void replica_read_barrier(replica *rp, replica_change_fn done, void *ctx) {
+  job *j = mem_xcalloc(1, sizeof *j);
+  *j = (job){.rp = rp, .barrier = true, .done = done, .ctx = ctx};
   pthread_mutex_lock(&rp->qlock);
   if (rp->qclosed) {
     pthread_mutex_unlock(&rp->qlock);

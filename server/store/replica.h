@@ -94,6 +94,14 @@ void replica_propose2(replica *rp, const void *head, size_t hlen, const void *bo
 typedef void (*replica_change_fn)(void *ctx, int code, const char *msg);
 void replica_change(replica *rp, bool add, uint64_t id, const char *address, replica_change_fn done, void *ctx);
 
+/* A linearizable read (Descent-Read: leader): appends a barrier entry of
+ * this term; done(ctx, 0, "") runs on the loop thread once it is committed
+ * and applied here -- a majority still follows this leader, and every write
+ * acknowledged before the call is in its state -- or done(ctx, code, msg)
+ * with E_NO_LEADER (not the leader), E_LEADERSHIP_LOST (deposed meanwhile)
+ * or E_SHUTTING_DOWN.  Any thread. */
+void replica_read_barrier(replica *rp, replica_change_fn done, void *ctx);
+
 enum replica_role { REPLICA_FOLLOWER, REPLICA_CANDIDATE, REPLICA_LEADER, REPLICA_UNAVAILABLE };
 
 #define REPLICA_MAX_MEMBERS 16
