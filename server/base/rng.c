@@ -82,7 +82,8 @@ double rng_normal(uint64_t seed, uint64_t stream, uint64_t i) {
  * lane runs exactly the IEEE operations of rng_log / rng_cos2pi above, in the
  * same order (the branches become blends of both exact results, the last unused
  * term of each series is not computed, and term / 1 is term), so every value is
- * bit for bit the scalar one (tests/unit/test_rng.c checks 10^6 and more). */
+ * bit for bit the scalar one (tests/unit/test_rng.c checks 10^6 and more); the
+ * counter hashing runs on the lanes too. */
 
 static double uniform_key(uint64_t key, uint64_t counter) {
   return (double)((mix(key + (counter + 1) * 0x9e3779b97f4a7c15ull) >> 11) + 1) * 0x1p-53;
@@ -196,16 +197,46 @@ AVX2 static void normal8(float *out, size_t n, const double *u1, const double *u
   }
 }
 
+/* mix and the uniform on 4 lanes: 64-bit products from 32-bit ones (mod 2^64, as
+ * in C), and (bits >> 11) + 1 <= 2^53 converted as hi * 2^32 + lo, both exact. */
+AVX2 static inline __m256i mul64(__m256i a, uint64_t c) {
+  __m256i vc = _mm256_set1_epi64x((long long)c), ch = _mm256_set1_epi64x((long long)(c >> 32));
+  __m256i cross = _mm256_add_epi64(_mm256_mul_epu32(_mm256_srli_epi64(a, 32), vc),
+                                   _mm256_mul_epu32(a, ch));
+  return _mm256_add_epi64(_mm256_mul_epu32(a, vc), _mm256_slli_epi64(cross, 32));
+}
+
+AVX2 static inline __m256d uniform4(__m256i z) {
+  z = mul64(_mm256_xor_si256(z, _mm256_srli_epi64(z, 30)), 0xbf58476d1ce4e5b9ull);
+  z = mul64(_mm256_xor_si256(z, _mm256_srli_epi64(z, 27)), 0x94d049bb133111ebull);
+  z = _mm256_xor_si256(z, _mm256_srli_epi64(z, 31));
+  __m256i v = _mm256_add_epi64(_mm256_srli_epi64(z, 11), _mm256_set1_epi64x(1));
+  const __m256i magic = _mm256_set1_epi64x(0x4330000000000000ll); /* 2^52 */
+  const __m256d p52 = _mm256_set1_pd(0x1p52);
+  __m256i hi32 = _mm256_srli_epi64(v, 32);
+  __m256i lo32 = _mm256_and_si256(v, _mm256_set1_epi64x(0xffffffffll));
+  __m256d hi = _mm256_sub_pd(_mm256_castsi256_pd(_mm256_or_si256(hi32, magic)), p52);
+  __m256d lo = _mm256_sub_pd(_mm256_castsi256_pd(_mm256_or_si256(lo32, magic)), p52);
+  __m256d d = _mm256_add_pd(_mm256_mul_pd(hi, _mm256_set1_pd(0x1p32)), lo);
+  return _mm256_mul_pd(d, _mm256_set1_pd(0x1p-53));
+}
+
 AVX2 static void fill_normal_avx2(float *out, size_t n, uint64_t first, uint64_t key,
                                   double mean, double std) {
+  const uint64_t g = 0x9e3779b97f4a7c15ull;
+  /* lane j of a block at index i: counter 2(i + j) -> key + (2(i + j) + 1) g, then + g */
+  __m256i step = _mm256_set_epi64x((long long)(6 * g), (long long)(4 * g), (long long)(2 * g), 0);
+  __m256i gv = _mm256_set1_epi64x((long long)g), g8 = _mm256_set1_epi64x((long long)(8 * g));
+  __m256i e = _mm256_add_epi64(_mm256_set1_epi64x((long long)(key + (2 * first + 1) * g)), step);
   for (size_t k = 0; k < n; k += 8) {
     double u1[8], u2[8];
-    for (int j = 0; j < 8; j++) {
-      uint64_t i = first + k + (uint64_t)j;
-      u1[j] = uniform_key(key, 2 * i);
-      u2[j] = uniform_key(key, 2 * i + 1);
-    }
+    __m256i e2 = _mm256_add_epi64(e, g8);
+    _mm256_storeu_pd(u1, uniform4(e));
+    _mm256_storeu_pd(u2, uniform4(_mm256_add_epi64(e, gv)));
+    _mm256_storeu_pd(u1 + 4, uniform4(e2));
+    _mm256_storeu_pd(u2 + 4, uniform4(_mm256_add_epi64(e2, gv)));
     normal8(out + k, n - k, u1, u2, mean, std);
+    e = _mm256_add_epi64(e2, g8);
   }
 }
 
