@@ -26,6 +26,15 @@ double rng_normal(uint64_t seed, uint64_t stream, uint64_t i);
 void rng_fill_normal(float *out, size_t n, uint64_t first, uint64_t seed, uint64_t stream,
                      double mean, double std);
 
+/* The same values as rng_fill_normal, one at a time through rng_log and rng_cos2pi
+ * (the reference the vectorised fill is tested against; also its fallback). */
+void rng__fill_normal_scalar(float *out, size_t n, uint64_t first, uint64_t seed,
+                             uint64_t stream, double mean, double std);
+
+/* z[k] = sqrt(-2 log(u1[k])) * cos2pi(u2[k]) (u in (0, 1]) in double, through the code
+ * rng_fill_normal runs; returns 1 if that is the vectorised one (for tests). */
+int rng__normals(double *z, const double *u1, const double *u2, size_t n);
+
 /* Fills out[0..n) with (float)(low + (high - low) * U) for indices first..first+n-1,
  * U = rng_uniform(seed, stream, index) - 2^-53 in [0, 1). */
 void rng_fill_uniform(float *out, size_t n, uint64_t first, uint64_t seed, uint64_t stream,

@@ -110,6 +110,7 @@ static void build_state(fuzz_in *in, instance_state *s) {
     }
   }
   derr se = {0};
+  if (c->alg == OPTIM_SPARSE_ADAM) c->clip_grad_norm = 0; /* clipping is refused with sparse tensors */
   bool sparse_ok = c->clip_grad_norm == 0 && optim_sparse_check(c->alg, &c->hyper, &se) == 0;
   bool only_sparse = c->alg == OPTIM_SPARSE_ADAM; /* torch's SparseAdam takes no dense tensor */
   size_t ndense = only_sparse ? 0 : 1 + fuzz_u8(in) % 3, nsparse = sparse_ok ? fuzz_u8(in) % 3 : 0;
