@@ -94,6 +94,9 @@ struct replica {
   prop *held, *held_tail; /* loop thread: proposals waiting for room in the meter (FIFO) */
   size_t inflight;       /* loop thread: bytes handed to raft, not yet applied or failed */
   size_t budget;         /* the meter: replica_max_entry's bytes */
+  uint64_t pace_until;   /* loop thread: uv_now before which no held proposal goes (0: none) */
+  unsigned heartbeat_ms;
+  uint64_t last_poll, stall_logged; /* loop thread: ms (stall_check) */
   uint64_t nonce, next_seq;
   uint64_t announced_term;
   bool led; /* on_poll: led at the last poll (a fall calls o.lost) */
@@ -298,7 +301,11 @@ static void submit_cb(struct raft_apply *req, int status, void *result) {
   }
   if (p->origin) rp->o.fail(rp->o.ctx, p->origin, rp->closing ? E_SHUTTING_DOWN : E_LEADERSHIP_LOST);
   rp->inflight -= p->cost;
-  if (p->cost && rp->held && !rp->closing) uv_async_send(&rp->async); /* on_async hands the next one */
+  /* after a big entry, the next waits one heartbeat (on_poll hands it): the
+   * followers learn this one's commit from it and apply it in a run of
+   * their own, not in the same run as the next entry's checksum and append */
+  if (p->cost >= rp->budget / 8 && !rp->closing) rp->pace_until = uv_now(rp->loop) + rp->heartbeat_ms + POLL_MS;
+  else if (p->cost && rp->held && !rp->closing) uv_async_send(&rp->async); /* on_async hands the next one */
   free(p);
 }
 
@@ -328,6 +335,8 @@ static void submit_now(replica *rp, prop *p) {
  * run; so at most budget bytes are in raft's hands at a time (one entry
  * always), the rest waits here, in order (fail paths included). */
 static void drain(replica *rp) {
+  if (rp->pace_until && !rp->closing && uv_now(rp->loop) < rp->pace_until) return;
+  rp->pace_until = 0;
   while (rp->held && (rp->closing || !rp->inflight || rp->inflight + rp->held->buf.len <= rp->budget)) {
     prop *p = rp->held;
     rp->held = p->next;
@@ -510,8 +519,22 @@ static void announce(replica *rp) {
   submit_now(rp, p); /* past the meter: term_index is where raft appends it now */
 }
 
+/* Loop thread, each poll: a loop held past half the election timeout (big
+ * entries, a starved CPU) is logged, at most every 10 s: past the whole
+ * timeout the group elects another leader. */
+static void stall_check(replica *rp) {
+  uint64_t now = uv_hrtime() / 1000000, gap = rp->last_poll ? now - rp->last_poll : 0;
+  rp->last_poll = now;
+  if (gap * 2 > (uint64_t)rp->heartbeat_ms * 10 && now - rp->stall_logged >= 10000) {
+    rp->stall_logged = now;
+    log_warn("replica: the loop thread was busy past half the election timeout", "ms=%" PRIu64 " election_timeout_ms=%u",
+             gap, rp->heartbeat_ms * 10);
+  }
+}
+
 static void on_poll(uv_timer_t *t) {
   replica *rp = t->data;
+  stall_check(rp);
   if (rp->closing) return;
   if (raft_state(&rp->raft) == RAFT_LEADER && rp->announced_term != rp->raft.current_term) {
     rp->announced_term = rp->raft.current_term;
@@ -519,6 +542,7 @@ static void on_poll(uv_timer_t *t) {
     log_info("replica: leading", "node=%" PRIu64 " term=%" PRIu64, rp->o.id, (uint64_t)rp->raft.current_term);
     announce(rp);
   }
+  drain(rp); /* a paced proposal's turn */
   bool leads = raft_state(&rp->raft) == RAFT_LEADER;
   if (rp->led && !leads && rp->o.lost) rp->o.lost(rp->o.ctx); /* open sync rounds are lost */
   rp->led = leads;
@@ -819,7 +843,8 @@ static int setup_raft(replica *rp, const replica_opts *o, derr *e) {
   if (!o->join && bootstrap(rp, ids, addrs, n, e) < 0) return -e->code;
   unsigned et = o->election_timeout_ms ? o->election_timeout_ms : 1000;
   raft_set_election_timeout(&rp->raft, et);
-  raft_set_heartbeat_timeout(&rp->raft, et / 10 ? et / 10 : 1);
+  rp->heartbeat_ms = et / 10 ? et / 10 : 1;
+  raft_set_heartbeat_timeout(&rp->raft, rp->heartbeat_ms);
   unsigned se = o->snapshot_entries ? o->snapshot_entries : 512;
   raft_set_snapshot_threshold(&rp->raft, se);
   raft_set_snapshot_trailing(&rp->raft, se / 4 ? se / 4 : 1);

@@ -89,7 +89,9 @@ void replica_propose(replica *rp, const void *data, size_t len, void *origin);
  * 2-core machine, per member); a bigger one would stall it past the
  * election timeout and depose the leader.  It is also the meter: at most
  * this many bytes of proposals are in raft's hands at a time (one entry
- * always), the others wait their turn in order.  Any thread. */
+ * always), the others wait their turn in order; after one of an eighth of
+ * it or more the next waits a heartbeat (followers apply it in a run of its
+ * own, not with the next one's checksum).  Any thread. */
 #define REPLICA_ENTRY_BYTES_PER_MS ((size_t)64 << 10)
 size_t replica_max_entry(const replica *rp);
 
