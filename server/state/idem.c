@@ -77,7 +77,11 @@ void idem__export(instance *in, instance_state *s) {
   s->nidem = 0;
   for (size_t k = 0; k < IDEM_LEN; k++) { /* oldest first: the ring from its next slot */
     const idem_entry *e = &in->idem[(in->idem_next + k) % IDEM_LEN];
-    if (e->r.key[0] && !e->pending) s->idem[s->nidem++] = e->r;
+    /* not a key still waiting for its outcome: a sync round's (pending) or a
+     * change not yet durable (queued, log mode), which the restored state
+     * would lack if the daemon died before the log held it; a retry must
+     * apply it then, not replay an outcome that never happened */
+    if (e->r.key[0] && !e->pending && !e->queued) s->idem[s->nidem++] = e->r;
   }
 }
 

@@ -193,6 +193,47 @@ START_TEST(refused_batch_changes_nothing) {
 }
 END_TEST
 
+/* A snapshot taken while a keyed push is queued (submitted, not durable)
+ * must not carry its key: if the daemon dies before the entry is written,
+ * the state restored from that snapshot lacks the push, and a retry of the
+ * key must apply it, not replay an outcome that never happened (the lost
+ * batch of test_log_faults: acknowledged, never applied). */
+START_TEST(snapshot_of_queued_push_has_no_key) {
+  fake_sink s = {0};
+  change_sink cs;
+  fix_spec sp = {.alg = "sgd", .lr = 1, .n = 2};
+  instance *in = log_instance(&s, &sp, &cs);
+  twaiter t, r;
+  tw_init(&t);
+  tw_init(&r);
+  float g[2] = {1, 2};
+  push p = fix_push(NULL, -1, g);
+  p.key = "k:inflight";
+  ck_assert_int_eq(tw_push(in, &t, p), PUSH_WAITING);
+  instance_state st;
+  ck_assert_int_eq(instance_export(in, &st), 0);
+  ck_assert_uint_eq(st.nidem, 0);
+  instance_state_free(&st);
+  instance *restarted = copy_of(in); /* the kill came before the entry was written */
+  ck_assert_int_eq(tw_push(restarted, &r, p), PUSH_DONE);
+  ck_assert_int_eq(r.w.code, 0);
+  ck_assert(!r.w.replayed);
+  float now[2];
+  ck_assert_uint_eq(fix_read(restarted, now), 1);
+  ck_assert(now[0] == -1 && now[1] == -2);
+  finish_all(&s, 0); /* durable: now the key is the snapshot's */
+  ck_assert_int_eq(instance_export(in, &st), 0);
+  ck_assert_uint_eq(st.nidem, 1);
+  ck_assert_str_eq(st.idem[0].key, "k:inflight");
+  instance_state_free(&st);
+  sink_free(&s);
+  tw_cleanup(&t);
+  tw_cleanup(&r);
+  instance_unref(in);
+  instance_unref(restarted);
+}
+END_TEST
+
 START_TEST(patch_holds_durable_changes) {
   fake_sink s = {0};
   change_sink cs;
@@ -390,6 +431,7 @@ Suite *suite_journal(void) {
   tcase_add_checked_fixture(tc, setup, teardown);
   tcase_add_test(tc, queued_push_applies_only_when_durable);
   tcase_add_test(tc, refused_batch_changes_nothing);
+  tcase_add_test(tc, snapshot_of_queued_push_has_no_key);
   tcase_add_test(tc, patch_holds_durable_changes);
   tcase_add_test(tc, sync_round_is_one_entry);
   tcase_add_test(tc, sparse_entries_replay_bit_for_bit);
