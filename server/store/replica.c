@@ -416,6 +416,22 @@ static void run_job(replica *rp, job *j) {
   if (rv != 0) job_end(j, rv);
 }
 
+/* Any thread: hands j to the loop (on_async runs it), or ends it with
+ * E_SHUTTING_DOWN once the member stopped taking work. */
+static void queue_job(replica *rp, job *j) {
+  pthread_mutex_lock(&rp->qlock);
+  if (rp->qclosed) {
+    pthread_mutex_unlock(&rp->qlock);
+    j->done(j->ctx, E_SHUTTING_DOWN, "the member is not running");
+    free(j);
+    return;
+  }
+  j->next = rp->jobs;
+  rp->jobs = j;
+  pthread_mutex_unlock(&rp->qlock);
+  uv_async_send(&rp->async);
+}
+
 void replica_change(replica *rp, bool add, uint64_t id, const char *address, replica_change_fn done, void *ctx) {
   job *j = mem_xcalloc(1, sizeof *j);
   *j = (job){.rp = rp, .add = add, .id = id, .done = done, .ctx = ctx};
@@ -425,33 +441,13 @@ void replica_change(replica *rp, bool add, uint64_t id, const char *address, rep
     done(ctx, E_BAD_VALUE, "a member needs an id >= 1 and a Raft address HOST:PORT");
     return;
   }
-  pthread_mutex_lock(&rp->qlock);
-  if (rp->qclosed) {
-    pthread_mutex_unlock(&rp->qlock);
-    free(j);
-    done(ctx, E_SHUTTING_DOWN, "the member is not running");
-    return;
-  }
-  j->next = rp->jobs;
-  rp->jobs = j;
-  pthread_mutex_unlock(&rp->qlock);
-  uv_async_send(&rp->async);
+  queue_job(rp, j);
 }
 
 void replica_read_barrier(replica *rp, replica_change_fn done, void *ctx) {
   job *j = mem_xcalloc(1, sizeof *j);
   *j = (job){.rp = rp, .barrier = true, .done = done, .ctx = ctx};
-  pthread_mutex_lock(&rp->qlock);
-  if (rp->qclosed) {
-    pthread_mutex_unlock(&rp->qlock);
-    free(j);
-    done(ctx, E_SHUTTING_DOWN, "the member is not running");
-    return;
-  }
-  j->next = rp->jobs;
-  rp->jobs = j;
-  pthread_mutex_unlock(&rp->qlock);
-  uv_async_send(&rp->async);
+  queue_job(rp, j);
 }
 
 static void on_async(uv_async_t *h) {
